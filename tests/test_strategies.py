@@ -1,0 +1,256 @@
+"""Selection strategies: contract (n distinct unlabelled ids, seeded), hand-built cases, inputs, errors."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from socbi._reference import ReferenceIndex
+from socbi.knn import ExactPool
+from socbi.scoring import BoundaryScorer
+from socbi.strategies import (SEALS, KCenterGreedy, LeastConfidence, MarginSampling, PoolState,
+                              SoCBIPrefilter, EntropySampling, make_strategy, select)
+
+
+def _index():
+    try:
+        from socbi import SemiOrderedIndex
+        return SemiOrderedIndex
+    except ImportError:
+        return ReferenceIndex
+
+
+INDEX = _index()
+NAMES = ["random", "least_confidence", "margin", "entropy", "kcenter", "socbi", "lc_socbi",
+         "kcenter_socbi", "seals"]
+
+
+def generated_clusters(n, d=8, clusters=6, spread=0.6, seed=0):
+    """A *generated* clustered pool (Gaussian blobs), not real data."""
+    rng = np.random.default_rng(seed)
+    centres = 3 * rng.normal(size=(clusters, d))
+    return (centres[rng.integers(0, clusters, n)] + spread * rng.normal(size=(n, d))).astype(np.float32)
+
+
+def softmax(z):
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+@pytest.fixture(scope="module")
+def world():
+    x = generated_clusters(600, seed=1)
+    w = np.random.default_rng(2).normal(size=(8, 4))
+    probs = softmax(x.astype(np.float64) @ w)
+    lab = np.random.default_rng(3).choice(600, 12, replace=False)
+    scorer = BoundaryScorer(x, 10, labelled=lab, backend="exact", index_factory=INDEX, progress=False)
+    return x, probs, scorer
+
+
+def state_of(world, **kw):
+    x, probs, scorer = world
+    kw.setdefault("probabilities", probs)
+    return PoolState.from_scorer(scorer, **kw)
+
+
+# ----------------------------------------------------------------------------- contract
+@pytest.mark.parametrize("name", NAMES)
+def test_every_strategy_returns_n_distinct_unlabelled_ids_deterministically(world, name):
+    st = state_of(world)
+    strat = make_strategy(name)
+    a = strat.select(st, 25, seed=4)
+    b = make_strategy(name).select(st, 25, seed=4)
+    assert a.dtype == np.int64 and a.shape == (25,)
+    assert np.unique(a).size == 25
+    assert not st.labelled[a].any()
+    np.testing.assert_array_equal(a, b)
+    assert make_strategy(name).select(st, 0).size == 0
+    everything = strat.select(st, int((~st.labelled).sum()), seed=4)   # the whole pool
+    np.testing.assert_array_equal(np.sort(everything), st.unlabelled_ids())
+
+
+def test_random_depends_on_the_seed_and_names_resolve(world):
+    st = state_of(world)
+    assert not np.array_equal(select("random", st, 25, seed=1), select("random", st, 25, seed=2))
+    for alias, cls in [("LC", LeastConfidence), ("LC-So-CBI", SoCBIPrefilter),
+                       ("KCenter-So-CBI", SoCBIPrefilter), ("k-center", KCenterGreedy),
+                       ("Entropy", EntropySampling), ("SEALS", SEALS)]:
+        assert isinstance(make_strategy(alias), cls)
+    assert isinstance(make_strategy("KCenter-So-CBI").base, KCenterGreedy)
+    with pytest.raises(ValueError, match="unknown strategy 'badge'"):
+        make_strategy("badge")
+
+
+# ----------------------------------------------------------------------------- hand-built cases
+def test_uncertainty_strategies_pick_the_obvious_sample():
+    probs = np.array([
+        [0.90, 0.05, 0.05],    # 0 confident
+        [0.34, 0.33, 0.33],    # 1 least confident, highest entropy
+        [0.45, 0.445, 0.105],  # 2 smallest margin
+        [0.60, 0.20, 0.20],    # 3
+        [0.99, 0.01, 0.00],    # 4 labelled: must never come back
+    ])
+    st = PoolState(labelled=np.array([0, 0, 0, 0, 1], bool), probabilities=probs)
+    np.testing.assert_array_equal(LeastConfidence().select(st, 4), [1, 2, 3, 0])
+    np.testing.assert_array_equal(MarginSampling().select(st, 4), [2, 1, 3, 0])
+    np.testing.assert_array_equal(EntropySampling().select(st, 2), [1, 2])
+
+
+def test_uncertainty_ties_follow_the_seed():
+    st = PoolState(labelled=np.zeros(200, bool), probabilities=np.full((200, 2), 0.5))
+    a = LeastConfidence().select(st, 10, seed=1)
+    assert np.array_equal(a, LeastConfidence().select(st, 10, seed=1))
+    assert not np.array_equal(a, LeastConfidence().select(st, 10, seed=2))
+    assert not np.array_equal(np.sort(a), np.arange(10))          # not silently by id
+
+
+def test_kcenter_picks_the_farthest_point_first():
+    pts = np.array([[0, 0], [1, 0], [2, 0], [10, 0], [0, 9], [9.5, 0.5]], np.float32)
+    # labelled: the origin. Farthest is (10,0); then (0,9) (9 from the origin, 13.5 from (10,0));
+    # then (2,0) (2 from the origin); (9.5,0.5) is close to (10,0) and comes last.
+    st = PoolState(labelled=np.array([1, 0, 0, 0, 0, 0], bool), embeddings=pts)
+    np.testing.assert_array_equal(KCenterGreedy().select(st, 4), [3, 4, 2, 1])
+
+
+def test_kcenter_without_labels_starts_at_a_seeded_random_point_then_goes_far():
+    pts = np.array([[0, 0], [1, 0], [100, 0], [0.5, 0.5]], np.float32)
+    st = PoolState(labelled=np.zeros(4, bool), embeddings=pts)
+    firsts = {int(KCenterGreedy().select(st, 1, seed=s)[0]) for s in range(20)}
+    assert len(firsts) > 1
+    two = KCenterGreedy().select(st, 2, seed=0)
+    assert 2 in two.tolist()                                       # the outlier is always taken
+
+
+def test_kcenter_cache_follows_rounds_and_matches_a_fresh_computation():
+    x = generated_clusters(800, seed=5)
+    lab = np.zeros(800, bool)
+    lab[:5] = True
+    cached = KCenterGreedy()
+    for _ in range(4):
+        st = PoolState(labelled=lab, embeddings=x)
+        ids = cached.select(st, 30)
+        np.testing.assert_array_equal(ids, KCenterGreedy().select(st, 30))
+        lab = lab.copy()
+        lab[ids] = True
+    # a labelled set that shrank must not reuse the cache
+    lab2 = lab.copy()
+    lab2[:5] = False
+    st = PoolState(labelled=lab2, embeddings=x)
+    np.testing.assert_array_equal(cached.select(st, 10), KCenterGreedy().select(st, 10))
+    np.testing.assert_array_equal(KCenterGreedy("cosine").select(st, 5, seed=1),
+                                  KCenterGreedy("cosine").select(st, 5, seed=1))
+
+
+def test_lc_socbi_is_lc_inside_the_smallest_count_candidates(world):
+    x, probs, scorer = world
+    st = state_of(world)
+    n = 20
+    strat = make_strategy("lc_socbi")                 # default: 3n candidates
+    cand = strat.candidates(st, n)
+    assert cand.size == 60
+    counts = scorer.counts(cand)
+    outside = np.setdiff1d(st.unlabelled_ids(), cand)
+    assert counts.max() <= scorer.counts(outside).min()           # C is the low-count end
+    picked = strat.select(st, n, seed=0)
+    assert set(picked.tolist()) <= set(cand.tolist())
+    lc = 1 - probs[cand].max(axis=1)
+    np.testing.assert_array_equal(picked, cand[np.argsort(-lc, kind="stable")[:n]])
+    # candidate_size = n: the So-CBI selection itself, reordered by LC
+    same = SoCBIPrefilter(LeastConfidence(), candidate_size=n).select(st, n)
+    np.testing.assert_array_equal(np.sort(same), np.sort(scorer.select(n)[0]))
+    # the opposite end is a flag away
+    hi = SoCBIPrefilter(LeastConfidence(), largest=True).candidates(st, n)
+    assert scorer.counts(hi).min() >= scorer.counts(cand).max()
+
+
+def test_kcenter_socbi_runs_farthest_first_inside_the_candidates(world):
+    x, probs, scorer = world
+    st = state_of(world)
+    strat = make_strategy("kcenter_socbi", candidate_factor=4)
+    cand = strat.candidates(st, 10)
+    assert cand.size == 40
+    picked = strat.select(st, 10)
+    assert set(picked.tolist()) <= set(cand.tolist())
+    lab = st.labelled_ids()
+    d2 = ((x[cand][:, None, :].astype(np.float64) - x[lab][None, :, :]) ** 2).sum(-1).min(axis=1)
+    assert picked[0] == cand[np.argmax(d2)]
+
+
+def test_seals_restricts_to_the_labelled_neighbourhoods(world):
+    x, probs, scorer = world
+    st = state_of(world)
+    seals = SEALS()
+    cand = seals.candidates(st)
+    lists = scorer.neighbours(st.labelled_ids())
+    np.testing.assert_array_equal(cand, np.unique(lists))
+    np.testing.assert_array_equal(cand, st.unlabelled_ids()[scorer.counts() > 0])
+    picked = seals.select(st, 20)
+    assert set(picked.tolist()) <= set(cand.tolist())
+    # the pool path (no scorer) finds the same candidate set
+    pool = ExactPool(8, 600, progress=False)
+    unl = st.unlabelled_ids()
+    pool.add(unl, x[unl])
+    pool.mark_labelled([])
+    st_pool = PoolState(labelled=st.labelled, embeddings=x, probabilities=probs, pool=pool)
+    np.testing.assert_array_equal(SEALS(k=10).candidates(st_pool), cand)
+    # fewer candidates than n: all candidates first, then the base strategy on the rest
+    big = seals.select(st, cand.size + 15)
+    assert set(big[:cand.size].tolist()) == set(cand.tolist())
+
+
+# ----------------------------------------------------------------------------- model inputs
+def test_probabilities_from_sklearn_and_torch_models_match_arrays(world):
+    x, probs, scorer = world
+    from sklearn.linear_model import LogisticRegression
+    lab = scorer.labelled_ids()
+    y = np.arange(lab.size) % 3
+    clf = LogisticRegression(max_iter=500).fit(x[lab], y)
+    by_model = select("lc", state_of(world, probabilities=None, model=clf), 15, seed=3)
+    by_array = select("lc", state_of(world, probabilities=clf.predict_proba(x)), 15, seed=3)
+    np.testing.assert_array_equal(by_model, by_array)
+
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 5)).eval()
+    with torch.no_grad():
+        logits = net(torch.from_numpy(x)).double().numpy()
+    for name in ("margin", "entropy", "lc_socbi"):
+        a = select(name, state_of(world, probabilities=None, model=net), 15, seed=3)
+        b = select(name, state_of(world, probabilities=softmax(logits)), 15, seed=3)
+        np.testing.assert_array_equal(a, b)
+
+
+# ----------------------------------------------------------------------------- errors
+def test_bad_input_gives_clear_errors(world):
+    x, probs, scorer = world
+    st = state_of(world)
+    n_unl = int((~st.labelled).sum())
+    with pytest.raises(ValueError, match=f"n={n_unl + 1} exceeds the {n_unl} unlabelled"):
+        select("random", st, n_unl + 1)
+    with pytest.raises(ValueError, match="non-negative integer"):
+        select("random", st, -1)
+    full = PoolState(labelled=np.ones(10, bool), probabilities=np.full((10, 2), 0.5))
+    with pytest.raises(ValueError, match="pool is empty"):
+        select("lc", full, 1)
+    with pytest.raises(ValueError, match="look like logits"):
+        PoolState(labelled=np.zeros(3, bool), probabilities=np.array([[2.0, -1], [0, 1], [1, 0]]))
+    with pytest.raises(ValueError, match=r"rows \[1\] sum to"):
+        PoolState(labelled=np.zeros(2, bool), probabilities=np.array([[0.5, 0.5], [0.5, 0.4]]))
+    with pytest.raises(ValueError, match="probabilities has 5 rows but the state has 600"):
+        state_of(world, probabilities=probs[:5])
+    bad = x.copy()
+    bad[3, 1] = np.nan
+    with pytest.raises(ValueError, match=r"NaN.*rows \[3\]"):
+        PoolState(labelled=np.zeros(600, bool), embeddings=bad)
+    with pytest.raises(ValueError, match="scorer and labelled disagree"):
+        state_of(world, labelled=np.zeros(600, bool))
+    with pytest.raises(ValueError, match="needs PoolState.scorer"):
+        select("lc_socbi", PoolState(labelled=np.zeros(600, bool), probabilities=probs), 5)
+    with pytest.raises(ValueError, match="needs class probabilities"):
+        select("margin", state_of(world, probabilities=None), 5)
+    with pytest.raises(ValueError, match="needs PoolState.embeddings"):
+        select("kcenter", PoolState(labelled=np.zeros(600, bool), probabilities=probs), 5)
+    with pytest.raises(ValueError, match="candidate_factor"):
+        SoCBIPrefilter(LeastConfidence(), candidate_factor=0.5)
+    # nothing was changed by any of this
+    assert scorer.labelled_mask.sum() == 12
+    scorer.check()
