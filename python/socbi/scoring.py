@@ -70,7 +70,8 @@ class RoundStats:
     queries: int = 0           # neighbour queries issued (new samples + repairs)
     repairs: int = 0           # older labelled samples re-queried
     updates: int = 0           # (id, delta) pairs sent to the index
-    query_s: float = 0.0       # neighbour pool: mark deleted + K-NN queries
+    delete_s: float = 0.0      # neighbour pool: mark the new labels deleted
+    query_s: float = 0.0       # neighbour pool: K-NN queries (new samples + repairs)
     index_s: float = 0.0       # score index: erase + update
     other_s: float = 0.0       # numpy bookkeeping (building deltas, tables)
 
@@ -319,9 +320,11 @@ class BoundaryScorer:
         """Count the neighbours of ``new`` (unlabelled until now, or labelled at construction)."""
         stats = RoundStats(labelled=int(new.size))
         in_pool = not bool(self._labelled[new[0]]) and new[0] in self.pool
-        t0 = time.perf_counter()
+        t_d = time.perf_counter()
         if in_pool:
             self.pool.mark_labelled(new)
+        t0 = time.perf_counter()
+        stats.delete_s = t0 - t_d
         try:
             k_eff = min(self.k, len(self.pool))
             affected = np.empty(0, np.int64)
