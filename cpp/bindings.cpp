@@ -1,0 +1,518 @@
+// socbi._core: the Python face of cpp/include/socbi/. Arrays are validated and converted
+// with the GIL held (a whole batch before anything changes); the C++ loops run with the
+// GIL released.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <socbi/semi_ordered_index.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace py = pybind11;
+using socbi::SemiOrderedIndex;
+
+namespace {
+
+[[noreturn]] void raise(PyObject* type, const std::string& msg) {
+  PyErr_SetString(type, msg.c_str());
+  throw py::error_already_set();
+}
+
+std::string short_repr(const py::handle& h) {
+  std::string r = py::repr(h).cast<std::string>();
+  if (r.size() > 80) r = r.substr(0, 77) + "...";
+  return r;
+}
+
+bool is_integer_scalar(const py::handle& obj) {
+  if (PyBool_Check(obj.ptr())) return false;
+  if (PyLong_Check(obj.ptr())) return true;
+  if (py::isinstance<py::array>(obj)) return false;
+  // numpy integer scalars
+  py::module_ np = py::module_::import("numpy");
+  return py::isinstance(obj, np.attr("integer"));
+}
+
+// Converts ids (int scalar, list, or any integer numpy array, 0-d or 1-d) to uint32,
+// checking range in the same pass (buffer dtype dispatch, no intermediate int64 copy).
+template <class T>
+void convert_ids(const py::array& a, uint64_t capacity, const char* name, std::vector<uint32_t>& out) {
+  auto view = a.unchecked<T, 1>();
+  const py::ssize_t n = view.shape(0);
+  out.resize(size_t(n));
+  for (py::ssize_t i = 0; i < n; ++i) {
+    const T v = view(i);
+    if constexpr (std::is_signed<T>::value) {
+      if (v < 0) {
+        std::ostringstream os;
+        os << name << "[" << i << "] = " << int64_t(v) << " is negative; ids must lie in [0, capacity=" << capacity
+           << ")";
+        raise(PyExc_ValueError, os.str());
+      }
+    }
+    if (uint64_t(v) >= capacity) {
+      std::ostringstream os;
+      os << name << "[" << i << "] = " << uint64_t(v) << " is out of range; ids must lie in [0, capacity=" << capacity
+         << "): create the index with a larger capacity";
+      raise(PyExc_ValueError, os.str());
+    }
+    out[size_t(i)] = uint32_t(v);
+  }
+}
+
+std::vector<uint32_t> to_ids(const py::handle& obj, uint64_t capacity, const char* name, bool* was_scalar = nullptr) {
+  py::module_ np = py::module_::import("numpy");
+  if (was_scalar) *was_scalar = false;
+  py::array arr;
+  if (is_integer_scalar(obj)) {
+    if (was_scalar) *was_scalar = true;
+    py::int_ v = py::reinterpret_borrow<py::object>(obj);
+    // Python ints may exceed int64: compare as Python objects first.
+    if (v < py::int_(0) || v >= py::int_(capacity)) {
+      std::ostringstream os;
+      os << name << " = " << short_repr(obj) << " is out of range; ids must lie in [0, capacity=" << capacity << ")";
+      raise(PyExc_ValueError, os.str());
+    }
+    return {uint32_t(v.cast<uint64_t>())};
+  }
+  try {
+    arr = np.attr("asarray")(obj);
+  } catch (py::error_already_set&) {
+    raise(PyExc_TypeError, std::string(name) + " must be an integer, a list of integers or an integer numpy array, got " +
+                               short_repr(obj));
+  }
+  const char kind = arr.dtype().kind();
+  if (arr.size() == 0 && (kind == 'f' || kind == 'O')) {  // [] arrives as float64
+    return {};
+  }
+  if (kind != 'i' && kind != 'u') {
+    std::string dt = py::str(arr.dtype()).cast<std::string>();
+    raise(PyExc_TypeError, std::string(name) + " must hold integers, got dtype " + dt + " (" + short_repr(obj) +
+                               "); convert with np.asarray(" + name + ", dtype=np.int64) if the values are whole numbers");
+  }
+  if (arr.ndim() > 1) {
+    std::ostringstream os;
+    os << name << " must be 1-D, got an array of shape (";
+    for (py::ssize_t d = 0; d < arr.ndim(); ++d) os << (d ? ", " : "") << arr.shape(d);
+    os << "); pass " << name << ".ravel() to use every element";
+    raise(PyExc_ValueError, os.str());
+  }
+  if (arr.ndim() == 0) {
+    if (was_scalar) *was_scalar = true;
+    arr = np.attr("atleast_1d")(arr);
+  }
+  std::vector<uint32_t> out;
+  const auto dt = arr.dtype();
+  switch (dt.itemsize() * (kind == 'i' ? 1 : -1)) {
+    case 1: convert_ids<int8_t>(arr, capacity, name, out); break;
+    case 2: convert_ids<int16_t>(arr, capacity, name, out); break;
+    case 4: convert_ids<int32_t>(arr, capacity, name, out); break;
+    case 8: convert_ids<int64_t>(arr, capacity, name, out); break;
+    case -1: convert_ids<uint8_t>(arr, capacity, name, out); break;
+    case -2: convert_ids<uint16_t>(arr, capacity, name, out); break;
+    case -4: convert_ids<uint32_t>(arr, capacity, name, out); break;
+    case -8: convert_ids<uint64_t>(arr, capacity, name, out); break;
+    default: raise(PyExc_TypeError, std::string(name) + ": unsupported integer dtype");
+  }
+  return out;
+}
+
+// Values: a finite float scalar (broadcast) or a 1-D numeric array of length n.
+struct Values {
+  bool scalar = false;
+  double value = 0.0;
+  std::vector<double> array;
+  const double* data(size_t n) {
+    if (scalar) {
+      array.assign(n, value);
+      scalar = false;
+    }
+    return array.data();
+  }
+};
+
+Values to_values(const py::handle& obj, size_t n, const char* name, const char* ids_name) {
+  py::module_ np = py::module_::import("numpy");
+  Values v;
+  if (PyBool_Check(obj.ptr())) raise(PyExc_TypeError, std::string(name) + " must be numbers, got a bool");
+  if (PyFloat_Check(obj.ptr()) || PyLong_Check(obj.ptr()) || py::isinstance(obj, np.attr("number"))) {
+    double d;
+    try {
+      d = py::cast<double>(obj);
+    } catch (py::cast_error&) {
+      raise(PyExc_TypeError, std::string(name) + " must be a real number, got " + short_repr(obj));
+    }
+    if (!std::isfinite(d))
+      raise(PyExc_ValueError, std::string(name) + " = " + short_repr(obj) + " is not finite; scores and deltas must be finite numbers");
+    v.scalar = true;
+    v.value = d;
+    return v;
+  }
+  py::array arr;
+  try {
+    arr = np.attr("asarray")(obj);
+  } catch (py::error_already_set&) {
+    raise(PyExc_TypeError, std::string(name) + " must be a number or a 1-D array of numbers, got " + short_repr(obj));
+  }
+  const char kind = arr.dtype().kind();
+  if (!(kind == 'f' || kind == 'i' || kind == 'u') && !(arr.size() == 0)) {
+    raise(PyExc_TypeError, std::string(name) + " must hold real numbers, got dtype " +
+                               py::str(arr.dtype()).cast<std::string>());
+  }
+  if (arr.ndim() > 1) {
+    raise(PyExc_ValueError, std::string(name) + " must be a scalar or 1-D, got " + std::to_string(arr.ndim()) +
+                                "-D array; pass " + name + ".ravel()");
+  }
+  if (arr.ndim() == 0) {
+    v.scalar = true;
+    v.value = arr.attr("item")().cast<double>();
+    if (!std::isfinite(v.value))
+      raise(PyExc_ValueError, std::string(name) + " = " + short_repr(obj) + " is not finite; scores and deltas must be finite numbers");
+    return v;
+  }
+  if (size_t(arr.size()) != n) {
+    std::ostringstream os;
+    os << name << " has length " << arr.size() << " but " << ids_name << " has length " << n
+       << "; pass one value per id, or a scalar to use for every id";
+    raise(PyExc_ValueError, os.str());
+  }
+  py::array_t<double, py::array::c_style | py::array::forcecast> d(arr);
+  auto view = d.unchecked<1>();
+  v.array.resize(n);
+  for (size_t i = 0; i < n; ++i) {
+    const double x = view(py::ssize_t(i));
+    if (!std::isfinite(x)) {
+      std::ostringstream os;
+      os << name << "[" << i << "] = " << x << " is not finite; scores and deltas must be finite numbers";
+      raise(PyExc_ValueError, os.str());
+    }
+    v.array[i] = x;
+  }
+  return v;
+}
+
+void check_distinct(const std::vector<uint32_t>& ids, uint64_t capacity, const char* name) {
+  const size_t n = ids.size();
+  if (n < 2) return;
+  if (n * 16 < capacity) {
+    std::vector<uint32_t> s(ids);
+    std::sort(s.begin(), s.end());
+    auto it = std::adjacent_find(s.begin(), s.end());
+    if (it != s.end())
+      raise(PyExc_ValueError, std::string(name) + " contains id " + std::to_string(*it) +
+                                  " more than once; pass each id once per call (np.unique removes repeats)");
+    return;
+  }
+  std::vector<uint64_t> bits(size_t((capacity + 63) / 64), 0);
+  for (uint32_t id : ids) {
+    uint64_t& w = bits[id / 64];
+    const uint64_t b = uint64_t(1) << (id % 64);
+    if (w & b)
+      raise(PyExc_ValueError, std::string(name) + " contains id " + std::to_string(id) +
+                                " more than once; pass each id once per call (np.unique removes repeats)");
+    w |= b;
+  }
+}
+
+void check_present(SemiOrderedIndex& idx, const std::vector<uint32_t>& ids, const char* name, const char* what) {
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (!idx.contains(ids[i])) {
+      std::ostringstream os;
+      os << name << "[" << i << "] = " << ids[i] << " is not in the index, so it cannot be " << what
+         << "; insert it first (see `id in index`)";
+      PyErr_SetObject(PyExc_KeyError, py::str(os.str()).ptr());
+      throw py::error_already_set();
+    }
+  }
+}
+
+void check_absent(SemiOrderedIndex& idx, const std::vector<uint32_t>& ids, const char* name) {
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (idx.contains(ids[i])) {
+      std::ostringstream os;
+      os << name << "[" << i << "] = " << ids[i] << " is already in the index; use assign() to change its score "
+         << "or update() to add to it";
+      raise(PyExc_ValueError, os.str());
+    }
+  }
+}
+
+unsigned to_threads(int threads) {
+  if (threads == -1 || threads == 0) return std::max(1u, std::thread::hardware_concurrency());
+  if (threads < -1)
+    raise(PyExc_ValueError, "threads = " + std::to_string(threads) + " is invalid; pass a positive count, or -1 for all cores");
+  return unsigned(std::min(threads, 1024));
+}
+
+int to_bulk(const py::object& bulk) {
+  if (bulk.is_none()) return -1;
+  if (!PyBool_Check(bulk.ptr())) raise(PyExc_TypeError, "bulk must be None (automatic), True or False, got " + short_repr(bulk));
+  return bulk.cast<bool>() ? 1 : 0;
+}
+
+size_t to_count(const py::handle& n) {
+  if (!is_integer_scalar(n)) raise(PyExc_TypeError, "n must be an integer, got " + short_repr(n));
+  py::int_ v = py::reinterpret_borrow<py::object>(n);
+  if (v < py::int_(0)) raise(PyExc_ValueError, "n = " + short_repr(n) + " is negative; ask for n >= 0 items");
+  py::int_ cap(std::numeric_limits<int64_t>::max());
+  return v > cap ? size_t(std::numeric_limits<int64_t>::max()) : size_t(v.cast<int64_t>());
+}
+
+py::tuple run_query(SemiOrderedIndex& idx, const py::handle& n_obj, bool top) {
+  size_t n = to_count(n_obj);
+  n = std::min<size_t>(n, idx.size() + 64);  // room for inserts that land meanwhile
+  std::vector<uint32_t> ids(n);
+  std::vector<double> scores(n);
+  size_t k;
+  {
+    py::gil_scoped_release release;
+    k = top ? idx.top(n, ids.data(), scores.data()) : idx.bottom(n, ids.data(), scores.data());
+  }
+  py::array_t<int64_t> out_ids{py::ssize_t(k)};
+  py::array_t<double> out_scores{py::ssize_t(k)};
+  auto oi = out_ids.mutable_unchecked<1>();
+  auto os = out_scores.mutable_unchecked<1>();
+  for (size_t i = 0; i < k; ++i) {
+    oi(py::ssize_t(i)) = int64_t(ids[i]);
+    os(py::ssize_t(i)) = scores[i];
+  }
+  return py::make_tuple(out_ids, out_scores);
+}
+
+std::unique_ptr<SemiOrderedIndex> make_index(const py::handle& capacity, const py::object& node_size, double bulk_fraction) {
+  if (!is_integer_scalar(capacity)) raise(PyExc_TypeError, "capacity must be an integer, got " + short_repr(capacity));
+  py::int_ cap = py::reinterpret_borrow<py::object>(capacity);
+  if (cap < py::int_(1) || cap > py::int_(SemiOrderedIndex::kMaxCapacity))
+    raise(PyExc_ValueError, "capacity = " + short_repr(capacity) + " is out of range; pass 1 <= capacity <= " +
+                                std::to_string(SemiOrderedIndex::kMaxCapacity) + " (ids are 0..capacity-1)");
+  uint32_t b = 256;
+  if (!node_size.is_none()) {
+    if (!is_integer_scalar(node_size)) raise(PyExc_TypeError, "node_size must be an integer or None, got " + short_repr(node_size));
+    py::int_ ns = node_size;
+    if (ns < py::int_(8) || ns > py::int_(65536))
+      raise(PyExc_ValueError, "node_size = " + short_repr(node_size) + " is out of range; pass 8 <= node_size <= 65536, or None for 256");
+    b = ns.cast<uint32_t>();
+  }
+  if (!(bulk_fraction >= 0.0) || !std::isfinite(bulk_fraction))
+    raise(PyExc_ValueError, "bulk_fraction must be a finite number >= 0 (0 disables the bulk path), got " + std::to_string(bulk_fraction));
+  const uint64_t c = cap.cast<uint64_t>();
+  try {
+    return std::make_unique<SemiOrderedIndex>(c, b, bulk_fraction);
+  } catch (const std::bad_alloc&) {
+    std::ostringstream os;
+    os << "cannot allocate a SemiOrderedIndex of capacity " << c << ": its status table alone needs " << c * 16
+       << " bytes; pass a smaller capacity";
+    raise(PyExc_MemoryError, os.str());
+  }
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "socbi C++ core: the concurrent semi-ordered score index.";
+  m.attr("MAX_CAPACITY") = py::int_(SemiOrderedIndex::kMaxCapacity);
+
+  py::class_<SemiOrderedIndex>(m, "SemiOrderedIndex", R"doc(
+A ranked set of sample ids with float64 scores that many threads update at once.
+
+SemiOrderedIndex(capacity, node_size=None, bulk_fraction=0.25)
+
+ids are integers in [0, capacity); the status table takes 16 bytes per id up front.
+Nodes hold up to node_size (B, default 256) ids unordered; nodes are ordered by
+(score, id), with skip-list levels over them. Ties are broken by id: bottom() returns
+(score, id) ascending, top() returns (score, id) descending.
+
+Thread safety: every method may be called from many Python threads at once; batch
+methods release the GIL. Updates to ids that are present are never lost. An update
+racing with erase()/insert() of the same id lands before or after it. Queries during
+concurrent updates return, for each id, a score it held during the call.
+
+>>> import socbi
+>>> idx = socbi.SemiOrderedIndex(10)
+>>> idx.insert([1, 2, 3], 0.0)
+>>> idx.update([2, 2, 3], [1.0, 1.0, 0.5])
+>>> idx.top(2)
+(array([2, 3]), array([2. , 0.5]))
+)doc")
+      .def(py::init([](const py::object& capacity, const py::object& node_size, double bulk_fraction) {
+             return make_index(capacity, node_size, bulk_fraction);
+           }),
+           py::arg("capacity"), py::arg("node_size") = py::none(), py::arg("bulk_fraction") = 0.25)
+      .def_property_readonly("capacity", &SemiOrderedIndex::capacity, "ids must lie in [0, capacity).")
+      .def_property_readonly("node_size", &SemiOrderedIndex::node_size, "B: items per node.")
+      .def("__len__", &SemiOrderedIndex::size, "Number of ids present. O(1).")
+      .def(
+          "__contains__",
+          [](SemiOrderedIndex& self, const py::object& id) {
+            if (!is_integer_scalar(id)) return false;
+            py::int_ v = id;
+            if (v < py::int_(0) || v >= py::int_(self.capacity())) return false;
+            return self.contains(v.cast<uint32_t>());
+          },
+          py::arg("id"), "True if id is present. O(1), lock-free.")
+      .def(
+          "insert",
+          [](SemiOrderedIndex& self, const py::object& ids, const py::object& scores, int threads, const py::object& bulk) {
+            auto v = to_ids(ids, self.capacity(), "ids");
+            auto s = to_values(scores, v.size(), "scores", "ids");
+            check_distinct(v, self.capacity(), "ids");
+            check_absent(self, v, "ids");
+            const unsigned t = to_threads(threads);
+            const int b = to_bulk(bulk);
+            const double* sp = s.data(v.size());
+            py::gil_scoped_release release;
+            self.insert(v.data(), sp, v.size(), t, b);
+          },
+          py::arg("ids"), py::arg("scores"), py::arg("threads") = 1, py::arg("bulk") = py::none(),
+          R"doc(Insert absent ids with their scores (a scalar score is used for every id).
+
+O(log #nodes) per id; a batch of >= bulk_fraction * len(index) ids (or >= 4096 ids into an
+empty index) takes the bulk path: O(n) bucketing, exclusive while it runs.
+Raises ValueError (out of range, repeated, already present, non-finite score) or
+TypeError (non-integer ids) before changing anything.)doc")
+      .def(
+          "update",
+          [](SemiOrderedIndex& self, const py::object& ids, const py::object& deltas, int threads, const py::object& bulk) {
+            auto v = to_ids(ids, self.capacity(), "ids");
+            auto d = to_values(deltas, v.size(), "deltas", "ids");
+            check_present(self, v, "ids", "updated");
+            for (size_t i = 0; i < v.size(); ++i) {
+              const double delta = d.scalar ? d.value : d.array[i];
+              if (!std::isfinite(self.score(v[i]) + delta)) {
+                std::ostringstream os;
+                os << "deltas[" << i << "] = " << delta << " would make the score of id " << v[i]
+                   << " overflow to infinity; keep scores within +/-1.7e308";
+                raise(PyExc_ValueError, os.str());
+              }
+            }
+            const unsigned t = to_threads(threads);
+            const int b = to_bulk(bulk);
+            py::gil_scoped_release release;
+            if (d.scalar) {
+              self.update_scalar(v.data(), d.value, v.size(), t, b);
+            } else {
+              self.update(v.data(), d.array.data(), v.size(), t, b);
+            }
+          },
+          py::arg("ids"), py::arg("deltas"), py::arg("threads") = 1, py::arg("bulk") = py::none(),
+          R"doc(Add deltas to the scores of present ids (a scalar delta is added to every id).
+
+Repeated ids are allowed: every delta is applied. O(1) expected when the new score stays in
+its node's range (lock-free), O(log #nodes) for a move (locks two nodes). threads > 1 (or
+-1 for all cores) spreads the batch over C++ threads. A batch of >= bulk_fraction *
+len(index) updates takes the bulk path (apply, then rebuild by bucketing: O(n), exclusive
+while it runs); bulk=False forbids it, bulk=True forces it.
+Raises KeyError for absent ids, ValueError for bad values, before changing anything.)doc")
+      .def(
+          "assign",
+          [](SemiOrderedIndex& self, const py::object& ids, const py::object& scores, int threads, const py::object& bulk) {
+            auto v = to_ids(ids, self.capacity(), "ids");
+            auto s = to_values(scores, v.size(), "scores", "ids");
+            check_distinct(v, self.capacity(), "ids");
+            check_present(self, v, "ids", "assigned");
+            const unsigned t = to_threads(threads);
+            const int b = to_bulk(bulk);
+            const double* sp = s.data(v.size());
+            py::gil_scoped_release release;
+            self.assign(v.data(), sp, v.size(), t, b);
+          },
+          py::arg("ids"), py::arg("scores"), py::arg("threads") = 1, py::arg("bulk") = py::none(),
+          "Set the scores of present ids. Same cost and thread safety as update(); ids must be distinct.")
+      .def(
+          "erase",
+          [](SemiOrderedIndex& self, const py::object& ids) {
+            auto v = to_ids(ids, self.capacity(), "ids");
+            check_distinct(v, self.capacity(), "ids");
+            check_present(self, v, "ids", "erased");
+            py::gil_scoped_release release;
+            self.erase(v.data(), v.size());
+          },
+          py::arg("ids"), "Remove present ids. O(1) each (plus O(log #nodes) when a node empties). Thread-safe.")
+      .def(
+          "score",
+          [](SemiOrderedIndex& self, const py::object& ids) -> py::object {
+            bool scalar = false;
+            auto v = to_ids(ids, self.capacity(), "ids", &scalar);
+            check_present(self, v, "ids", "scored");
+            if (scalar) return py::float_(self.score(v[0]));
+            py::array_t<double> out{py::ssize_t(v.size())};
+            auto o = out.mutable_unchecked<1>();
+            for (size_t i = 0; i < v.size(); ++i) o(py::ssize_t(i)) = self.score(v[i]);
+            return std::move(out);
+          },
+          py::arg("ids"), "Current scores of present ids (a float for a scalar id). O(1) each, lock-free.")
+      .def(
+          "top", [](SemiOrderedIndex& self, const py::object& n) { return run_query(self, n, true); }, py::arg("n"),
+          R"doc(The min(n, len) ids with the largest (score, id), best first, as (int64 ids, float64 scores).
+
+O(n log n + B): walks nodes from the top, selects inside the boundary node, sorts n results.
+An oversized boundary node (after a bulk rebuild) is split once, so later calls stay fast.
+Exact when no update is in flight; lock-free otherwise (each score was held during the call).)doc")
+      .def(
+          "bottom", [](SemiOrderedIndex& self, const py::object& n) { return run_query(self, n, false); },
+          py::arg("n"), "The min(n, len) ids with the smallest (score, id), ascending. Same cost as top().")
+      .def(
+          "items",
+          [](SemiOrderedIndex& self) {
+            std::vector<int64_t> ids;
+            std::vector<double> sc;
+            for (uint64_t i = 0; i < self.capacity(); ++i) {
+              if (self.contains(uint32_t(i))) {
+                ids.push_back(int64_t(i));
+                sc.push_back(self.score(uint32_t(i)));
+              }
+            }
+            return py::make_tuple(py::array_t<int64_t>(py::ssize_t(ids.size()), ids.data()),
+                                  py::array_t<double>(py::ssize_t(sc.size()), sc.data()));
+          },
+          "All present (ids, scores) in id order. O(capacity).")
+      .def(
+          "check",
+          [](SemiOrderedIndex& self) {
+            try {
+              py::gil_scoped_release release;
+              self.check();
+            } catch (const std::logic_error& e) {
+              raise(PyExc_AssertionError, e.what());
+            }
+          },
+          "Verify every invariant in O(capacity + len + #nodes); raises AssertionError naming the first broken one. "
+          "Waits for in-flight batches and runs exclusively.")
+      .def(
+          "stats",
+          [](SemiOrderedIndex& self) {
+            socbi::IndexStats st;
+            {
+              py::gil_scoped_release release;
+              st = self.stats();
+            }
+            py::dict d;
+            d["size"] = st.size;
+            d["capacity"] = st.capacity;
+            d["node_size"] = st.node_size;
+            d["nodes"] = st.nodes;
+            d["empty_nodes"] = st.empty_nodes;
+            d["oversized_nodes"] = st.oversized_nodes;
+            d["max_level"] = st.max_level;
+            d["moves"] = st.moves;
+            d["in_place_updates"] = st.in_place_updates;
+            d["splits"] = st.splits;
+            d["node_removals"] = st.node_removals;
+            d["rebuilds"] = st.rebuilds;
+            d["query_retries"] = st.query_retries;
+            d["memory_bytes"] = st.memory_bytes;
+            return d;
+          },
+          "Counters and sizes: nodes, moves, in_place_updates, splits, memory_bytes, ... O(#nodes).")
+      .def("__repr__", [](SemiOrderedIndex& self) {
+        return "SemiOrderedIndex(capacity=" + std::to_string(self.capacity()) + ", node_size=" +
+               std::to_string(self.node_size()) + ", len=" + std::to_string(self.size()) + ")";
+      });
+}

@@ -1,0 +1,1507 @@
+// socbi/semi_ordered_index.hpp — a concurrent semi-ordered score index (C++17, header-only).
+//
+// WHAT IT IS
+//   A ranked set of sample ids 0..capacity-1, each with a float64 score, that many
+//   threads update at once and that answers "the N best (or worst) ids now" in
+//   O(N + B) without sorting the pool. It follows the So-CBI semi-ordered index
+//   (Journal of Software 35(3), 2024, §3.3, Algorithm 1), itself after S3 (PVLDB 2019).
+//
+// HOW IT IS BUILT
+//   * Status table: one 16-byte entry per id: the score (atomic double) and a 64-bit
+//     meta word packing status (ABSENT / IDLE / UPDATING), the node and slot that hold
+//     the id, and a 12-bit tag that changes whenever a node split or rebuild touches the
+//     item (so a stale decision can never be committed).
+//   * Nodes hold up to B ids *unordered*. Node keys are (score, id) pairs, a total
+//     order, so ties (e.g. every count starts at 0) split by id like any other keys and
+//     never degrade a query to O(n). Node i owns the key range [lo_i, lo_{i+1}); the
+//     nodes form a chain ordered by key, with skip-list towers (p = 1/4) over the chain
+//     to find the node for a key in O(log #nodes).
+//   * update(id, delta) is Algorithm 1: add delta to the score atomically; if the item is
+//     UPDATING its owner will see the new score, so stop; else take ownership
+//     (IDLE -> UPDATING CAS), read the score, and if it still lies in its node's range
+//     (most small increments) nothing moves; otherwise find the target node (neighbours
+//     first: finger search; then the skip list), lock both nodes and move the id. Release
+//     (UPDATING -> IDLE CAS) and re-read the score: if it changed meanwhile, take
+//     ownership again and go round. No increment is ever lost: an adder that saw
+//     UPDATING wrote its delta before the owner's release, so the owner's re-read sees it.
+//   * top(n)/bottom(n) walk nodes from the matching end of the chain, take whole nodes
+//     while they fit, select inside the boundary node and sort the n results. A walk
+//     that meets an oversized boundary node (after a bulk rebuild) splits it by median
+//     key, so later queries are cheap (lazy refinement).
+//   * Bulk path: a batch touching a large share of the pool applies all deltas, then
+//     rebuilds the chain by bucketing keys (parallel counting sort, no full sort).
+//
+// CONCURRENCY (what is lock-free, what is not, and why)
+//   * An update whose new score stays in its node's range is lock-free: a few atomic
+//     operations on the id's status entry plus a seqlock read of the node's range.
+//   * A move locks the two nodes involved (per-node spinlocks, always taken in
+//     descending key order, so there is no deadlock); threads moving ids between other
+//     nodes run in parallel. Node split and removal of an empty node lock the node and
+//     its skip-list predecessors (the lazy skip list of Herlihy et al. 2007).
+//   * Queries take no lock on the normal path: they read node contents under a per-node
+//     seqlock and retry; a node that changes under a reader 4 times in a row is read
+//     under its lock (bounded, never waits on a queue of updaters).
+//   * There is no global lock for these operations. The one exclusive operation is the
+//     bulk rebuild (a batch of >= bulk_fraction * size updates or inserts, or check()):
+//     it waits for in-flight batches to leave and blocks new ones for its duration,
+//     because it rewrites every node. Callers can disable it per call.
+//   * Memory reclamation: epoch-based with two reader counters (SRCU-like). Every batch
+//     pins an epoch (re-pinned every 1024 items); removed nodes are reused only after
+//     the epoch has advanced twice, i.e. when no pinned reader can still hold them.
+//
+// CAVEATS
+//   * ids are dense: capacity is fixed at construction (16 bytes per id up front).
+//   * An update racing with erase()/insert() of the *same* id is ordered arbitrarily:
+//     it may apply to the old item (then vanish with it) or be dropped. Updates to
+//     present ids are never lost.
+//   * Scores must be finite. A sum that overflows saturates at +/-DBL_MAX.
+//   * During concurrent updates a query returns, for each id, a score it held at some
+//     instant during the call (ids sorted by those scores, no duplicates); with no
+//     mutation in flight the answer is exact.
+//   * Ties are broken by id: bottom() orders by (score, id) ascending, top() by
+//     (score, id) descending.
+//
+// USAGE
+//   socbi::SemiOrderedIndex idx(1000000);            // capacity, node size B = 256
+//   std::vector<uint32_t> ids = {1, 2, 3};
+//   std::vector<double> zero(3, 0.0), one(3, 1.0);
+//   idx.insert(ids.data(), zero.data(), ids.size());
+//   idx.update(ids.data(), one.data(), ids.size(), /*threads=*/4);
+//   std::vector<uint32_t> out_ids(10); std::vector<double> out_scores(10);
+//   size_t k = idx.top(10, out_ids.data(), out_scores.data());   // k = min(10, size)
+//   idx.check();                                                 // throws on a broken invariant
+
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <cfloat>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <exception>
+#include <functional>
+#include <limits>
+#include <memory>
+#include <mutex>
+#include <new>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#if defined(__x86_64__) || defined(_M_X64) || defined(__i386__)
+#include <immintrin.h>
+#define SOCBI_PAUSE() _mm_pause()
+#else
+#define SOCBI_PAUSE() std::this_thread::yield()
+#endif
+
+// Test builds may define SOCBI_RACE_HOOK() to yield at each protocol step, widening race
+// windows (see issue: reliability hardening). It compiles to nothing by default.
+#ifndef SOCBI_RACE_HOOK
+#define SOCBI_RACE_HOOK() ((void)0)
+#endif
+
+namespace socbi {
+
+namespace detail {
+
+inline void cpu_relax(unsigned& spins) {
+  // Spin briefly, then yield: more threads than cores is a supported case.
+  if (++spins < 64) {
+    SOCBI_PAUSE();
+  } else {
+    std::this_thread::yield();
+  }
+}
+
+class SpinLock {
+ public:
+  void lock() noexcept {
+    unsigned spins = 0;
+    for (;;) {
+      if (!flag_.exchange(1, std::memory_order_acquire)) return;
+      while (flag_.load(std::memory_order_relaxed)) cpu_relax(spins);
+    }
+  }
+  bool try_lock() noexcept { return !flag_.exchange(1, std::memory_order_acquire); }
+  void unlock() noexcept { flag_.store(0, std::memory_order_release); }
+
+ private:
+  std::atomic<uint32_t> flag_{0};
+};
+
+struct Key {
+  double score;
+  uint32_t id;
+};
+inline bool operator<(const Key& a, const Key& b) noexcept {
+  return a.score < b.score || (a.score == b.score && a.id < b.id);
+}
+inline bool operator<=(const Key& a, const Key& b) noexcept { return !(b < a); }
+
+inline uint64_t splitmix64(uint64_t& state) noexcept {
+  uint64_t z = (state += 0x9E3779B97F4A7C15ULL);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+  return z ^ (z >> 31);
+}
+
+inline double saturating_add(double a, double b) noexcept {
+  double r = a + b;
+  if (std::isfinite(r)) return r;
+  if (std::isnan(r)) return a;  // only inf - inf; inputs are finite, so unreachable
+  return r > 0 ? DBL_MAX : -DBL_MAX;
+}
+
+// Runs fn(thread_index, begin, end) over [0, n) split into `threads` contiguous parts;
+// the first exception thrown by any worker is re-thrown on the caller (as hnswlib does).
+template <class Fn>
+void parallel_for(size_t n, unsigned threads, Fn&& fn) {
+  if (threads <= 1 || n < 2) {
+    fn(0u, size_t(0), n);
+    return;
+  }
+  threads = unsigned(std::min<size_t>(threads, n));
+  std::vector<std::thread> pool;
+  std::exception_ptr error;
+  std::mutex error_mu;
+  pool.reserve(threads);
+  for (unsigned t = 0; t < threads; ++t) {
+    size_t begin = n * t / threads, end = n * (t + 1) / threads;
+    pool.emplace_back([&, t, begin, end] {
+      try {
+        fn(t, begin, end);
+      } catch (...) {
+        std::lock_guard<std::mutex> g(error_mu);
+        if (!error) error = std::current_exception();
+      }
+    });
+  }
+  for (auto& th : pool) th.join();
+  if (error) std::rethrow_exception(error);
+}
+
+}  // namespace detail
+
+struct IndexStats {
+  uint64_t size = 0;
+  uint64_t capacity = 0;
+  uint64_t node_size = 0;
+  uint64_t nodes = 0;           // live nodes in the chain
+  uint64_t empty_nodes = 0;     // live nodes with no items (head included)
+  uint64_t oversized_nodes = 0; // nodes larger than node_size (awaiting lazy refinement)
+  uint64_t max_level = 0;
+  uint64_t moves = 0;
+  uint64_t in_place_updates = 0;
+  uint64_t splits = 0;
+  uint64_t node_removals = 0;
+  uint64_t rebuilds = 0;
+  uint64_t query_retries = 0;
+  uint64_t memory_bytes = 0;
+};
+
+class SemiOrderedIndex {
+ public:
+  static constexpr uint32_t kNil = 0x3FFFFFFFu;  // 30-bit node index "none"
+  static constexpr int kMaxLevel = 12;  // lo + tower fill one cache line; 4^12 nodes
+  static constexpr uint32_t kMaxNodeCap = 1u << 20;  // slot field is 20 bits
+  static constexpr uint64_t kMaxCapacity = 0xFFFFFFFEull;
+
+  enum Status : uint64_t { ABSENT = 0, IDLE = 1, UPDATING = 2 };
+
+  // capacity: ids are 0..capacity-1. node_size: B, items per node (8..65536).
+  // bulk_fraction: batches with at least bulk_fraction * size() items take the
+  // exclusive rebuild path (0 disables it).
+  explicit SemiOrderedIndex(uint64_t capacity, uint32_t node_size = 256, double bulk_fraction = 0.25)
+      : capacity_(capacity), node_size_(node_size), bulk_fraction_(bulk_fraction) {
+    if (capacity == 0 || capacity > kMaxCapacity)
+      throw std::invalid_argument("capacity must be in [1, 4294967294], got " + std::to_string(capacity));
+    if (node_size < 8 || node_size > 65536)
+      throw std::invalid_argument("node_size must be in [8, 65536], got " + std::to_string(node_size));
+    try {
+      entries_.reset(new Entry[capacity]);
+    } catch (const std::bad_alloc&) {
+      throw std::bad_alloc();
+    }
+    max_nodes_ = capacity * 2 + 4096;
+    chunk_count_ = (max_nodes_ + kChunk - 1) / kChunk;
+    chunks_.reset(new std::atomic<Node*>[chunk_count_]);
+    for (uint64_t i = 0; i < chunk_count_; ++i) chunks_[i].store(nullptr, std::memory_order_relaxed);
+    head_ = alloc_node(node_size_);
+    Node& h = node(head_);
+    h.lo = detail::Key{-std::numeric_limits<double>::infinity(), 0};
+    h.height = kMaxLevel;
+    h.set_hi(kPlusInf);
+    tail_.store(head_, std::memory_order_relaxed);
+  }
+
+  ~SemiOrderedIndex() {
+    for (uint64_t c = 0; c < chunk_count_; ++c) {
+      Node* chunk = chunks_[c].load(std::memory_order_relaxed);
+      if (!chunk) continue;
+      for (uint32_t i = 0; i < kChunk; ++i) chunk[i].release();
+      delete[] chunk;
+    }
+  }
+
+  SemiOrderedIndex(const SemiOrderedIndex&) = delete;
+  SemiOrderedIndex& operator=(const SemiOrderedIndex&) = delete;
+
+  uint64_t capacity() const noexcept { return capacity_; }
+  uint32_t node_size() const noexcept { return node_size_; }
+
+  // O(#shards). Exact when no insert/erase is in flight.
+  uint64_t size() const noexcept {
+    int64_t s = 0;
+    for (const auto& sh : shards_) s += sh.size.load(std::memory_order_relaxed);
+    return s < 0 ? 0 : uint64_t(s);
+  }
+
+  // O(1), lock-free. Precondition: id < capacity.
+  bool contains(uint32_t id) const noexcept {
+    return status_of(entries_[id].meta.load(std::memory_order_acquire)) != ABSENT;
+  }
+  // O(1), lock-free: the current score (meaningful only if contains(id)).
+  double score(uint32_t id) const noexcept { return entries_[id].score.load(std::memory_order_acquire); }
+
+  // ---- mutations. Preconditions (the Python bindings check them for a whole batch
+  // before calling): ids < capacity; insert: ids absent and distinct; update/assign/
+  // erase: ids present; values finite. ----
+
+  // Adds deltas[i] to the score of ids[i]. O(1) expected per in-place update, O(log #nodes)
+  // for a move. Thread-safe; `threads` > 1 splits the batch over a C++ thread pool.
+  void update(const uint32_t* ids, const double* deltas, size_t n, unsigned threads = 1,
+              int bulk = -1 /* -1 auto, 0 never, 1 always */) {
+    if (use_bulk(n, bulk)) {
+      bulk_update(ids, deltas, n, threads, /*assign=*/false);
+      return;
+    }
+    detail::parallel_for(n, threads, [&](unsigned, size_t b, size_t e) {
+      run_pinned(b, e, [&](size_t i) {
+        prefetch_entry(ids, i + 8, e);
+        add(ids[i], deltas[i]);
+      });
+    });
+  }
+  // Same as update with one delta for every id.
+  void update_scalar(const uint32_t* ids, double delta, size_t n, unsigned threads = 1, int bulk = -1) {
+    if (use_bulk(n, bulk)) {
+      std::vector<double> d(n, delta);
+      bulk_update(ids, d.data(), n, threads, false);
+      return;
+    }
+    detail::parallel_for(n, threads, [&](unsigned, size_t b, size_t e) {
+      run_pinned(b, e, [&](size_t i) {
+        prefetch_entry(ids, i + 8, e);
+        add(ids[i], delta);
+      });
+    });
+  }
+
+  // Sets the score of ids[i] to scores[i] (a concurrent update lands before or after).
+  void assign(const uint32_t* ids, const double* scores, size_t n, unsigned threads = 1, int bulk = -1) {
+    if (use_bulk(n, bulk)) {
+      bulk_update(ids, scores, n, threads, /*assign=*/true);
+      return;
+    }
+    detail::parallel_for(n, threads, [&](unsigned, size_t b, size_t e) {
+      run_pinned(b, e, [&](size_t i) { set(ids[i], scores[i]); });
+    });
+  }
+
+  // Inserts absent ids with their scores. O(log #nodes) each; a large batch takes the
+  // bulk path (O(n) bucketing).
+  void insert(const uint32_t* ids, const double* scores, size_t n, unsigned threads = 1, int bulk = -1) {
+    if (use_bulk(n, bulk) || (bulk == -1 && n >= 4096 && size() == 0)) {
+      bulk_insert(ids, scores, n, threads);
+      return;
+    }
+    detail::parallel_for(n, threads, [&](unsigned, size_t b, size_t e) {
+      run_pinned(b, e, [&](size_t i) { insert_one(ids[i], scores[i]); });
+    });
+  }
+
+  // Removes present ids. O(1) each plus an occasional O(log #nodes) node removal.
+  void erase(const uint32_t* ids, size_t n) {
+    run_pinned(0, n, [&](size_t i) { erase_one(ids[i]); });
+  }
+
+  // ---- queries ----
+
+  // Writes the min(n, size) smallest (score, id) keys, ascending, to out_ids/out_scores
+  // and returns how many. O(n log n + B) (+ a one-off O(M) split of an oversized node).
+  size_t bottom(size_t n, uint32_t* out_ids, double* out_scores) { return query(n, false, out_ids, out_scores); }
+  // The min(n, size) largest keys, descending.
+  size_t top(size_t n, uint32_t* out_ids, double* out_scores) { return query(n, true, out_ids, out_scores); }
+
+  // Verifies every invariant in O(capacity + size + #nodes * levels); throws
+  // std::logic_error naming the first broken one. Runs exclusively (waits for batches).
+  void check() {
+    ExclusiveGuard ex(*this);
+    check_locked();
+  }
+
+  // O(#nodes + #chunks). Safe to call at any time; counters are approximate while
+  // other threads run.
+  IndexStats stats() {
+    Pin pin(*this);
+    IndexStats st;
+    st.size = size();
+    st.capacity = capacity_;
+    st.node_size = node_size_;
+    for (const auto& sh : shards_) {
+      st.moves += sh.moves.load(std::memory_order_relaxed);
+      st.in_place_updates += sh.in_place.load(std::memory_order_relaxed);
+      st.splits += sh.splits.load(std::memory_order_relaxed);
+      st.node_removals += sh.removals.load(std::memory_order_relaxed);
+      st.query_retries += sh.query_retries.load(std::memory_order_relaxed);
+    }
+    st.rebuilds = rebuilds_.load(std::memory_order_relaxed);
+    uint64_t items_bytes = 0;
+    for (uint32_t x = head_; x != kNil; x = node(x).next[0].load(std::memory_order_acquire)) {
+      const Node& nd = node(x);
+      ++st.nodes;
+      uint32_t c = nd.count.load(std::memory_order_relaxed);
+      if (c == 0) ++st.empty_nodes;
+      if (c > node_size_) ++st.oversized_nodes;
+      st.max_level = std::max<uint64_t>(st.max_level, nd.height);
+    }
+    uint64_t chunks = 0;
+    for (uint64_t c = 0; c < chunk_count_; ++c) {
+      Node* chunk = chunks_[c].load(std::memory_order_acquire);
+      if (!chunk) continue;
+      ++chunks;
+      for (uint32_t i = 0; i < kChunk; ++i)
+        items_bytes += uint64_t(chunk[i].cap) * sizeof(uint32_t) + Node::hole_words(chunk[i].cap) * 8;
+    }
+    st.memory_bytes = sizeof(*this) + capacity_ * sizeof(Entry) + chunk_count_ * sizeof(std::atomic<Node*>) +
+                      chunks * kChunk * sizeof(Node) + items_bytes;
+    return st;
+  }
+
+ private:
+  // ------------------------------------------------------------------ layout
+  struct Entry {
+    std::atomic<double> score{0.0};
+    std::atomic<uint64_t> meta{0};  // status:2 | slot:20 | node:30 | tag:12
+  };
+  static_assert(sizeof(Entry) == 16, "status entry must stay 16 bytes");
+
+  static constexpr uint64_t kStatusMask = 0x3;
+  static constexpr int kSlotShift = 2, kNodeShift = 22, kTagShift = 52;
+  static constexpr uint64_t kSlotMask = (1ull << 20) - 1, kNodeMask = (1ull << 30) - 1, kTagMask = (1ull << 12) - 1;
+  static uint64_t status_of(uint64_t m) noexcept { return m & kStatusMask; }
+  static uint32_t slot_of(uint64_t m) noexcept { return uint32_t((m >> kSlotShift) & kSlotMask); }
+  static uint32_t node_of(uint64_t m) noexcept { return uint32_t((m >> kNodeShift) & kNodeMask); }
+  static uint64_t tag_of(uint64_t m) noexcept { return (m >> kTagShift) & kTagMask; }
+  static uint64_t make_meta(uint64_t status, uint32_t nd, uint32_t slot, uint64_t tag) noexcept {
+    return status | (uint64_t(slot) << kSlotShift) | (uint64_t(nd) << kNodeShift) | ((tag & kTagMask) << kTagShift);
+  }
+  static uint64_t with_status(uint64_t m, uint64_t st) noexcept { return (m & ~kStatusMask) | st; }
+  static uint64_t relocated(uint64_t m, uint32_t nd, uint32_t slot) noexcept {
+    return make_meta(status_of(m), nd, slot, tag_of(m) + 1);
+  }
+
+  static constexpr detail::Key kPlusInf{std::numeric_limits<double>::infinity(), 0xFFFFFFFFu};
+
+  static constexpr uint32_t kTomb = 0xFFFFFFFFu;  // an empty slot (never a valid id)
+
+  // The search path (lo and the tower) shares one cache line. Removing an id leaves a
+  // tombstone and marks the slot in `holes`, so no other id's status entry is touched
+  // (a swap-remove would cost a random memory access per move).
+  struct alignas(64) Node {
+    detail::Key lo{0.0, 0};  // immutable while the node is linked
+    std::atomic<uint32_t> next[kMaxLevel];
+    std::atomic<double> hi_score{0.0};
+    std::atomic<uint32_t> hi_id{0};
+    std::atomic<uint32_t> range_ver{0};  // seqlock over hi (odd while changing)
+    std::atomic<uint32_t> items_ver{0};  // seqlock over count/items (odd while changing)
+    detail::SpinLock lock;
+    std::atomic<uint32_t> count{0};  // live ids
+    std::atomic<uint32_t> hwm{0};    // slots [0, hwm) hold ids or tombstones
+    uint32_t cap = 0;
+    uint32_t hole_hint = 0;  // no holes in bitmap words below this one
+    std::atomic<uint32_t>* items = nullptr;
+    uint64_t* holes = nullptr;  // bit i set: slot i < hwm is a tombstone (lock-protected)
+    std::atomic<uint8_t> dead{0};
+    std::atomic<uint8_t> fully_linked{0};
+    uint8_t height = 1;
+    std::atomic<uint32_t> prev{kNil};
+    uint64_t retire_epoch = 0;
+
+    static uint32_t hole_words(uint32_t c) noexcept { return (c + 63) / 64; }
+    void allocate(uint32_t c) {
+      release();
+      items = new std::atomic<uint32_t>[c];
+      holes = new uint64_t[hole_words(c)]();
+      cap = c;
+    }
+    void release() noexcept {
+      delete[] items;
+      delete[] holes;
+      items = nullptr;
+      holes = nullptr;
+      cap = 0;
+    }
+    // Empties the slot bookkeeping (node locked or unreachable).
+    void reset_slots() noexcept {
+      std::fill(holes, holes + hole_words(cap), uint64_t(0));
+      hole_hint = 0;
+      hwm.store(0, std::memory_order_release);
+      count.store(0, std::memory_order_release);
+    }
+
+    Node() {
+      for (auto& n : next) n.store(kNil, std::memory_order_relaxed);
+    }
+    // Acquire loads keep the seqlock's closing version read after them (no fence needed,
+    // which also keeps ThreadSanitizer exact).
+    detail::Key hi() const noexcept {
+      return detail::Key{hi_score.load(std::memory_order_acquire), hi_id.load(std::memory_order_acquire)};
+    }
+    // Seqlock writers hold the node lock, so plain stores bump the version; the data
+    // stores are release stores, which keeps the odd version ordered before them
+    // without a fence (free on x86, and exact under ThreadSanitizer).
+    void set_hi(detail::Key k) noexcept {
+      const uint32_t v = range_ver.load(std::memory_order_relaxed);
+      range_ver.store(v + 1, std::memory_order_relaxed);
+      hi_score.store(k.score, std::memory_order_release);
+      hi_id.store(k.id, std::memory_order_release);
+      range_ver.store(v + 2, std::memory_order_release);
+    }
+    // Lock-free: true only if a consistent read of the range contains k.
+    bool range_contains(const detail::Key& k) const noexcept {
+      uint32_t v1 = range_ver.load(std::memory_order_acquire);
+      if (v1 & 1u) return false;
+      detail::Key h = hi();
+      if (range_ver.load(std::memory_order_relaxed) != v1) return false;
+      return lo <= k && k < h;
+    }
+    void begin_items_change() noexcept {
+      items_ver.store(items_ver.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    }
+    void end_items_change() noexcept {
+      items_ver.store(items_ver.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+    }
+  };
+
+  static constexpr uint32_t kChunk = 256;
+
+  struct alignas(64) Shard {
+    std::atomic<int64_t> size{0};
+    std::atomic<uint64_t> moves{0}, in_place{0}, splits{0}, removals{0}, query_retries{0};
+    std::atomic<uint64_t> mutations{0};  // membership changes, for the query's duplicate check
+    std::atomic<uint64_t> structure{0};  // splits and removals, for the query's retry
+  };
+  static constexpr unsigned kShards = 32;
+
+  Shard& my_shard() noexcept {
+    thread_local unsigned idx = unsigned(std::hash<std::thread::id>()(std::this_thread::get_id()) % kShards);
+    return shards_[idx];
+  }
+  static void bump(std::atomic<uint64_t>& c, uint64_t by = 1) noexcept {
+    c.store(c.load(std::memory_order_relaxed) + by, std::memory_order_relaxed);  // sharded: near-uncontended
+  }
+  static void bump_rmw(std::atomic<uint64_t>& c) noexcept { c.fetch_add(1, std::memory_order_relaxed); }
+  uint64_t mutation_stamp() const noexcept {
+    uint64_t s = 0;
+    for (const auto& sh : shards_) s += sh.mutations.load(std::memory_order_acquire);
+    return s;
+  }
+  uint64_t structure_stamp() const noexcept {
+    uint64_t s = 0;
+    for (const auto& sh : shards_) s += sh.structure.load(std::memory_order_acquire);
+    return s;
+  }
+
+  Node& node(uint32_t i) const noexcept {
+    return chunks_[i / kChunk].load(std::memory_order_acquire)[i % kChunk];
+  }
+
+  // ------------------------------------------------------------------ epochs
+  // Two reader counters (SRCU-like). A batch pins the current epoch; nodes retired at
+  // epoch r are reused once the epoch reaches r + 2.
+  struct Pin {
+    SemiOrderedIndex* idx;
+    uint64_t epoch;
+    explicit Pin(SemiOrderedIndex& x) : idx(&x), epoch(x.pin()) {}
+    ~Pin() { idx->unpin(epoch); }
+    Pin(const Pin&) = delete;
+    Pin& operator=(const Pin&) = delete;
+  };
+
+  uint64_t pin() noexcept {
+    unsigned spins = 0;
+    for (;;) {
+      while (exclusive_.load(std::memory_order_seq_cst)) detail::cpu_relax(spins);
+      uint64_t e = epoch_.load(std::memory_order_seq_cst);
+      pins_[e & 1].fetch_add(1, std::memory_order_seq_cst);
+      if (epoch_.load(std::memory_order_seq_cst) == e && !exclusive_.load(std::memory_order_seq_cst)) return e;
+      pins_[e & 1].fetch_sub(1, std::memory_order_seq_cst);
+    }
+  }
+  void unpin(uint64_t e) noexcept {
+    pins_[e & 1].fetch_sub(1, std::memory_order_seq_cst);
+    if (retired_count_.load(std::memory_order_relaxed) > 0) try_reclaim();
+  }
+
+  template <class Fn>
+  void run_pinned(size_t b, size_t e, Fn&& fn) {
+    constexpr size_t kRepin = 1024;  // lets reclamation advance during long batches
+    for (size_t start = b; start < e; start += kRepin) {
+      Pin p(*this);
+      size_t stop = std::min(e, start + kRepin);
+      for (size_t i = start; i < stop; ++i) fn(i);
+    }
+  }
+
+  void retire(uint32_t x) {
+    std::lock_guard<std::mutex> g(retire_mu_);
+    node(x).retire_epoch = epoch_.load(std::memory_order_seq_cst);
+    retired_.push_back(x);
+    retired_count_.store(retired_.size(), std::memory_order_relaxed);
+  }
+
+  void try_reclaim() {
+    std::unique_lock<std::mutex> g(retire_mu_, std::try_to_lock);
+    if (!g.owns_lock()) return;
+    uint64_t e = epoch_.load(std::memory_order_seq_cst);
+    if (pins_[(e + 1) & 1].load(std::memory_order_seq_cst) == 0) {
+      epoch_.compare_exchange_strong(e, e + 1, std::memory_order_seq_cst);
+      e = epoch_.load(std::memory_order_seq_cst);
+    }
+    size_t kept = 0;
+    std::lock_guard<detail::SpinLock> ga(alloc_mu_);
+    for (uint32_t x : retired_) {
+      if (node(x).retire_epoch + 2 <= e) {
+        free_.push_back(x);
+      } else {
+        retired_[kept++] = x;
+      }
+    }
+    retired_.resize(kept);
+    retired_count_.store(kept, std::memory_order_relaxed);
+  }
+
+  struct ExclusiveGuard {
+    SemiOrderedIndex& idx;
+    std::unique_lock<std::mutex> g;
+    explicit ExclusiveGuard(SemiOrderedIndex& x) : idx(x), g(x.exclusive_mu_) {
+      idx.exclusive_.store(true, std::memory_order_seq_cst);
+      unsigned spins = 0;
+      while (idx.pins_[0].load(std::memory_order_seq_cst) + idx.pins_[1].load(std::memory_order_seq_cst) != 0)
+        detail::cpu_relax(spins);
+    }
+    ~ExclusiveGuard() { idx.exclusive_.store(false, std::memory_order_seq_cst); }
+  };
+
+  // ------------------------------------------------------------------ nodes
+  uint32_t alloc_node(uint32_t cap) {
+    uint32_t x;
+    {
+      std::lock_guard<detail::SpinLock> g(alloc_mu_);
+      if (!free_.empty()) {
+        x = free_.back();
+        free_.pop_back();
+      } else {
+        if (next_fresh_ >= max_nodes_ || next_fresh_ >= kNil)
+          throw std::length_error("socbi: node pool exhausted (a reader pinned for too long?)");
+        x = uint32_t(next_fresh_++);
+        uint64_t c = x / kChunk;
+        if (!chunks_[c].load(std::memory_order_relaxed)) chunks_[c].store(new Node[kChunk], std::memory_order_release);
+      }
+    }
+    Node& nd = node(x);
+    if (nd.cap != cap) nd.allocate(cap);
+    nd.reset_slots();
+    nd.dead.store(0, std::memory_order_relaxed);
+    nd.fully_linked.store(0, std::memory_order_relaxed);
+    nd.prev.store(kNil, std::memory_order_relaxed);
+    for (auto& n : nd.next) n.store(kNil, std::memory_order_relaxed);
+    nd.height = 1;
+    return x;
+  }
+
+  uint8_t random_height() noexcept {
+    thread_local uint64_t state = uint64_t(std::hash<std::thread::id>()(std::this_thread::get_id())) * 0x9E37u + 1;
+    uint64_t r = detail::splitmix64(state);
+    uint8_t h = 1;
+    while (h < kMaxLevel && (r & 3u) == 0) {
+      ++h;
+      r >>= 2;
+    }
+    return h;
+  }
+
+  // Last node whose lo <= k (may be dead if a removal races; callers validate under lock).
+  uint32_t find_floor(const detail::Key& k) const noexcept {
+    uint32_t x = head_;
+    for (int l = kMaxLevel - 1; l >= 0; --l) {
+      for (;;) {
+        uint32_t n = node(x).next[l].load(std::memory_order_acquire);
+        if (n == kNil || !(node(n).lo <= k)) break;
+        x = n;
+      }
+    }
+    return x;
+  }
+
+  // Finds the level-l predecessor of key k: last node with lo < k at level l.
+  uint32_t find_pred(const detail::Key& k, int level) const noexcept {
+    uint32_t x = head_;
+    for (int l = kMaxLevel - 1; l >= level; --l) {
+      for (;;) {
+        uint32_t n = node(x).next[l].load(std::memory_order_acquire);
+        if (n == kNil || !(node(n).lo < k)) break;
+        x = n;
+      }
+    }
+    return x;
+  }
+
+  // Lock order: descending (lo, index). Returns true if a must be locked before b.
+  bool locks_before(uint32_t a, uint32_t b) const noexcept {
+    const detail::Key& ka = node(a).lo;
+    const detail::Key& kb = node(b).lo;
+    if (kb < ka) return true;
+    if (ka < kb) return false;
+    return a > b;
+  }
+
+  // Node x locked; stores id in a hole or at the end, returns the slot. Precondition:
+  // count < cap. O(1) for node-sized nodes (the hole bitmap is B/64 words).
+  static uint32_t append_locked(Node& x, uint32_t id) noexcept {
+    const uint32_t c = x.count.load(std::memory_order_relaxed);
+    const uint32_t h = x.hwm.load(std::memory_order_relaxed);
+    uint32_t slot;
+    if (c < h) {
+      uint32_t w = x.hole_hint;
+      while (x.holes[w] == 0) ++w;
+      slot = w * 64 + uint32_t(__builtin_ctzll(x.holes[w]));
+      x.holes[w] &= x.holes[w] - 1;
+      x.hole_hint = w;
+    } else {
+      slot = h;
+      x.hwm.store(h + 1, std::memory_order_release);
+    }
+    x.items[slot].store(id, std::memory_order_release);
+    x.count.store(c + 1, std::memory_order_release);
+    return slot;
+  }
+
+  // Node x locked; leaves a tombstone at `slot`. O(1).
+  static void remove_slot_locked(Node& x, uint32_t slot) noexcept {
+    x.items[slot].store(kTomb, std::memory_order_release);
+    const uint32_t c = x.count.load(std::memory_order_relaxed) - 1;
+    const uint32_t h = x.hwm.load(std::memory_order_relaxed);
+    if (c == 0) {
+      for (uint32_t i = 0; i < h; ++i) x.items[i].store(kTomb, std::memory_order_release);
+      std::fill(x.holes, x.holes + Node::hole_words(h), uint64_t(0));
+      x.hole_hint = 0;
+      x.hwm.store(0, std::memory_order_release);
+    } else if (slot + 1 == h) {
+      x.hwm.store(h - 1, std::memory_order_release);
+    } else {
+      x.holes[slot / 64] |= uint64_t(1) << (slot % 64);
+      x.hole_hint = std::min(x.hole_hint, slot / 64);
+    }
+    x.count.store(c, std::memory_order_release);
+  }
+
+  // Splits locked live node xi at the median of its in-range keys into xi and a new node
+  // linked after it at level 0. Returns the new node, or kNil if it cannot split (fewer
+  // than two in-range keys: the caller backs off and retries). The caller unlocks xi and
+  // then calls finish_split(new node) with no lock held.
+  uint32_t split_locked(uint32_t xi) {
+    Node& x = node(xi);
+    const uint32_t cnt = x.count.load(std::memory_order_relaxed);
+    if (cnt < 2) return kNil;
+    const detail::Key hi = x.hi();
+    const uint32_t xhwm = x.hwm.load(std::memory_order_relaxed);
+    std::vector<detail::Key> keys;
+    keys.reserve(cnt);
+    for (uint32_t i = 0; i < xhwm; ++i) {
+      uint32_t id = x.items[i].load(std::memory_order_relaxed);
+      if (id == kTomb) continue;
+      detail::Key k{entries_[id].score.load(std::memory_order_acquire), id};
+      if (x.lo < k && k < hi) keys.push_back(k);
+    }
+    if (keys.size() < 2) return kNil;
+    size_t mid = keys.size() / 2;  // >= 1: at least one in-range key stays below the pivot
+    std::nth_element(keys.begin(), keys.begin() + mid, keys.end());
+    const detail::Key pivot = keys[mid];
+
+    // Scores may move while we partition, so y must be able to take every item.
+    const uint32_t ycap = std::max<uint32_t>(node_size_, cnt);
+    const uint32_t yi = alloc_node(ycap);
+    Node& y = node(yi);
+    y.lo = pivot;
+    y.height = random_height();
+    y.lock.lock();  // invisible until linked, so taking it out of order cannot deadlock
+    y.set_hi(hi);
+    y.begin_items_change();
+    x.begin_items_change();
+    SOCBI_RACE_HOOK();
+
+    // Link y after x at level 0, then narrow x's range; items are examined afterwards so
+    // that any owner that read the old range is forced (by the tag bump) to re-check.
+    const uint32_t succ = x.next[0].load(std::memory_order_relaxed);
+    y.prev.store(xi, std::memory_order_relaxed);
+    y.next[0].store(succ, std::memory_order_relaxed);
+    if (succ != kNil) {
+      node(succ).prev.store(yi, std::memory_order_release);
+    } else {
+      tail_.store(yi, std::memory_order_release);
+    }
+    x.next[0].store(yi, std::memory_order_release);
+    x.set_hi(pivot);
+    SOCBI_RACE_HOOK();
+
+    // Partition x's items: key >= pivot go to y. Re-read each item's meta/score and CAS,
+    // redoing the item if its owner changed its status meanwhile.
+    uint32_t keep = 0;
+    for (uint32_t i = 0; i < xhwm; ++i) {
+      const uint32_t id = x.items[i].load(std::memory_order_relaxed);
+      if (id == kTomb) continue;
+      std::atomic<uint64_t>& mm = entries_[id].meta;
+      uint64_t m = mm.load(std::memory_order_acquire);
+      for (;;) {
+        detail::Key k{entries_[id].score.load(std::memory_order_acquire), id};
+        const bool to_y = !(k < pivot);
+        uint64_t nm;
+        if (to_y) {
+          nm = relocated(m, yi, y.hwm.load(std::memory_order_relaxed));
+        } else {
+          nm = relocated(m, xi, keep);
+        }
+        if (mm.compare_exchange_weak(m, nm, std::memory_order_acq_rel)) {
+          if (to_y) {
+            append_locked(y, id);
+          } else {
+            x.items[keep++].store(id, std::memory_order_release);
+          }
+          break;
+        }
+      }
+    }
+    for (uint32_t i = keep; i < xhwm; ++i) x.items[i].store(kTomb, std::memory_order_release);
+    std::fill(x.holes, x.holes + Node::hole_words(xhwm), uint64_t(0));
+    x.hole_hint = 0;
+    x.hwm.store(keep, std::memory_order_release);
+    x.count.store(keep, std::memory_order_release);
+    x.end_items_change();
+    y.end_items_change();
+    y.lock.unlock();
+    Shard& sh = my_shard();
+    bump_rmw(sh.splits);
+    bump_rmw(sh.mutations);
+    bump_rmw(sh.structure);
+    SOCBI_RACE_HOOK();
+    return yi;
+  }
+
+  // Links a split's new node into the skip-list levels above 0 (lazy skip list: lock
+  // one predecessor at a time, validate, link). Holds at most one lock at a time, so it
+  // cannot deadlock with removals. Until fully linked the node is never removed.
+  void finish_split(uint32_t yi) {
+    Node& y = node(yi);
+    const detail::Key pivot = y.lo;
+    for (int l = 1; l < y.height; ++l) {
+      for (;;) {
+        uint32_t p = find_pred(pivot, l);
+        Node& pn = node(p);
+        pn.lock.lock();
+        uint32_t s = pn.next[l].load(std::memory_order_acquire);
+        bool ok = !pn.dead.load(std::memory_order_acquire) && (s == kNil || pivot < node(s).lo) &&
+                  (s == kNil || !node(s).dead.load(std::memory_order_acquire));
+        if (ok) {
+          y.next[l].store(s, std::memory_order_relaxed);
+          pn.next[l].store(yi, std::memory_order_release);
+        }
+        pn.lock.unlock();
+        if (ok) break;
+        std::this_thread::yield();
+      }
+    }
+    y.fully_linked.store(1, std::memory_order_release);
+    if (y.count.load(std::memory_order_acquire) == 0) try_remove(yi);
+  }
+
+  // Unlinks node zi if it is empty, live, fully linked and not the head.
+  void try_remove(uint32_t zi) {
+    if (zi == head_) return;
+    Node& z = node(zi);
+    z.lock.lock();
+    if (z.dead.load(std::memory_order_relaxed) || z.count.load(std::memory_order_relaxed) != 0 ||
+        !z.fully_linked.load(std::memory_order_acquire)) {
+      z.lock.unlock();
+      return;
+    }
+    z.dead.store(1, std::memory_order_release);  // no one inserts into a dead node
+    SOCBI_RACE_HOOK();
+    const int h = z.height;
+    uint32_t preds[kMaxLevel];
+    for (;;) {
+      int locked = 0;
+      bool ok = true;
+      for (int l = 0; l < h; ++l) {
+        preds[l] = find_pred(z.lo, l);
+        // A node at level l+1 is never after one at level l, so locking upward keeps
+        // the descending key order.
+        if (l == 0 || preds[l] != preds[l - 1]) node(preds[l]).lock.lock();
+        locked = l + 1;
+        Node& pn = node(preds[l]);
+        if (pn.dead.load(std::memory_order_acquire) || pn.next[l].load(std::memory_order_acquire) != zi) {
+          ok = false;
+          break;
+        }
+      }
+      if (ok) {
+        Node& p0 = node(preds[0]);
+        const uint32_t succ = z.next[0].load(std::memory_order_relaxed);
+        for (int l = h - 1; l >= 1; --l)
+          node(preds[l]).next[l].store(z.next[l].load(std::memory_order_relaxed), std::memory_order_release);
+        p0.set_hi(z.hi());
+        if (succ != kNil) {
+          node(succ).prev.store(preds[0], std::memory_order_release);
+        } else {
+          tail_.store(preds[0], std::memory_order_release);
+        }
+        p0.next[0].store(succ, std::memory_order_release);
+      }
+      for (int l = locked - 1; l >= 0; --l)
+        if (l == 0 || preds[l] != preds[l - 1]) node(preds[l]).lock.unlock();
+      if (ok) break;
+      std::this_thread::yield();
+    }
+    z.lock.unlock();
+    Shard& sh = my_shard();
+    bump_rmw(sh.removals);
+    bump_rmw(sh.mutations);
+    bump_rmw(sh.structure);
+    retire(zi);
+  }
+
+  // ------------------------------------------------------------------ update protocol
+  void prefetch_entry(const uint32_t* ids, size_t j, size_t end) const noexcept {
+#if defined(__GNUC__)
+    if (j < end) __builtin_prefetch(&entries_[ids[j]], 1, 1);
+#else
+    (void)ids; (void)j; (void)end;
+#endif
+  }
+
+  void add(uint32_t id, double delta) {
+    Entry& e = entries_[id];
+    double old = e.score.load(std::memory_order_relaxed);
+    while (!e.score.compare_exchange_weak(old, detail::saturating_add(old, delta), std::memory_order_seq_cst)) {
+    }
+    SOCBI_RACE_HOOK();
+    settle(id, e.meta.load(std::memory_order_seq_cst));
+  }
+
+  void set(uint32_t id, double value) {
+    Entry& e = entries_[id];
+    e.score.store(value, std::memory_order_seq_cst);
+    settle(id, e.meta.load(std::memory_order_seq_cst));
+  }
+
+  // Algorithm 1 from "the score just changed": take ownership unless someone else owns
+  // the item, put it where its score belongs, release only if the score did not move.
+  void settle(uint32_t id, uint64_t m) {
+    Entry& e = entries_[id];
+    for (;;) {
+      const uint64_t st = status_of(m);
+      if (st != IDLE) return;  // UPDATING: the owner will see our delta. ABSENT: erased.
+      if (!e.meta.compare_exchange_weak(m, with_status(m, UPDATING), std::memory_order_seq_cst)) continue;
+      m = with_status(m, UPDATING);
+      SOCBI_RACE_HOOK();
+      if (!own_and_place(id, m)) return;  // erased while we owned it
+      // m is now IDLE; if an adder raced with our release, go round again.
+    }
+  }
+
+  // Owner loop. On entry m is our UPDATING meta. Returns true with m set to the IDLE meta
+  // we released when the score changed after release (caller re-acquires), false when
+  // done or the id was erased.
+  bool own_and_place(uint32_t id, uint64_t& m) {
+    Entry& e = entries_[id];
+    for (;;) {
+      const double s = e.score.load(std::memory_order_seq_cst);
+      const detail::Key k{s, id};
+      if (!place(id, k, m)) return false;  // erased
+      SOCBI_RACE_HOOK();
+      const uint64_t idle = with_status(m, IDLE);
+      if (!e.meta.compare_exchange_strong(m, idle, std::memory_order_seq_cst)) {
+        // A split or a slot change touched us (m reloaded); re-check with the new place.
+        if (status_of(m) == ABSENT) return false;
+        continue;
+      }
+      const double s2 = e.score.load(std::memory_order_seq_cst);
+      if (s2 == s) return false;
+      m = idle;
+      return true;
+    }
+  }
+
+  // Puts item `id` (owned by us, meta m UPDATING) into the node whose range holds k.
+  // Updates m. Returns false if the id was erased meanwhile.
+  bool place(uint32_t id, const detail::Key& k, uint64_t& m) {
+    Shard& sh = my_shard();
+    for (;;) {
+      const uint32_t xi = node_of(m);
+      if (xi != kNil && node(xi).range_contains(k)) {
+        bump(sh.in_place);
+        return true;
+      }
+      // Finger search: the neighbours first, then the skip list.
+      uint32_t ti = kNil;
+      if (xi != kNil) {
+        const Node& x = node(xi);
+        if (x.hi() <= k) {
+          uint32_t nx = x.next[0].load(std::memory_order_acquire);
+          if (nx != kNil && node(nx).range_contains(k)) ti = nx;
+        } else if (k < x.lo) {
+          uint32_t pv = x.prev.load(std::memory_order_acquire);
+          if (pv != kNil && node(pv).range_contains(k)) ti = pv;
+        }
+      }
+      if (ti == kNil) ti = find_floor(k);
+      Node& t = node(ti);
+      if (xi == kNil || xi == ti) {
+        t.lock.lock();
+      } else if (locks_before(ti, xi)) {
+        t.lock.lock();
+        node(xi).lock.lock();
+      } else {
+        node(xi).lock.lock();
+        t.lock.lock();
+      }
+      auto unlock_both = [&] {
+        t.lock.unlock();
+        if (xi != kNil && xi != ti) node(xi).lock.unlock();
+      };
+      SOCBI_RACE_HOOK();
+      m = entries_[id].meta.load(std::memory_order_acquire);
+      if (status_of(m) == ABSENT) {
+        unlock_both();
+        return false;
+      }
+      if (node_of(m) != xi) {  // a split moved us before we got the locks
+        unlock_both();
+        continue;
+      }
+      const bool t_ok = !t.dead.load(std::memory_order_acquire) && t.lo <= k && k < t.hi();
+      if (!t_ok) {
+        unlock_both();
+        continue;
+      }
+      if (ti == xi) {  // range changed under us and now contains k: nothing to move
+        unlock_both();
+        bump(sh.in_place);
+        return true;
+      }
+      if (t.count.load(std::memory_order_relaxed) >= t.cap) {
+        if (xi != kNil) node(xi).lock.unlock();
+        const uint32_t yi = split_locked(ti);
+        t.lock.unlock();
+        if (yi == kNil) {
+          std::this_thread::yield();
+        } else {
+          finish_split(yi);
+        }
+        m = entries_[id].meta.load(std::memory_order_acquire);
+        if (status_of(m) == ABSENT) return false;
+        continue;
+      }
+      // Move: out of x (if placed), into t.
+      bool x_empty = false;
+      if (xi != kNil) {
+        Node& x = node(xi);
+        x.begin_items_change();
+        remove_slot_locked(x, slot_of(m));
+        x.end_items_change();
+        x_empty = x.count.load(std::memory_order_relaxed) == 0;
+      }
+      t.begin_items_change();
+      const uint32_t slot = append_locked(t, id);
+      const uint64_t nm = make_meta(UPDATING, ti, slot, tag_of(m) + 1);
+      entries_[id].meta.store(nm, std::memory_order_release);  // stable: we hold x's lock
+      t.end_items_change();
+      m = nm;
+      unlock_both();
+      bump(sh.moves);
+      bump_rmw(sh.mutations);
+      if (x_empty) try_remove(xi);
+      return true;
+    }
+  }
+
+  void insert_one(uint32_t id, double s) {
+    Entry& e = entries_[id];
+    uint64_t m = e.meta.load(std::memory_order_acquire);
+    if (status_of(m) != ABSENT) return;  // precondition violated by a racing insert
+    const uint64_t claimed = make_meta(UPDATING, kNil, 0, tag_of(m) + 1);
+    if (!e.meta.compare_exchange_strong(m, claimed, std::memory_order_seq_cst)) return;
+    e.score.store(s, std::memory_order_seq_cst);
+    m = claimed;
+    my_shard().size.fetch_add(1, std::memory_order_relaxed);
+    if (own_and_place(id, m)) settle(id, m);
+  }
+
+  // Takes ownership first (waits while another thread owns the item), so an owner in
+  // flight never sees its item vanish and re-appear under a new insert.
+  void erase_one(uint32_t id) {
+    Entry& e = entries_[id];
+    unsigned spins = 0;
+    uint64_t m = e.meta.load(std::memory_order_acquire);
+    for (;;) {
+      if (status_of(m) == ABSENT) return;
+      if (status_of(m) == UPDATING) {
+        detail::cpu_relax(spins);
+        m = e.meta.load(std::memory_order_acquire);
+        continue;
+      }
+      if (e.meta.compare_exchange_weak(m, with_status(m, UPDATING), std::memory_order_seq_cst)) break;
+    }
+    for (;;) {
+      m = e.meta.load(std::memory_order_acquire);
+      const uint32_t xi = node_of(m);
+      Node& x = node(xi);
+      x.lock.lock();
+      m = e.meta.load(std::memory_order_acquire);
+      if (node_of(m) != xi) {  // a split moved it before we got the lock
+        x.lock.unlock();
+        continue;
+      }
+      x.begin_items_change();
+      remove_slot_locked(x, slot_of(m));
+      e.meta.store(make_meta(ABSENT, kNil, 0, tag_of(m) + 1), std::memory_order_seq_cst);
+      x.end_items_change();
+      const bool empty = x.count.load(std::memory_order_relaxed) == 0;
+      x.lock.unlock();
+      Shard& sh = my_shard();
+      sh.size.fetch_sub(1, std::memory_order_relaxed);
+      bump_rmw(sh.mutations);
+      if (empty) try_remove(xi);
+      return;
+    }
+  }
+
+  // ------------------------------------------------------------------ queries
+  // Copies node x's ids into out (appending). Lock-free seqlock read; falls back to the
+  // lock after 4 failed attempts.
+  void read_node_ids(Node& x, std::vector<uint32_t>& out, Shard& sh) {
+    const size_t base = out.size();
+    for (int attempt = 0; attempt < 4; ++attempt) {
+      uint32_t v1 = x.items_ver.load(std::memory_order_acquire);
+      if (!(v1 & 1u)) {
+        const uint32_t h = std::min(x.hwm.load(std::memory_order_acquire), x.cap);
+        for (uint32_t i = 0; i < h; ++i) {
+          const uint32_t id = x.items[i].load(std::memory_order_acquire);
+          if (id != kTomb) out.push_back(id);
+        }
+        if (x.items_ver.load(std::memory_order_relaxed) == v1) return;
+      }
+      out.resize(base);
+      bump(sh.query_retries);
+      std::this_thread::yield();
+    }
+    std::lock_guard<detail::SpinLock> g(x.lock);
+    const uint32_t h = x.hwm.load(std::memory_order_relaxed);
+    for (uint32_t i = 0; i < h; ++i) {
+      const uint32_t id = x.items[i].load(std::memory_order_relaxed);
+      if (id != kTomb) out.push_back(id);
+    }
+  }
+
+  size_t query(size_t n, bool from_top, uint32_t* out_ids, double* out_scores) {
+    if (n == 0) return 0;
+    Pin pin(*this);
+    Shard& sh = my_shard();
+    std::vector<uint32_t> ids;
+    ids.reserve(std::min<size_t>(n + node_size_, size_t(capacity_)));
+    uint64_t stamp = 0;
+    // A split or node removal during the walk can hide items from it (for example a top
+    // walk that read a node's prev before the node split): walk again, up to 3 times.
+    for (int attempt = 0; attempt < 3; ++attempt) {
+      ids.clear();
+      const uint64_t structure = structure_stamp();
+      uint64_t own_splits = 0;
+      stamp = mutation_stamp();
+      uint32_t x = from_top ? tail_.load(std::memory_order_acquire) : head_;
+      while (x != kNil && ids.size() < n) {
+        Node& nd = node(x);
+        const uint32_t c = nd.count.load(std::memory_order_acquire);
+        if (c > node_size_ && ids.size() + c > n && !nd.dead.load(std::memory_order_acquire)) {
+          // Oversized boundary node: refine it so this and later queries stay O(n + B).
+          uint32_t yi = kNil;
+          if (nd.lock.try_lock()) {
+            if (!nd.dead.load(std::memory_order_relaxed) && nd.count.load(std::memory_order_relaxed) > node_size_)
+              yi = split_locked(x);
+            nd.lock.unlock();
+          }
+          if (yi != kNil) {
+            finish_split(yi);
+            ++own_splits;
+            if (from_top) x = yi;  // continue with the upper half
+            continue;
+          }
+        }
+        read_node_ids(nd, ids, sh);
+        x = from_top ? nd.prev.load(std::memory_order_acquire) : nd.next[0].load(std::memory_order_acquire);
+      }
+      if (structure_stamp() == structure + own_splits) break;
+      bump(sh.query_retries);
+    }
+    std::vector<detail::Key> keys(ids.size());
+    for (size_t i = 0; i < ids.size(); ++i) {
+      if (i + 8 < ids.size()) __builtin_prefetch(&entries_[ids[i + 8]], 0, 1);
+      keys[i] = detail::Key{entries_[ids[i]].score.load(std::memory_order_acquire), ids[i]};
+    }
+    if (mutation_stamp() != stamp) {
+      // Something moved while we walked: an id may have been read twice.
+      std::sort(keys.begin(), keys.end(), [](const detail::Key& a, const detail::Key& b) { return a.id < b.id; });
+      keys.erase(std::unique(keys.begin(), keys.end(),
+                             [](const detail::Key& a, const detail::Key& b) { return a.id == b.id; }),
+                 keys.end());
+    }
+    const size_t k = std::min(n, keys.size());
+    if (from_top) {
+      auto gt = [](const detail::Key& a, const detail::Key& b) { return b < a; };
+      if (k < keys.size()) std::nth_element(keys.begin(), keys.begin() + k, keys.end(), gt);
+      std::sort(keys.begin(), keys.begin() + k, gt);
+    } else {
+      auto lt = [](const detail::Key& a, const detail::Key& b) { return a < b; };
+      if (k < keys.size()) std::nth_element(keys.begin(), keys.begin() + k, keys.end(), lt);
+      std::sort(keys.begin(), keys.begin() + k, lt);
+    }
+    for (size_t i = 0; i < k; ++i) {
+      out_ids[i] = keys[i].id;
+      out_scores[i] = keys[i].score;
+    }
+    return k;
+  }
+
+  // ------------------------------------------------------------------ bulk path
+  bool use_bulk(size_t n, int bulk) const noexcept {
+    if (bulk == 1) return true;
+    if (bulk == 0 || bulk_fraction_ <= 0) return false;
+    const uint64_t sz = size();
+    return n >= 4096 && double(n) >= bulk_fraction_ * double(sz);
+  }
+
+  void bulk_update(const uint32_t* ids, const double* vals, size_t n, unsigned threads, bool assign) {
+    ExclusiveGuard ex(*this);
+    // Apply by id range per thread: no two threads touch one entry, so plain loads and
+    // stores suffice (we are exclusive) and duplicates in the batch stay exact.
+    const unsigned T = std::max(1u, threads);
+    detail::parallel_for(T, T, [&](unsigned, size_t tb, size_t te) {
+      for (size_t t = tb; t < te; ++t) {
+        const uint64_t lo_id = capacity_ * t / T, hi_id = capacity_ * (t + 1) / T;
+        for (size_t i = 0; i < n; ++i) {
+          if (i + 16 < n) {
+            uint32_t pid = ids[i + 16];
+            if (pid >= lo_id && pid < hi_id) __builtin_prefetch(&entries_[pid], 1, 1);
+          }
+          const uint32_t id = ids[i];
+          if (id < lo_id || id >= hi_id) continue;
+          std::atomic<double>& s = entries_[id].score;
+          s.store(assign ? vals[i] : detail::saturating_add(s.load(std::memory_order_relaxed), vals[i]),
+                  std::memory_order_relaxed);
+        }
+      }
+    });
+    std::vector<uint32_t> all;
+    collect_ids_locked(all);
+    rebuild_locked(all, threads);
+  }
+
+  void bulk_insert(const uint32_t* ids, const double* scores, size_t n, unsigned threads) {
+    ExclusiveGuard ex(*this);
+    std::vector<uint32_t> all;
+    collect_ids_locked(all);
+    all.reserve(all.size() + n);
+    size_t added = 0;
+    for (size_t i = 0; i < n; ++i) {
+      Entry& e = entries_[ids[i]];
+      if (status_of(e.meta.load(std::memory_order_relaxed)) != ABSENT) continue;
+      e.score.store(scores[i], std::memory_order_relaxed);
+      e.meta.store(make_meta(IDLE, kNil, 0, tag_of(e.meta.load(std::memory_order_relaxed)) + 1),
+                   std::memory_order_relaxed);
+      all.push_back(ids[i]);
+      ++added;
+    }
+    my_shard().size.fetch_add(int64_t(added), std::memory_order_relaxed);
+    rebuild_locked(all, threads);
+  }
+
+  void collect_ids_locked(std::vector<uint32_t>& out) const {
+    out.clear();
+    out.reserve(size());
+    for (uint32_t x = head_; x != kNil; x = node(x).next[0].load(std::memory_order_relaxed)) {
+      const Node& nd = node(x);
+      const uint32_t h = nd.hwm.load(std::memory_order_relaxed);
+      for (uint32_t i = 0; i < h; ++i) {
+        const uint32_t id = nd.items[i].load(std::memory_order_relaxed);
+        if (id != kTomb) out.push_back(id);
+      }
+    }
+  }
+
+  // Exclusive. Rebuilds the chain over `all` (every live id) by a parallel counting sort
+  // of keys into ~size/(B/2) buckets by linear interpolation of the score; buckets are
+  // in key order, so each becomes a node (oversized ones are refined lazily by queries).
+  void rebuild_locked(const std::vector<uint32_t>& all, unsigned threads) {
+    const size_t n = all.size();
+    const unsigned T = unsigned(std::max<size_t>(1, std::min<size_t>(threads, n / 65536 + 1)));
+    // Old nodes (except the head) become free at once: no reader is pinned.
+    {
+      std::vector<uint32_t> old;
+      for (uint32_t x = node(head_).next[0].load(std::memory_order_relaxed); x != kNil;
+           x = node(x).next[0].load(std::memory_order_relaxed))
+        old.push_back(x);
+      std::lock_guard<std::mutex> gr(retire_mu_);
+      std::lock_guard<detail::SpinLock> ga(alloc_mu_);
+      for (uint32_t x : old) free_.push_back(x);
+      for (uint32_t x : retired_) free_.push_back(x);
+      retired_.clear();
+      retired_count_.store(0, std::memory_order_relaxed);
+    }
+    Node& h = node(head_);
+    for (auto& nx : h.next) nx.store(kNil, std::memory_order_relaxed);
+    h.reset_slots();
+    h.set_hi(kPlusInf);
+    tail_.store(head_, std::memory_order_relaxed);
+    rebuilds_.fetch_add(1, std::memory_order_relaxed);
+    bump_rmw(my_shard().mutations);
+    if (n == 0) return;
+
+    std::vector<double> sc(n);
+    std::vector<double> tmin(T, std::numeric_limits<double>::infinity()), tmax(T, -std::numeric_limits<double>::infinity());
+    detail::parallel_for(n, T, [&](unsigned t, size_t b, size_t e) {
+      double mn = tmin[t], mx = tmax[t];
+      for (size_t i = b; i < e; ++i) {
+        if (i + 16 < e) __builtin_prefetch(&entries_[all[i + 16]], 0, 1);
+        double s = entries_[all[i]].score.load(std::memory_order_relaxed);
+        sc[i] = s;
+        mn = std::min(mn, s);
+        mx = std::max(mx, s);
+      }
+      tmin[t] = mn;
+      tmax[t] = mx;
+    });
+    const double mn = *std::min_element(tmin.begin(), tmin.end());
+    const double mx = *std::max_element(tmax.begin(), tmax.end());
+    const size_t nb = std::max<size_t>(1, n / std::max<uint32_t>(1, node_size_ / 2));
+    const double span = mx - mn;
+    const double scale = (span > 0 && std::isfinite(span)) ? double(nb) / span : 0.0;
+    auto bucket_of = [&](double s) -> size_t {
+      double f = (s - mn) * scale;
+      size_t b = f <= 0 ? 0 : size_t(f);
+      return b >= nb ? nb - 1 : b;
+    };
+    // Parallel counting sort: per-thread histograms, prefix sums, scatter.
+    std::vector<std::vector<uint32_t>> hist(T, std::vector<uint32_t>(nb + 1, 0));
+    detail::parallel_for(n, T, [&](unsigned t, size_t b, size_t e) {
+      auto& hh = hist[t];
+      for (size_t i = b; i < e; ++i) ++hh[bucket_of(sc[i])];
+    });
+    std::vector<uint64_t> bucket_start(nb + 1, 0);
+    {
+      uint64_t run = 0;
+      for (size_t bk = 0; bk < nb; ++bk) {
+        bucket_start[bk] = run;
+        for (unsigned t = 0; t < T; ++t) {
+          uint32_t c = hist[t][bk];
+          hist[t][bk] = uint32_t(run);
+          run += c;
+        }
+      }
+      bucket_start[nb] = run;
+    }
+    std::vector<detail::Key> sorted(n);
+    detail::parallel_for(n, T, [&](unsigned t, size_t b, size_t e) {
+      auto& hh = hist[t];
+      for (size_t i = b; i < e; ++i) sorted[hh[bucket_of(sc[i])]++] = detail::Key{sc[i], all[i]};
+    });
+    // Cut buckets into node-sized pieces: buckets larger than the slot field allows are
+    // split by key (nth_element); others stay whole (refined lazily).
+    struct Piece {
+      uint64_t b, e;
+    };
+    std::vector<Piece> pieces;
+    for (size_t bk = 0; bk < nb; ++bk) {
+      uint64_t b = bucket_start[bk], e = bucket_start[bk + 1];
+      if (b == e) continue;
+      std::vector<Piece> stack{{b, e}};
+      while (!stack.empty()) {
+        Piece p = stack.back();
+        stack.pop_back();
+        if (p.e - p.b <= kMaxNodeCap / 2) {
+          pieces.push_back(p);
+          continue;
+        }
+        uint64_t mid = p.b + (p.e - p.b) / 2;
+        std::nth_element(sorted.begin() + p.b, sorted.begin() + mid, sorted.begin() + p.e);
+        stack.push_back({mid, p.e});
+        stack.push_back({p.b, mid});
+      }
+    }
+    // Nodes: the head takes piece 0; each piece's lo is its smallest key.
+    std::vector<uint32_t> node_of_piece(pieces.size());
+    for (size_t pi = 0; pi < pieces.size(); ++pi) {
+      const uint32_t sz = uint32_t(pieces[pi].e - pieces[pi].b);
+      const uint32_t cap = std::max<uint32_t>(node_size_, sz);
+      uint32_t xi;
+      if (pi == 0) {
+        xi = head_;
+        if (h.cap < cap) h.allocate(cap);
+      } else {
+        xi = alloc_node(cap);
+        Node& x = node(xi);
+        auto first = sorted.begin() + pieces[pi].b, last = sorted.begin() + pieces[pi].e;
+        x.lo = *std::min_element(first, last);
+        x.height = random_height();
+      }
+      node_of_piece[pi] = xi;
+    }
+    detail::parallel_for(pieces.size(), T, [&](unsigned, size_t b, size_t e) {
+      for (size_t pi = b; pi < e; ++pi) {
+        const uint32_t xi = node_of_piece[pi];
+        Node& x = node(xi);
+        uint32_t slot = 0;
+        for (uint64_t j = pieces[pi].b; j < pieces[pi].e; ++j, ++slot) {
+          const uint32_t id = sorted[j].id;
+          x.items[slot].store(id, std::memory_order_relaxed);
+          std::atomic<uint64_t>& mm = entries_[id].meta;
+          mm.store(make_meta(IDLE, xi, slot, tag_of(mm.load(std::memory_order_relaxed)) + 1), std::memory_order_relaxed);
+        }
+        x.hwm.store(slot, std::memory_order_relaxed);
+        x.count.store(slot, std::memory_order_relaxed);
+      }
+    });
+    // Chain and skip-list towers, in key order.
+    uint32_t last_at[kMaxLevel];
+    for (auto& l : last_at) l = head_;
+    for (size_t pi = 1; pi < node_of_piece.size(); ++pi) {
+      const uint32_t xi = node_of_piece[pi];
+      Node& x = node(xi);
+      Node& p = node(node_of_piece[pi - 1]);
+      p.set_hi(x.lo);
+      x.prev.store(node_of_piece[pi - 1], std::memory_order_relaxed);
+      for (int l = 0; l < x.height; ++l) {
+        node(last_at[l]).next[l].store(xi, std::memory_order_relaxed);
+        last_at[l] = xi;
+      }
+      x.fully_linked.store(1, std::memory_order_relaxed);
+    }
+    const uint32_t last = node_of_piece.back();
+    node(last).set_hi(kPlusInf);
+    tail_.store(last, std::memory_order_release);
+  }
+
+  // ------------------------------------------------------------------ check
+  [[noreturn]] static void fail(const std::string& what) { throw std::logic_error("SemiOrderedIndex invariant: " + what); }
+
+  void check_locked() const {
+    uint64_t items = 0;
+    uint32_t prev = kNil;
+    std::vector<char> seen(capacity_, 0);
+    uint64_t guard = 0;
+    for (uint32_t x = head_; x != kNil; x = node(x).next[0].load(std::memory_order_relaxed)) {
+      if (++guard > max_nodes_) fail("level-0 chain has a cycle");
+      const Node& nd = node(x);
+      if (nd.dead.load(std::memory_order_relaxed)) fail("dead node " + std::to_string(x) + " is linked");
+      if (nd.prev.load(std::memory_order_relaxed) != prev) fail("prev pointer of node " + std::to_string(x) + " is wrong");
+      const uint32_t nx = nd.next[0].load(std::memory_order_relaxed);
+      const detail::Key hi = nd.hi();
+      if (nx == kNil) {
+        if (tail_.load(std::memory_order_relaxed) != x) fail("tail is not the last node");
+        if (hi.score != kPlusInf.score || hi.id != kPlusInf.id) fail("last node's hi is not +inf");
+      } else {
+        const detail::Key nlo = node(nx).lo;
+        if (!(nd.lo < nlo)) fail("node lo keys are not strictly increasing at node " + std::to_string(x));
+        if (hi.score != nlo.score || hi.id != nlo.id) fail("hi of node " + std::to_string(x) + " != next node's lo");
+      }
+      if (nd.range_ver.load(std::memory_order_relaxed) & 1u) fail("range seqlock left odd");
+      if (nd.items_ver.load(std::memory_order_relaxed) & 1u) fail("items seqlock left odd");
+      const uint32_t c = nd.count.load(std::memory_order_relaxed);
+      const uint32_t h = nd.hwm.load(std::memory_order_relaxed);
+      if (c > h || h > nd.cap) fail("node count/hwm/capacity out of order at node " + std::to_string(x));
+      uint32_t live = 0;
+      for (uint32_t w = 0; w < Node::hole_words(nd.cap); ++w) {
+        for (uint32_t b = 0; b < 64 && w * 64 + b < nd.cap; ++b) {
+          const uint32_t i = w * 64 + b;
+          const bool hole = (nd.holes[w] >> b) & 1u;
+          const bool tomb = i < h && nd.items[i].load(std::memory_order_relaxed) == kTomb;
+          if (hole != tomb) fail("hole bitmap disagrees with tombstones at node " + std::to_string(x));
+          if (hole && w < nd.hole_hint) fail("hole below hole_hint");
+        }
+      }
+      for (uint32_t i = 0; i < h; ++i) {
+        const uint32_t id = nd.items[i].load(std::memory_order_relaxed);
+        if (id == kTomb) continue;
+        ++live;
+        if (id >= capacity_) fail("node holds out-of-range id");
+        if (seen[id]) fail("id " + std::to_string(id) + " appears twice");
+        seen[id] = 1;
+        const uint64_t m = entries_[id].meta.load(std::memory_order_relaxed);
+        if (status_of(m) != IDLE) fail("id " + std::to_string(id) + " is not IDLE at rest");
+        if (node_of(m) != x || slot_of(m) != i) fail("status table location of id " + std::to_string(id) + " is wrong");
+        const detail::Key k{entries_[id].score.load(std::memory_order_relaxed), id};
+        if (!std::isfinite(k.score)) fail("id " + std::to_string(id) + " has a non-finite score");
+        if (!(nd.lo <= k && k < hi)) fail("id " + std::to_string(id) + " lies outside its node's range");
+      }
+      if (live != c) fail("node count " + std::to_string(c) + " != live slots " + std::to_string(live));
+      items += c;
+      prev = x;
+    }
+    if (items != size()) fail("size counter " + std::to_string(size()) + " != items in nodes " + std::to_string(items));
+    for (uint64_t id = 0; id < capacity_; ++id) {
+      const uint64_t m = entries_[id].meta.load(std::memory_order_relaxed);
+      if (status_of(m) != ABSENT && !seen[id]) fail("present id " + std::to_string(id) + " is in no node");
+    }
+    // Upper levels: sorted sublists of level 0 made of live nodes with enough height.
+    for (int l = 1; l < kMaxLevel; ++l) {
+      uint32_t x = head_;
+      uint64_t g = 0;
+      while (x != kNil) {
+        if (++g > max_nodes_) fail("skip level has a cycle");
+        const uint32_t nx = node(x).next[l].load(std::memory_order_relaxed);
+        if (nx == kNil) break;
+        const Node& n2 = node(nx);
+        if (n2.dead.load(std::memory_order_relaxed)) fail("dead node linked at level " + std::to_string(l));
+        if (n2.height <= l) fail("node linked above its height");
+        if (!(node(x).lo < n2.lo)) fail("skip level " + std::to_string(l) + " out of order");
+        x = nx;
+      }
+    }
+  }
+
+  // ------------------------------------------------------------------ members
+  const uint64_t capacity_;
+  const uint32_t node_size_;
+  const double bulk_fraction_;
+  std::unique_ptr<Entry[]> entries_;
+  uint64_t max_nodes_ = 0, chunk_count_ = 0;
+  std::unique_ptr<std::atomic<Node*>[]> chunks_;
+  uint32_t head_ = 0;
+  alignas(64) std::atomic<uint32_t> tail_{0};
+  alignas(64) std::atomic<uint64_t> epoch_{2};
+  alignas(64) std::atomic<int64_t> pins_[2] = {};
+  alignas(64) std::atomic<bool> exclusive_{false};
+  std::mutex exclusive_mu_;
+  std::mutex retire_mu_;
+  std::vector<uint32_t> retired_;
+  std::atomic<size_t> retired_count_{0};
+  detail::SpinLock alloc_mu_;
+  std::vector<uint32_t> free_;
+  uint64_t next_fresh_ = 0;
+  std::atomic<uint64_t> rebuilds_{0};
+  Shard shards_[kShards];
+};
+
+}  // namespace socbi

@@ -1,0 +1,302 @@
+// C++ tests for socbi::SemiOrderedIndex, runnable without Python (ctest), and under
+// ThreadSanitizer / AddressSanitizer+UBSan (CMake options SOCBI_TSAN / SOCBI_ASAN).
+#include <socbi/semi_ordered_index.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <random>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+int g_failures = 0;
+
+#define EXPECT(cond, msg)                                                                       \
+  do {                                                                                          \
+    if (!(cond)) {                                                                              \
+      std::fprintf(stderr, "FAILED %s:%d: %s (%s)\n", __FILE__, __LINE__, #cond, std::string(msg).c_str()); \
+      ++g_failures;                                                                             \
+      return;                                                                                   \
+    }                                                                                           \
+  } while (0)
+
+using Index = socbi::SemiOrderedIndex;
+
+// Reference: id -> score; order by (score, id).
+struct Model {
+  std::map<uint32_t, double> s;
+  std::vector<std::pair<double, uint32_t>> sorted() const {
+    std::vector<std::pair<double, uint32_t>> v;
+    for (auto& kv : s) v.push_back({kv.second, kv.first});
+    std::sort(v.begin(), v.end());
+    return v;
+  }
+};
+
+bool same_answer(Index& idx, const Model& model, size_t n, std::string& why) {
+  auto ref = model.sorted();
+  std::vector<uint32_t> ids(n + 1);
+  std::vector<double> sc(n + 1);
+  size_t k = idx.bottom(n, ids.data(), sc.data());
+  size_t want = std::min(n, ref.size());
+  if (k != want) {
+    why = "bottom size " + std::to_string(k) + " != " + std::to_string(want);
+    return false;
+  }
+  for (size_t i = 0; i < k; ++i)
+    if (ids[i] != ref[i].second || sc[i] != ref[i].first) {
+      why = "bottom mismatch at " + std::to_string(i);
+      return false;
+    }
+  k = idx.top(n, ids.data(), sc.data());
+  if (k != want) {
+    why = "top size";
+    return false;
+  }
+  for (size_t i = 0; i < k; ++i) {
+    auto& r = ref[ref.size() - 1 - i];
+    if (ids[i] != r.second || sc[i] != r.first) {
+      why = "top mismatch at " + std::to_string(i);
+      return false;
+    }
+  }
+  return true;
+}
+
+void test_random_sequences(uint32_t node_size, uint64_t seed) {
+  const uint32_t cap = 300;
+  Index idx(cap, node_size);
+  Model model;
+  std::mt19937_64 rng(seed);
+  for (int step = 0; step < 3000; ++step) {
+    int op = int(rng() % 6);
+    uint32_t id = uint32_t(rng() % cap);
+    bool present = model.s.count(id) > 0;
+    double val = double(int64_t(rng() % 21) - 10);  // small integers: many ties
+    if (op == 0 && !present) {
+      idx.insert(&id, &val, 1);
+      model.s[id] = val;
+    } else if (op == 1 && present) {
+      idx.update(&id, &val, 1);
+      model.s[id] += val;
+    } else if (op == 2 && present) {
+      idx.assign(&id, &val, 1);
+      model.s[id] = val;
+    } else if (op == 3 && present) {
+      idx.erase(&id, 1);
+      model.s.erase(id);
+    } else if (op == 4) {
+      // a batch of updates with duplicates, sometimes forced through the bulk path
+      std::vector<uint32_t> ids;
+      std::vector<double> ds;
+      for (auto& kv : model.s)
+        if (rng() % 3 == 0) {
+          ids.push_back(kv.first);
+          ds.push_back(double(int64_t(rng() % 5) - 2));
+        }
+      if (!ids.empty()) {
+        ids.push_back(ids[0]);
+        ds.push_back(1.0);
+      }
+      idx.update(ids.data(), ds.data(), ids.size(), 1, rng() % 4 == 0 ? 1 : 0);
+      for (size_t i = 0; i < ids.size(); ++i) model.s[ids[i]] += ds[i];
+    } else {
+      std::string why;
+      size_t n = size_t(rng() % 40);
+      EXPECT(same_answer(idx, model, n, why), why + " step " + std::to_string(step));
+    }
+    try {
+      idx.check();
+    } catch (const std::exception& e) {
+      EXPECT(false, std::string(e.what()) + " at step " + std::to_string(step));
+    }
+    EXPECT(idx.size() == model.s.size(), "size");
+  }
+  std::string why;
+  EXPECT(same_answer(idx, model, cap + 5, why), why);
+}
+
+void test_ties_and_edges() {
+  {
+    Index idx(1, 8);
+    uint32_t ids[1];
+    double sc[1];
+    EXPECT(idx.top(5, ids, sc) == 0, "empty top");
+    uint32_t id = 0;
+    double z = 3.5;
+    idx.insert(&id, &z, 1);
+    EXPECT(idx.bottom(0, ids, sc) == 0, "n = 0");
+    EXPECT(idx.bottom(9, ids, sc) == 1 && ids[0] == 0 && sc[0] == 3.5, "capacity 1");
+    idx.erase(&id, 1);
+    EXPECT(idx.size() == 0, "erase to empty");
+    idx.check();
+  }
+  {
+    const uint32_t n = 20000;
+    Index idx(n, 16);
+    std::vector<uint32_t> ids(n);
+    std::vector<double> zero(n, 0.0);
+    for (uint32_t i = 0; i < n; ++i) ids[i] = i;
+    idx.insert(ids.data(), zero.data(), n, 1, 0);  // item by item: all ties
+    idx.check();
+    EXPECT(idx.stats().nodes > n / 16, "ties spread over many nodes");
+    std::vector<uint32_t> out(10);
+    std::vector<double> sc(10);
+    idx.top(10, out.data(), sc.data());
+    EXPECT(out[0] == n - 1 && out[9] == n - 10, "top ties by descending id");
+    idx.bottom(10, out.data(), sc.data());
+    EXPECT(out[0] == 0 && out[9] == 9, "bottom ties by ascending id");
+    uint32_t bump = 7;
+    double one = 1.0;
+    idx.update(&bump, &one, 1);
+    idx.top(1, out.data(), sc.data());
+    EXPECT(out[0] == 7 && sc[0] == 1.0, "one increment reaches the top");
+    idx.check();
+  }
+  {
+    // Bulk insert into an empty index, then lazy refinement of oversized nodes.
+    const uint32_t n = 100000;
+    Index idx(n, 64);
+    std::vector<uint32_t> ids(n);
+    std::vector<double> sc(n);
+    for (uint32_t i = 0; i < n; ++i) {
+      ids[i] = i;
+      sc[i] = double(i % 7);  // 7 distinct values: 7 huge buckets
+    }
+    idx.insert(ids.data(), sc.data(), n, 2, 1);
+    idx.check();
+    uint64_t oversized = idx.stats().oversized_nodes;
+    EXPECT(oversized > 0, "bulk leaves oversized nodes");
+    std::vector<uint32_t> out(100);
+    std::vector<double> os(100);
+    idx.top(100, out.data(), os.data());
+    uint32_t want_top = n - 1;
+    while (want_top % 7 != 6) --want_top;
+    EXPECT(os[0] == 6.0 && out[0] == want_top && os[99] == 6.0, "top after bulk");
+    idx.check();
+    EXPECT(idx.stats().splits > 0, "query refined the boundary node");
+  }
+}
+
+// 8 threads mix update / insert / erase / top / bottom. Thread t owns ids congruent to t
+// mod 8 among the "churn" ids (insert and erase them); everyone updates the shared ids
+// with integer deltas. At the end every shared score is the exact sum.
+void test_concurrent_stress(int threads, int ops_per_thread) {
+  const uint32_t shared = 2000, churn = 4000, cap = shared + churn;
+  Index idx(cap, 16);
+  {
+    std::vector<uint32_t> ids(shared);
+    std::vector<double> zero(shared, 0.0);
+    for (uint32_t i = 0; i < shared; ++i) ids[i] = i;
+    idx.insert(ids.data(), zero.data(), shared, 1, 0);
+  }
+  std::vector<std::vector<int64_t>> applied(threads, std::vector<int64_t>(shared, 0));
+  std::vector<std::set<uint32_t>> owned(threads);
+  std::atomic<int> bad_query{0};
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t) {
+    pool.emplace_back([&, t] {
+      std::mt19937_64 rng(1234 + t);
+      std::vector<uint32_t> qids(64);
+      std::vector<double> qsc(64);
+      for (int op = 0; op < ops_per_thread; ++op) {
+        int kind = int(rng() % 10);
+        if (kind < 6) {
+          uint32_t ids[8];
+          double ds[8];
+          for (int j = 0; j < 8; ++j) {
+            ids[j] = uint32_t(rng() % shared);
+            ds[j] = double(int64_t(rng() % 7) - 2);
+            applied[t][ids[j]] += int64_t(ds[j]);
+          }
+          idx.update(ids, ds, 8);
+        } else if (kind < 8) {
+          uint32_t id = shared + uint32_t(t) + uint32_t(threads) * uint32_t(rng() % (churn / threads));
+          if (owned[t].count(id)) {
+            idx.erase(&id, 1);
+            owned[t].erase(id);
+          } else {
+            double s = double(rng() % 50);
+            idx.insert(&id, &s, 1);
+            owned[t].insert(id);
+          }
+        } else {
+          size_t k = (kind == 8) ? idx.top(64, qids.data(), qsc.data()) : idx.bottom(64, qids.data(), qsc.data());
+          std::set<uint32_t> seen(qids.begin(), qids.begin() + k);
+          if (seen.size() != k) bad_query.fetch_add(1);
+          for (size_t j = 1; j < k; ++j) {
+            bool ordered = kind == 8 ? !(qsc[j] > qsc[j - 1]) : !(qsc[j] < qsc[j - 1]);
+            if (!ordered) bad_query.fetch_add(1);
+          }
+        }
+      }
+    });
+  }
+  for (auto& th : pool) th.join();
+  EXPECT(bad_query.load() == 0, "concurrent query returned duplicates or unsorted scores");
+  try {
+    idx.check();
+  } catch (const std::exception& e) {
+    EXPECT(false, e.what());
+  }
+  for (uint32_t i = 0; i < shared; ++i) {
+    int64_t sum = 0;
+    for (int t = 0; t < threads; ++t) sum += applied[t][i];
+    EXPECT(idx.score(i) == double(sum), "lost increment on id " + std::to_string(i));
+  }
+  size_t expect_size = shared;
+  for (int t = 0; t < threads; ++t) {
+    expect_size += owned[t].size();
+    for (uint32_t id : owned[t]) EXPECT(idx.contains(id), "owned id lost");
+  }
+  EXPECT(idx.size() == expect_size, "size after stress");
+}
+
+// Many threads hammering the same few ids through a one-call thread pool.
+void test_parallel_batch() {
+  const uint32_t cap = 1000;
+  Index idx(cap, 8);
+  std::vector<uint32_t> ids(cap);
+  std::vector<double> zero(cap, 0.0);
+  for (uint32_t i = 0; i < cap; ++i) ids[i] = i;
+  idx.insert(ids.data(), zero.data(), cap);
+  const size_t n = 200000;
+  std::vector<uint32_t> up(n);
+  std::vector<double> d(n, 1.0);
+  std::mt19937 rng(5);
+  std::vector<int64_t> want(cap, 0);
+  for (size_t i = 0; i < n; ++i) {
+    up[i] = rng() % 50;  // heavy contention on 50 ids
+    ++want[up[i]];
+  }
+  idx.update(up.data(), d.data(), n, 4, 0);
+  idx.check();
+  for (uint32_t i = 0; i < cap; ++i) EXPECT(idx.score(i) == double(want[i]), "parallel batch sum");
+  idx.update(up.data(), d.data(), n, 4, 1);  // bulk path, 4 threads, duplicates
+  idx.check();
+  for (uint32_t i = 0; i < cap; ++i) EXPECT(idx.score(i) == double(2 * want[i]), "bulk parallel sum");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const bool quick = argc > 1 && std::string(argv[1]) == "--quick";
+  for (uint32_t b : {8u, 16u, 256u})
+    for (uint64_t seed = 1; seed <= (quick ? 2u : 4u); ++seed) test_random_sequences(b, seed * 7919 + b);
+  test_ties_and_edges();
+  test_parallel_batch();
+  test_concurrent_stress(8, quick ? 3000 : 20000);
+  test_concurrent_stress(16, quick ? 1000 : 5000);
+  if (g_failures) {
+    std::fprintf(stderr, "%d failure(s)\n", g_failures);
+    return 1;
+  }
+  std::printf("all C++ tests passed\n");
+  return 0;
+}

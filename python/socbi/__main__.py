@@ -1,0 +1,5 @@
+import sys
+
+from socbi.cli import main
+
+sys.exit(main())
