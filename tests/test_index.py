@@ -1,0 +1,389 @@
+"""Tests of socbi.SemiOrderedIndex: a reference model, edge cases, bad input, threads."""
+from __future__ import annotations
+
+import doctest
+import threading
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+import socbi
+from socbi._reference import ReferenceIndex
+
+
+def assert_same(idx: socbi.SemiOrderedIndex, ref: ReferenceIndex, n: int) -> None:
+    for name in ("top", "bottom"):
+        got_ids, got_scores = getattr(idx, name)(n)
+        want_ids, want_scores = getattr(ref, name)(n)
+        assert got_ids.dtype == np.int64 and got_scores.dtype == np.float64
+        np.testing.assert_array_equal(got_ids, want_ids, err_msg=name)
+        np.testing.assert_array_equal(got_scores, want_scores, err_msg=name)
+
+
+# --------------------------------------------------------------------------- model
+
+
+CAP = 64
+
+
+class IndexMachine(RuleBasedStateMachine):
+    """Random operation sequences against a dict model; check() after every step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.idx = socbi.SemiOrderedIndex(CAP, node_size=8)
+        self.ref = ReferenceIndex(CAP)
+
+    small = st.integers(-5, 5).map(float)
+
+    @rule(data=st.data())
+    def insert(self, data):
+        absent = [i for i in range(CAP) if i not in self.ref]
+        if not absent:
+            return
+        ids = data.draw(st.lists(st.sampled_from(absent), min_size=1, max_size=10, unique=True))
+        scores = data.draw(st.lists(self.small, min_size=len(ids), max_size=len(ids)))
+        self.idx.insert(np.array(ids), np.array(scores))
+        self.ref.insert(ids, scores)
+
+    @precondition(lambda self: len(self.ref) > 0)
+    @rule(data=st.data(), threads=st.sampled_from([1, 2]), bulk=st.sampled_from([None, False, True]))
+    def update(self, data, threads, bulk):
+        present = sorted(self.ref.scores)
+        ids = data.draw(st.lists(st.sampled_from(present), min_size=1, max_size=20))  # repeats allowed
+        deltas = data.draw(st.lists(self.small, min_size=len(ids), max_size=len(ids)))
+        self.idx.update(ids, deltas, threads=threads, bulk=bulk)
+        self.ref.update(ids, deltas)
+
+    @precondition(lambda self: len(self.ref) > 0)
+    @rule(data=st.data(), delta=small)
+    def update_scalar(self, data, delta):
+        present = sorted(self.ref.scores)
+        ids = data.draw(st.lists(st.sampled_from(present), min_size=1, max_size=20, unique=True))
+        self.idx.update(ids, delta)
+        self.ref.update(ids, [delta] * len(ids))
+
+    @precondition(lambda self: len(self.ref) > 0)
+    @rule(data=st.data())
+    def assign(self, data):
+        present = sorted(self.ref.scores)
+        ids = data.draw(st.lists(st.sampled_from(present), min_size=1, max_size=10, unique=True))
+        scores = data.draw(st.lists(self.small, min_size=len(ids), max_size=len(ids)))
+        self.idx.assign(ids, scores)
+        self.ref.assign(ids, scores)
+
+    @precondition(lambda self: len(self.ref) > 0)
+    @rule(data=st.data())
+    def erase(self, data):
+        present = sorted(self.ref.scores)
+        ids = data.draw(st.lists(st.sampled_from(present), min_size=1, max_size=10, unique=True))
+        self.idx.erase(ids)
+        self.ref.erase(ids)
+
+    @rule(n=st.integers(0, CAP + 3))
+    def query(self, n):
+        assert_same(self.idx, self.ref, n)
+
+    @invariant()
+    def invariants_hold(self):
+        self.idx.check()
+        assert len(self.idx) == len(self.ref)
+
+
+TestIndexMachine = IndexMachine.TestCase
+TestIndexMachine.settings = settings(
+    max_examples=60, stateful_step_count=40, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("node_size", [8, 256])
+def test_seeded_random_sequences(seed, node_size):
+    rng = np.random.default_rng(seed)
+    cap = 500
+    idx = socbi.SemiOrderedIndex(cap, node_size=node_size)
+    ref = ReferenceIndex(cap)
+    for step in range(400):
+        op = rng.integers(6)
+        present = np.array(sorted(ref.scores), dtype=np.int64)
+        if op == 0 or len(present) == 0:
+            absent = np.setdiff1d(np.arange(cap), present)
+            if len(absent):
+                ids = rng.choice(absent, size=min(len(absent), int(rng.integers(1, 40))), replace=False)
+                sc = rng.integers(-3, 4, size=len(ids)).astype(float)
+                idx.insert(ids, sc)
+                ref.insert(ids, sc)
+        elif op == 1:
+            ids = rng.choice(present, size=int(rng.integers(1, 200)))
+            d = rng.integers(-2, 3, size=len(ids)).astype(float)
+            idx.update(ids, d, threads=int(rng.integers(1, 3)))
+            ref.update(ids, d)
+        elif op == 2:
+            ids = rng.choice(present, size=min(len(present), 5), replace=False)
+            sc = rng.integers(-50, 50, size=len(ids)) / 4.0  # dyadic: sums are exact in any order
+            idx.assign(ids, sc)
+            ref.assign(ids, sc)
+        elif op == 3:
+            ids = rng.choice(present, size=min(len(present), int(rng.integers(1, 20))), replace=False)
+            idx.erase(ids)
+            ref.erase(ids)
+        else:
+            assert_same(idx, ref, int(rng.integers(0, cap + 2)))
+        idx.check()
+        assert len(idx) == len(ref), step
+    assert_same(idx, ref, cap)
+
+
+# --------------------------------------------------------------------------- edges
+
+
+def test_empty_index_and_zero_n():
+    idx = socbi.SemiOrderedIndex(5)
+    ids, scores = idx.top(3)
+    assert ids.shape == (0,) and scores.shape == (0,)
+    assert len(idx) == 0 and 0 not in idx
+    idx.insert(2, 1.5)
+    assert idx.top(0)[0].shape == (0,)
+    idx.check()
+
+
+def test_capacity_one():
+    idx = socbi.SemiOrderedIndex(1)
+    idx.insert([0], [4.0])
+    idx.update(0, -1.0)
+    assert idx.score(0) == 3.0
+    ids, scores = idx.bottom(10)  # n > len returns everything
+    assert ids.tolist() == [0] and scores.tolist() == [3.0]
+    idx.erase(0)
+    assert len(idx) == 0
+    idx.check()
+
+
+def test_ties_break_by_id_and_stay_cheap():
+    n = 50_000
+    idx = socbi.SemiOrderedIndex(n, node_size=64)
+    idx.insert(np.arange(n), 0.0, bulk=False)  # every count starts at 0
+    st_ = idx.stats()
+    assert st_["nodes"] > n // 64  # ties spread over many nodes, not one O(n) node
+    assert idx.bottom(3)[0].tolist() == [0, 1, 2]
+    assert idx.top(3)[0].tolist() == [n - 1, n - 2, n - 3]
+    idx.update([10, 20], 1.0)
+    assert idx.top(2)[0].tolist() == [20, 10]
+    idx.check()
+
+
+def test_bulk_insert_then_lazy_refinement():
+    n = 200_000
+    idx = socbi.SemiOrderedIndex(n, node_size=64)
+    scores = (np.arange(n) % 5).astype(float)
+    idx.insert(np.arange(n), scores)  # bulk path: 5 huge buckets
+    assert idx.stats()["oversized_nodes"] > 0
+    ids, sc = idx.top(10)
+    assert (sc == 4.0).all() and ids.tolist() == sorted(np.flatnonzero(scores == 4.0))[-10:][::-1]
+    assert idx.stats()["splits"] > 0  # the query split the boundary node
+    idx.check()
+
+
+def test_bulk_update_matches_item_by_item():
+    rng = np.random.default_rng(3)
+    n = 20_000
+    a = socbi.SemiOrderedIndex(n, node_size=32)
+    b = socbi.SemiOrderedIndex(n, node_size=32)
+    init = rng.normal(size=n)
+    a.insert(np.arange(n), init)
+    b.insert(np.arange(n), init)
+    ids = rng.integers(0, n, size=3 * n)
+    d = rng.normal(size=3 * n)
+    a.update(ids, d, bulk=True, threads=2)
+    b.update(ids, d, bulk=False)
+    a.check()
+    b.check()
+    np.testing.assert_allclose(a.items()[1], b.items()[1], rtol=0, atol=1e-9)
+    assert a.stats()["rebuilds"] >= 1
+
+
+def test_input_forms_and_dtypes():
+    idx = socbi.SemiOrderedIndex(300)
+    for k, dt in enumerate([np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64]):
+        idx.insert(np.array([k * 2, k * 2 + 1], dtype=dt), np.array([1, 2], dtype=np.float32))
+    idx.insert(np.int64(100), 5)  # numpy scalar id, int score
+    idx.insert([101, 102], [0.5, 0.25])
+    idx.insert(np.array(103), 1.0)  # 0-d array
+    assert idx.score(100) == 5.0 and isinstance(idx.score(100), float)
+    np.testing.assert_array_equal(idx.score([101, 102]), [0.5, 0.25])
+    idx.update([], [])  # empty batch is a no-op
+    idx.update(np.array([], dtype=np.int64), 1.0)
+    assert len(idx) == 20
+    idx.check()
+
+
+def test_doctest_in_class_docstring():
+    finder = doctest.DocTestFinder()
+    runner = doctest.DocTestRunner()
+    for t in finder.find(socbi.SemiOrderedIndex, "SemiOrderedIndex", globs={"socbi": socbi}):
+        runner.run(t)
+    assert runner.failures == 0 and runner.tries > 0
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def _prepared():
+    idx = socbi.SemiOrderedIndex(10)
+    idx.insert([0, 1, 2], [1.0, 2.0, 3.0])
+    return idx
+
+
+@pytest.mark.parametrize(
+    "call, exc, words",
+    [
+        (lambda i: i.insert([10], [1.0]), ValueError, ["ids[0] = 10", "capacity=10"]),
+        (lambda i: i.insert([-1], [1.0]), ValueError, ["ids[0] = -1", "negative"]),
+        (lambda i: i.insert([1.5], [1.0]), TypeError, ["ids", "float64"]),
+        (lambda i: i.insert(["a"], [1.0]), TypeError, ["ids"]),
+        (lambda i: i.insert([True], [1.0]), TypeError, ["ids", "bool"]),
+        (lambda i: i.insert([5, 5], [1.0, 2.0]), ValueError, ["id 5", "more than once"]),
+        (lambda i: i.insert([1], [1.0]), ValueError, ["ids[0] = 1", "already in the index"]),
+        (lambda i: i.insert([5], [np.nan]), ValueError, ["scores[0]", "not finite"]),
+        (lambda i: i.insert([5], np.inf), ValueError, ["scores", "not finite"]),
+        (lambda i: i.insert([5, 6], [1.0]), ValueError, ["length 1", "length 2"]),
+        (lambda i: i.insert(np.zeros((2, 2), dtype=np.int64), 1.0), ValueError, ["1-D", "(2, 2)"]),
+        (lambda i: i.update([7], [1.0]), KeyError, ["ids[0] = 7", "not in the index"]),
+        (lambda i: i.update([0], [np.inf]), ValueError, ["deltas", "not finite"]),
+        (lambda i: i.update([0], [1e308]) or i.update([0], [1e308]), ValueError, ["overflow"]),
+        (lambda i: i.update([0], [[1.0]]), ValueError, ["deltas", "1-D"]),
+        (lambda i: i.update([0], [1.0], threads=-5), ValueError, ["threads = -5"]),
+        (lambda i: i.update([0], [1.0], bulk=1), TypeError, ["bulk"]),
+        (lambda i: i.erase([8]), KeyError, ["ids[0] = 8", "erased"]),
+        (lambda i: i.erase([0, 0]), ValueError, ["more than once"]),
+        (lambda i: i.assign([9], 1.0), KeyError, ["assigned"]),
+        (lambda i: i.score([9]), KeyError, ["scored"]),
+        (lambda i: i.top(-1), ValueError, ["n = -1", "negative"]),
+        (lambda i: i.bottom(2.5), TypeError, ["n must be an integer"]),
+    ],
+)
+def test_bad_input_names_argument_and_changes_nothing(call, exc, words):
+    idx = _prepared()
+    before = idx.items()
+    with pytest.raises(exc) as info:
+        call(idx)
+    msg = str(info.value)
+    for w in words:
+        assert w in msg, (w, msg)
+    after = idx.items()
+    if "overflow" not in words:
+        np.testing.assert_array_equal(before[0], after[0])
+        np.testing.assert_array_equal(before[1], after[1])
+    idx.check()
+
+
+def test_batch_with_one_bad_id_applies_nothing():
+    idx = _prepared()
+    with pytest.raises(KeyError):
+        idx.update([0, 1, 9], [1.0, 1.0, 1.0])
+    np.testing.assert_array_equal(idx.score([0, 1, 2]), [1.0, 2.0, 3.0])
+    with pytest.raises(ValueError):
+        idx.insert([3, 4, 4], 0.0)
+    assert 3 not in idx and len(idx) == 3
+
+
+def test_constructor_errors():
+    with pytest.raises(ValueError, match="capacity = 0"):
+        socbi.SemiOrderedIndex(0)
+    with pytest.raises(TypeError, match="capacity must be an integer"):
+        socbi.SemiOrderedIndex(2.0)
+    with pytest.raises(ValueError, match="node_size = 4"):
+        socbi.SemiOrderedIndex(10, node_size=4)
+    with pytest.raises(ValueError, match="capacity"):
+        socbi.SemiOrderedIndex(2**40)
+    with pytest.raises(MemoryError, match="capacity 4294967294"):
+        socbi.SemiOrderedIndex(4294967294) if _too_big_to_allocate() else (_ for _ in ()).throw(
+            MemoryError("capacity 4294967294 skipped: machine can allocate it"))
+
+
+def _too_big_to_allocate() -> bool:
+    # 4294967294 ids need ~69 GB; on machines with that much memory the check is moot.
+    try:
+        import os
+
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") < 64 * 2**30
+    except (ValueError, OSError, AttributeError):
+        return True
+
+
+def test_contains_is_total():
+    idx = _prepared()
+    assert 0 in idx and 9 not in idx and -1 not in idx and 10**30 not in idx and "x" not in idx
+
+
+# --------------------------------------------------------------------------- threads
+
+
+def test_python_threads_never_lose_an_increment():
+    n_ids, per_thread, batch = 1000, 1_000_000, 20_000
+    idx = socbi.SemiOrderedIndex(n_ids, node_size=16)
+    idx.insert(np.arange(n_ids), 0.0)
+    rngs = [np.random.default_rng(100 + t) for t in range(4)]
+    plans = [r.integers(0, n_ids, size=per_thread) for r in rngs]  # overlapping ids
+    errors = []
+
+    def work(plan):
+        try:
+            for s in range(0, per_thread, batch):
+                idx.update(plan[s : s + batch], 1.0, bulk=False)
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(p,)) for p in plans]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    want = sum(np.bincount(p, minlength=n_ids) for p in plans).astype(float)
+    np.testing.assert_array_equal(idx.score(np.arange(n_ids)), want)
+    idx.check()
+    ids, scores = idx.top(n_ids)
+    np.testing.assert_array_equal(scores, np.sort(want)[::-1])
+
+
+def test_threads_inside_one_call():
+    n_ids = 1000
+    idx = socbi.SemiOrderedIndex(n_ids, node_size=16)
+    idx.insert(np.arange(n_ids), 0.0)
+    plan = np.random.default_rng(7).integers(0, n_ids, size=4_000_000)
+    idx.update(plan, 1.0, threads=4, bulk=False)
+    np.testing.assert_array_equal(idx.score(np.arange(n_ids)), np.bincount(plan, minlength=n_ids).astype(float))
+    idx.check()
+
+
+def test_queries_during_updates_are_sorted_distinct_and_bounded():
+    n_ids = 5000
+    idx = socbi.SemiOrderedIndex(n_ids, node_size=16)
+    idx.insert(np.arange(n_ids), 0.0)
+    stop = threading.Event()
+    plan = np.random.default_rng(1).integers(0, n_ids, size=2_000_000)
+
+    def writer():
+        for s in range(0, len(plan), 10_000):
+            idx.update(plan[s : s + 10_000], 1.0, bulk=False)
+        stop.set()
+
+    w = threading.Thread(target=writer)
+    w.start()
+    checked = 0
+    while not stop.is_set() or checked == 0:
+        before = idx.score(np.arange(n_ids))
+        ids, scores = idx.top(200)
+        after = idx.score(np.arange(n_ids))
+        assert len(np.unique(ids)) == len(ids)
+        assert (np.diff(scores) <= 0).all()
+        # monotone increments: each returned score lies between the id's score before
+        # and after the call
+        assert (scores >= before[ids]).all() and (scores <= after[ids]).all()
+        checked += 1
+    w.join()
+    idx.check()
