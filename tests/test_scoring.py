@@ -126,7 +126,7 @@ def test_hnsw_backend_keeps_list_invariants_and_tracks_recount():
 
 
 # ----------------------------------------------------------------------------- ties and seeds
-def test_ties_broken_by_seeded_jitter_not_by_id():
+def test_ties_broken_by_a_seeded_permutation_not_by_id():
     x = generated_clusters(500, seed=6)
     a = scorer(x, labelled=[0], seed=1)
     b = scorer(x, labelled=[0], seed=1)

@@ -492,7 +492,7 @@ class SoCBI(Strategy):
     """So-CBI alone: the ``n`` unlabelled samples with the smallest boundary counts.
 
     ``largest=True`` takes the opposite end. Ties follow the scorer's tie-break (a fixed
-    seeded jitter by default). O(n + node size) via the score index.
+    seeded permutation by default). O(n + node size) via the score index.
     """
 
     name = "socbi"
