@@ -732,8 +732,11 @@ class DinoTrainer:
     def embed(self, images: Any, **kwargs: Any) -> np.ndarray:
         """:func:`socbi.features.embed` with :attr:`encoder` on this trainer's device.
 
-        Images (N, H, W) or (N, C, H, W); keyword arguments go to ``embed``.
+        Images (N, H, W) or (N, C, H, W); (N, H, W) gets a channel axis (a
+        view, memmaps stay lazy); keyword arguments go to ``embed``.
         """
+        if isinstance(images, (np.ndarray, torch.Tensor)) and images.ndim == 3:
+            images = images[:, None]
         kwargs.setdefault("device", self.device)
         return embed(self.encoder, images, **kwargs)
 

@@ -79,7 +79,8 @@ def _move(x: Any, device: "torch.device", dtype: Optional["torch.dtype"], non_bl
             x = x.to(dtype)
         return x.to(device, non_blocking=non_blocking)
     if isinstance(x, np.ndarray) and x.dtype != object:
-        return _move(torch.from_numpy(np.ascontiguousarray(x)), device, dtype, non_blocking)
+        x = np.ascontiguousarray(x) if x.flags.writeable else np.array(x, copy=True)
+        return _move(torch.from_numpy(x), device, dtype, non_blocking)
     if isinstance(x, Mapping):
         return {k: _move(v, device, dtype, non_blocking) for k, v in x.items()}
     if isinstance(x, tuple):
@@ -131,7 +132,9 @@ def _make_batches(
             for start in range(0, n, batch_size):
                 chunk = data[start:start + batch_size]
                 if isinstance(chunk, np.ndarray):
-                    chunk = torch.from_numpy(np.ascontiguousarray(chunk))
+                    # read-only inputs (np.load(mmap_mode='r')) are copied: torch wants writable memory
+                    chunk = torch.from_numpy(np.ascontiguousarray(chunk) if chunk.flags.writeable
+                                             else np.array(chunk, copy=True))
                 yield chunk
 
         return it_array(), n, -(-n // batch_size)
