@@ -292,12 +292,12 @@ std::unique_ptr<SemiOrderedIndex> make_index(const py::handle& capacity, const p
   if (cap < py::int_(1) || cap > py::int_(SemiOrderedIndex::kMaxCapacity))
     raise(PyExc_ValueError, "capacity = " + short_repr(capacity) + " is out of range; pass 1 <= capacity <= " +
                                 std::to_string(SemiOrderedIndex::kMaxCapacity) + " (ids are 0..capacity-1)");
-  uint32_t b = 256;
+  uint32_t b = SemiOrderedIndex::kDefaultNodeSize;
   if (!node_size.is_none()) {
     if (!is_integer_scalar(node_size)) raise(PyExc_TypeError, "node_size must be an integer or None, got " + short_repr(node_size));
     py::int_ ns = node_size;
     if (ns < py::int_(8) || ns > py::int_(65536))
-      raise(PyExc_ValueError, "node_size = " + short_repr(node_size) + " is out of range; pass 8 <= node_size <= 65536, or None for 256");
+      raise(PyExc_ValueError, "node_size = " + short_repr(node_size) + " is out of range; pass 8 <= node_size <= 65536, or None for the default (" + std::to_string(SemiOrderedIndex::kDefaultNodeSize) + ")");
     b = ns.cast<uint32_t>();
   }
   if (!(bulk_fraction >= 0.0) || !std::isfinite(bulk_fraction))
@@ -325,7 +325,7 @@ A ranked set of sample ids with float64 scores that many threads update at once.
 SemiOrderedIndex(capacity, node_size=None, bulk_fraction=0.25)
 
 ids are integers in [0, capacity); the status table takes 16 bytes per id up front.
-Nodes hold up to node_size (B, default 256) ids unordered; nodes are ordered by
+Nodes hold up to node_size (B, default 2048) ids unordered; nodes are ordered by
 (score, id), with skip-list levels over them. Ties are broken by id: bottom() returns
 (score, id) ascending, top() returns (score, id) descending.
 
