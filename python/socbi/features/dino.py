@@ -59,8 +59,8 @@ class SmallCNN(nn.Module):
     ~64x64 images; for large images bring a stronger backbone (see
     :mod:`socbi.features.pretrained`).
 
-    Complexity: O(H * W * width^2) multiply-adds per image (about 0.9 MFLOP
-    for an 8x8 image at width 32).
+    Complexity: O(H * W * width^2) multiply-adds per image (about 2.4 M
+    multiply-adds for an 8x8 image at width 32).
     """
 
     def __init__(self, in_channels: int = 1, width: int = 32) -> None:
