@@ -226,6 +226,21 @@ void test_concurrent_stress(int threads, int ops_per_thread) {
             idx.insert(&id, &s, 1);
             owned[t].insert(id);
           }
+        } else if (kind == 9 && t == 0 && op % 50 == 0) {
+          // The exclusive paths run while others update: a forced bulk update and check().
+          uint32_t ids[64];
+          double ds[64];
+          for (int j = 0; j < 64; ++j) {
+            ids[j] = uint32_t(rng() % shared);
+            ds[j] = 1.0;
+            applied[t][ids[j]] += 1;
+          }
+          idx.update(ids, ds, 64, 2, 1);
+          try {
+            idx.check();
+          } catch (const std::exception&) {
+            bad_query.fetch_add(1000);
+          }
         } else {
           size_t k = (kind == 8) ? idx.top(64, qids.data(), qsc.data()) : idx.bottom(64, qids.data(), qsc.data());
           std::set<uint32_t> seen(qids.begin(), qids.begin() + k);
