@@ -6,6 +6,7 @@
 #include <pybind11/stl.h>
 
 #include <socbi/semi_ordered_index.hpp>
+#include <socbi/baselines.hpp>  // benchmark baselines (bind_baselines below)
 
 #include <algorithm>
 #include <cmath>
@@ -315,6 +316,263 @@ std::unique_ptr<SemiOrderedIndex> make_index(const py::handle& capacity, const p
 
 }  // namespace
 
+// ============================================================================ baselines
+// BEGIN baselines block (owned by the benchmark suite, issue 3): the structures socbi is
+// measured against (cpp/include/socbi/baselines.hpp), bound with the same argument
+// checks and GIL release as SemiOrderedIndex so that the comparison is like for like.
+namespace {
+
+template <class T>
+void baseline_check_present(T& b, const std::vector<uint32_t>& ids, const char* name, const char* what) {
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (!b.contains(ids[i])) {
+      std::ostringstream os;
+      os << name << "[" << i << "] = " << ids[i] << " is not in the baseline, so it cannot be " << what
+         << "; insert it first";
+      PyErr_SetObject(PyExc_KeyError, py::str(os.str()).ptr());
+      throw py::error_already_set();
+    }
+  }
+}
+
+template <class T>
+void baseline_check_absent(T& b, const std::vector<uint32_t>& ids, const char* name) {
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (b.contains(ids[i])) {
+      std::ostringstream os;
+      os << name << "[" << i << "] = " << ids[i] << " is already in the baseline; use assign() or update()";
+      raise(PyExc_ValueError, os.str());
+    }
+  }
+}
+
+socbi::baselines::Method to_method(const std::string& s) {
+  using socbi::baselines::Method;
+  if (s == "sort") return Method::kSort;
+  if (s == "heap") return Method::kHeap;
+  if (s == "partial_sort") return Method::kPartialSort;
+  if (s == "select") return Method::kSelect;
+  raise(PyExc_ValueError, "method = '" + s + "' is not known; use 'sort', 'heap', 'partial_sort' or 'select'");
+}
+
+socbi::baselines::Sync to_sync(const std::string& s) {
+  using socbi::baselines::Sync;
+  if (s == "none") return Sync::kNone;
+  if (s == "atomic") return Sync::kAtomic;
+  if (s == "mutex") return Sync::kMutex;
+  raise(PyExc_ValueError, "sync = '" + s + "' is not known; use 'none', 'atomic' or 'mutex'");
+}
+
+uint64_t to_baseline_capacity(const py::handle& capacity) {
+  if (!is_integer_scalar(capacity)) raise(PyExc_TypeError, "capacity must be an integer, got " + short_repr(capacity));
+  py::int_ cap = py::reinterpret_borrow<py::object>(capacity);
+  if (cap < py::int_(1) || cap > py::int_(uint64_t(0xFFFFFFFFull)))
+    raise(PyExc_ValueError, "capacity = " + short_repr(capacity) + " is out of range; pass 1 <= capacity <= 4294967295");
+  return cap.cast<uint64_t>();
+}
+
+template <class T>
+py::tuple baseline_take(T& self, const py::handle& n_obj, bool from_top, bool prepared) {
+  size_t n = std::min<size_t>(to_count(n_obj), size_t(self.size()));
+  std::vector<uint32_t> ids(n);
+  std::vector<double> scores(n);
+  size_t k;
+  {
+    py::gil_scoped_release release;
+    k = prepared ? self.take(n, from_top, ids.data(), scores.data())
+                 : (from_top ? self.top(n, ids.data(), scores.data()) : self.bottom(n, ids.data(), scores.data()));
+  }
+  py::array_t<int64_t> out_ids{py::ssize_t(k)};
+  py::array_t<double> out_scores{py::ssize_t(k)};
+  auto oi = out_ids.mutable_unchecked<1>();
+  auto os = out_scores.mutable_unchecked<1>();
+  for (size_t i = 0; i < k; ++i) {
+    oi(py::ssize_t(i)) = int64_t(ids[i]);
+    os(py::ssize_t(i)) = scores[i];
+  }
+  return py::make_tuple(out_ids, out_scores);
+}
+
+template <class T>
+void bind_baseline_methods(py::class_<T>& c) {
+  c.def_property_readonly("capacity", &T::capacity)
+      .def_property_readonly("sync", [](T& self) { return std::string(socbi::baselines::sync_name(self.sync())); })
+      .def("__len__", &T::size)
+      .def(
+          "__contains__",
+          [](T& self, const py::object& id) {
+            if (!is_integer_scalar(id)) return false;
+            py::int_ v = id;
+            if (v < py::int_(0) || v >= py::int_(self.capacity())) return false;
+            return self.contains(v.cast<uint32_t>());
+          },
+          py::arg("id"))
+      .def(
+          "insert",
+          [](T& self, const py::object& ids, const py::object& scores) {
+            auto v = to_ids(ids, self.capacity(), "ids");
+            auto s = to_values(scores, v.size(), "scores", "ids");
+            check_distinct(v, self.capacity(), "ids");
+            baseline_check_absent(self, v, "ids");
+            const double* sp = s.data(v.size());
+            py::gil_scoped_release release;
+            self.insert(v.data(), sp, v.size());
+          },
+          py::arg("ids"), py::arg("scores"), "Insert absent, distinct ids with their scores.")
+      .def(
+          "update",
+          [](T& self, const py::object& ids, const py::object& deltas, int threads) {
+            auto v = to_ids(ids, self.capacity(), "ids");
+            auto d = to_values(deltas, v.size(), "deltas", "ids");
+            baseline_check_present(self, v, "ids", "updated");
+            for (size_t i = 0; i < v.size(); ++i) {
+              const double delta = d.scalar ? d.value : d.array[i];
+              if (!std::isfinite(self.score(v[i]) + delta)) {
+                std::ostringstream os;
+                os << "deltas[" << i << "] = " << delta << " would make the score of id " << v[i]
+                   << " overflow to infinity; keep scores within +/-1.7e308";
+                raise(PyExc_ValueError, os.str());
+              }
+            }
+            const unsigned t = to_threads(threads);
+            if (t > 1 && self.sync() == socbi::baselines::Sync::kNone)
+              raise(PyExc_ValueError, "threads = " + std::to_string(threads) +
+                                          " needs a thread-safe baseline; build it with sync='atomic' (arrays) or 'mutex'");
+            py::gil_scoped_release release;
+            self.update(v.data(), d.scalar ? nullptr : d.array.data(), d.value, v.size(), t);
+          },
+          py::arg("ids"), py::arg("deltas"), py::arg("threads") = 1,
+          "Add deltas (a scalar is added to every id) to present ids; repeats allowed.")
+      .def(
+          "assign",
+          [](T& self, const py::object& ids, const py::object& scores) {
+            auto v = to_ids(ids, self.capacity(), "ids");
+            auto s = to_values(scores, v.size(), "scores", "ids");
+            check_distinct(v, self.capacity(), "ids");
+            baseline_check_present(self, v, "ids", "assigned");
+            const double* sp = s.data(v.size());
+            py::gil_scoped_release release;
+            self.assign(v.data(), sp, v.size());
+          },
+          py::arg("ids"), py::arg("scores"), "Set the scores of present, distinct ids.")
+      .def(
+          "erase",
+          [](T& self, const py::object& ids) {
+            auto v = to_ids(ids, self.capacity(), "ids");
+            check_distinct(v, self.capacity(), "ids");
+            baseline_check_present(self, v, "ids", "erased");
+            py::gil_scoped_release release;
+            self.erase(v.data(), v.size());
+          },
+          py::arg("ids"), "Remove present, distinct ids.")
+      .def(
+          "score",
+          [](T& self, const py::object& ids) -> py::object {
+            bool scalar = false;
+            auto v = to_ids(ids, self.capacity(), "ids", &scalar);
+            baseline_check_present(self, v, "ids", "scored");
+            if (scalar) return py::float_(self.score(v[0]));
+            py::array_t<double> out{py::ssize_t(v.size())};
+            auto o = out.mutable_unchecked<1>();
+            for (size_t i = 0; i < v.size(); ++i) o(py::ssize_t(i)) = self.score(v[i]);
+            return std::move(out);
+          },
+          py::arg("ids"), "Current scores of present ids.")
+      .def(
+          "prepare",
+          [](T& self, bool from_top) {
+            py::gil_scoped_release release;
+            self.prepare(from_top);
+          },
+          py::arg("from_top") = true, "The n-independent part of a query (the paper's T_sort).")
+      .def(
+          "take", [](T& self, const py::object& n, bool from_top) { return baseline_take(self, n, from_top, true); },
+          py::arg("n"), py::arg("from_top") = true, "The rest of a query after prepare() (the paper's T_search).")
+      .def(
+          "top", [](T& self, const py::object& n) { return baseline_take(self, n, true, false); }, py::arg("n"),
+          "The min(n, len) largest (score, id), best first, as (int64 ids, float64 scores).")
+      .def(
+          "bottom", [](T& self, const py::object& n) { return baseline_take(self, n, false, false); }, py::arg("n"),
+          "The min(n, len) smallest (score, id), ascending.")
+      .def("memory_bytes", &T::memory_bytes, "Bytes held by the structure (score table + tree or work buffer).");
+}
+
+}  // namespace
+
+void bind_baselines(py::module_& m) {
+  using socbi::baselines::ArrayIndex;
+  using socbi::baselines::SetIndex;
+  py::class_<ArrayIndex> a(m, "ArrayBaseline", R"doc(
+Baseline: a dense score array; each query gathers the present (score, id) items and
+orders them by `method`: 'sort' (std::sort, "array + full sort"), 'heap' (make_heap then
+n pops, "array + heap"), 'partial_sort' (std::partial_sort) or 'select' (nth_element +
+sort of the n winners). sync: 'none' (one thread), 'atomic' (update threads add with CAS),
+'mutex' (one lock for everything, taken per item by update threads).
+
+ArrayBaseline(capacity, method='sort', sync='atomic'))doc");
+  a.def(py::init([](const py::object& capacity, const std::string& method, const std::string& sync) {
+          const uint64_t c = to_baseline_capacity(capacity);
+          const auto me = to_method(method);
+          const auto sy = to_sync(sync);
+          return std::make_unique<ArrayIndex>(c, me, sy);
+        }),
+        py::arg("capacity"), py::arg("method") = "sort", py::arg("sync") = "atomic")
+      .def_property_readonly("method",
+                             [](ArrayIndex& self) { return std::string(socbi::baselines::method_name(self.method())); });
+  bind_baseline_methods(a);
+
+  py::class_<SetIndex> s(m, "SetBaseline", R"doc(
+Baseline: std::set of (score, id) keys plus a score array; update = extract + insert.
+sync: 'none' (one thread) or 'mutex' (one lock, taken per item by update threads).
+
+SetBaseline(capacity, sync='none'))doc");
+  s.def(py::init([](const py::object& capacity, const std::string& sync) {
+          const uint64_t c = to_baseline_capacity(capacity);
+          const auto sy = to_sync(sync);
+          if (sy == socbi::baselines::Sync::kAtomic)
+            raise(PyExc_ValueError, "sync = 'atomic' is not possible for std::set; use 'none' or 'mutex'");
+          return std::make_unique<SetIndex>(c, sy);
+        }),
+        py::arg("capacity"), py::arg("sync") = "none");
+  bind_baseline_methods(s);
+
+  m.def(
+      "build_info",
+      [] {
+        py::dict d;
+#if defined(__clang__)
+        d["compiler"] = std::string("clang ") + __clang_version__;
+#elif defined(__GNUC__)
+        d["compiler"] = std::string("gcc ") + __VERSION__;
+#elif defined(_MSC_VER)
+        d["compiler"] = "msvc " + std::to_string(_MSC_VER);
+#else
+        d["compiler"] = "unknown";
+#endif
+        d["cplusplus"] = long(__cplusplus);
+#if defined(__OPTIMIZE__)
+        d["optimized"] = true;
+#else
+        d["optimized"] = false;
+#endif
+#if defined(NDEBUG)
+        d["ndebug"] = true;
+#else
+        d["ndebug"] = false;
+#endif
+#if defined(__AVX2__)
+        d["avx2"] = true;
+#else
+        d["avx2"] = false;
+#endif
+        d["hardware_concurrency"] = std::thread::hardware_concurrency();
+        return d;
+      },
+      "How this extension was compiled (recorded by `socbi bench`).");
+}
+// END baselines block
+// ============================================================================ baselines
+
 PYBIND11_MODULE(_core, m) {
   m.doc() = "socbi C++ core: the concurrent semi-ordered score index.";
   m.attr("MAX_CAPACITY") = py::int_(SemiOrderedIndex::kMaxCapacity);
@@ -515,4 +773,6 @@ Exact when no update is in flight; lock-free otherwise (each score was held duri
         return "SemiOrderedIndex(capacity=" + std::to_string(self.capacity()) + ", node_size=" +
                std::to_string(self.node_size()) + ", len=" + std::to_string(self.size()) + ")";
       });
+
+  bind_baselines(m);  // benchmark baselines (issue 3), defined above
 }
