@@ -223,8 +223,9 @@ void check_distinct(const std::vector<uint32_t>& ids, uint64_t capacity, const c
 }
 
 void check_present(SemiOrderedIndex& idx, const std::vector<uint32_t>& ids, const char* name, const char* what) {
-  for (size_t i = 0; i < ids.size(); ++i) {
-    if (!idx.contains(ids[i])) {
+  const size_t i = idx.find_status(ids.data(), ids.size(), true);
+  if (i < ids.size()) {
+    {
       std::ostringstream os;
       os << name << "[" << i << "] = " << ids[i] << " is not in the index, so it cannot be " << what
          << "; insert it first (see `id in index`)";
@@ -235,8 +236,9 @@ void check_present(SemiOrderedIndex& idx, const std::vector<uint32_t>& ids, cons
 }
 
 void check_absent(SemiOrderedIndex& idx, const std::vector<uint32_t>& ids, const char* name) {
-  for (size_t i = 0; i < ids.size(); ++i) {
-    if (idx.contains(ids[i])) {
+  const size_t i = idx.find_status(ids.data(), ids.size(), false);
+  if (i < ids.size()) {
+    {
       std::ostringstream os;
       os << name << "[" << i << "] = " << ids[i] << " is already in the index; use assign() to change its score "
          << "or update() to add to it";
@@ -640,15 +642,15 @@ TypeError (non-integer ids) before changing anything.)doc")
           [](SemiOrderedIndex& self, const py::object& ids, const py::object& deltas, int threads, const py::object& bulk) {
             auto v = to_ids(ids, self.capacity(), "ids");
             auto d = to_values(deltas, v.size(), "deltas", "ids");
-            check_present(self, v, "ids", "updated");
-            for (size_t i = 0; i < v.size(); ++i) {
-              const double delta = d.scalar ? d.value : d.array[i];
-              if (!std::isfinite(self.score(v[i]) + delta)) {
-                std::ostringstream os;
-                os << "deltas[" << i << "] = " << delta << " would make the score of id " << v[i]
-                   << " overflow to infinity; keep scores within +/-1.7e308";
-                raise(PyExc_ValueError, os.str());
-              }
+            bool absent = false;
+            const size_t bad = self.find_bad_update(v.data(), d.scalar ? nullptr : d.array.data(), d.value, v.size(), &absent);
+            if (bad < v.size()) {
+              if (absent) check_present(self, v, "ids", "updated");  // raises KeyError naming it
+              const double delta = d.scalar ? d.value : d.array[bad];
+              std::ostringstream os;
+              os << "deltas[" << bad << "] = " << delta << " would make the score of id " << v[bad]
+                 << " overflow to infinity; keep scores within +/-1.7e308";
+              raise(PyExc_ValueError, os.str());
             }
             const unsigned t = to_threads(threads);
             const int b = to_bulk(bulk);

@@ -78,6 +78,7 @@
 #include <cfloat>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <functional>
@@ -89,6 +90,10 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 #if defined(__x86_64__) || defined(_M_X64) || defined(__i386__)
 #include <immintrin.h>
@@ -224,11 +229,7 @@ class SemiOrderedIndex {
       throw std::invalid_argument("capacity must be in [1, 4294967294], got " + std::to_string(capacity));
     if (node_size < 8 || node_size > 65536)
       throw std::invalid_argument("node_size must be in [8, 65536], got " + std::to_string(node_size));
-    try {
-      entries_.reset(new Entry[capacity]);
-    } catch (const std::bad_alloc&) {
-      throw std::bad_alloc();
-    }
+    entries_ = std::unique_ptr<Entry[], EntriesDeleter>(allocate_entries(capacity), EntriesDeleter{capacity});
     max_nodes_ = capacity * 2 + 4096;
     chunk_count_ = (max_nodes_ + kChunk - 1) / kChunk;
     chunks_.reset(new std::atomic<Node*>[chunk_count_]);
@@ -269,6 +270,39 @@ class SemiOrderedIndex {
   }
   // O(1), lock-free: the current score (meaningful only if contains(id)).
   double score(uint32_t id) const noexcept { return entries_[id].score.load(std::memory_order_acquire); }
+
+  // Batch validation for callers that must refuse a whole batch before changing anything.
+  // Returns the first i whose id is absent (sets *absent) or whose score + delta would not
+  // be finite (deltas may be null: then `delta` is used for every id); n if all pass.
+  // O(n), with prefetching, lock-free (racing erases are the caller's business).
+  size_t find_bad_update(const uint32_t* ids, const double* deltas, double delta, size_t n, bool* absent) const {
+    for (size_t i = 0; i < n; ++i) {
+#if defined(__GNUC__)
+      if (i + 16 < n) __builtin_prefetch(&entries_[ids[i + 16]], 0, 1);
+#endif
+      const Entry& e = entries_[ids[i]];
+      if (status_of(e.meta.load(std::memory_order_acquire)) == ABSENT) {
+        *absent = true;
+        return i;
+      }
+      const double d = deltas ? deltas[i] : delta;
+      if (!std::isfinite(e.score.load(std::memory_order_relaxed) + d)) {
+        *absent = false;
+        return i;
+      }
+    }
+    return n;
+  }
+  // The first i with ids[i] absent (present_wanted) or present (!present_wanted); n if none.
+  size_t find_status(const uint32_t* ids, size_t n, bool present_wanted) const {
+    for (size_t i = 0; i < n; ++i) {
+#if defined(__GNUC__)
+      if (i + 16 < n) __builtin_prefetch(&entries_[ids[i + 16]], 0, 1);
+#endif
+      if (contains(ids[i]) != present_wanted) return i;
+    }
+    return n;
+  }
 
   // ---- mutations. Preconditions (the Python bindings check them for a whole batch
   // before calling): ids < capacity; insert: ids absent and distinct; update/assign/
@@ -411,6 +445,7 @@ class SemiOrderedIndex {
   static constexpr detail::Key kPlusInf{std::numeric_limits<double>::infinity(), 0xFFFFFFFFu};
 
   static constexpr uint32_t kTomb = 0xFFFFFFFFu;  // an empty slot (never a valid id)
+  using Packed = unsigned __int128;               // a (score, id) key as one integer
 
   // The search path (lo and the tower) shares one cache line. Removing an id leaves a
   // tombstone and marks the slot in `holes`, so no other id's status entry is touched
@@ -433,6 +468,10 @@ class SemiOrderedIndex {
     std::atomic<uint8_t> fully_linked{0};
     uint8_t height = 1;
     std::atomic<uint32_t> prev{kNil};
+    // Query-side lazy refinement: the items version a query last saw, and the version
+    // right after a query sorted the slots by key (then later queries skip the sort).
+    std::atomic<uint32_t> seen_ver{~0u};
+    std::atomic<uint32_t> sorted_ver{~0u};
     uint64_t retire_epoch = 0;
 
     static uint32_t hole_words(uint32_t c) noexcept { return (c + 63) / 64; }
@@ -500,8 +539,10 @@ class SemiOrderedIndex {
   };
   static constexpr unsigned kShards = 32;
 
+  // Threads get shards round-robin, so up to kShards threads never share a counter line.
   Shard& my_shard() noexcept {
-    thread_local unsigned idx = unsigned(std::hash<std::thread::id>()(std::this_thread::get_id()) % kShards);
+    static std::atomic<unsigned> next_shard{0};
+    thread_local unsigned idx = next_shard.fetch_add(1, std::memory_order_relaxed) % kShards;
     return shards_[idx];
   }
   static void bump(std::atomic<uint64_t>& c, uint64_t by = 1) noexcept {
@@ -614,6 +655,8 @@ class SemiOrderedIndex {
     Node& nd = node(x);
     if (nd.cap != cap) nd.allocate(cap);
     nd.reset_slots();
+    nd.seen_ver.store(~0u, std::memory_order_relaxed);
+    nd.sorted_ver.store(~0u, std::memory_order_relaxed);
     nd.dead.store(0, std::memory_order_relaxed);
     nd.fully_linked.store(0, std::memory_order_relaxed);
     nd.prev.store(kNil, std::memory_order_relaxed);
@@ -1115,6 +1158,37 @@ class SemiOrderedIndex {
   // ------------------------------------------------------------------ queries
   // Copies node x's ids into out (appending). Lock-free seqlock read; falls back to the
   // lock after 4 failed attempts.
+  // Node xi locked: rewrites its slots in ascending key order (compacting tombstones) and
+  // records the version, so queries that meet the node again read it in order instead of
+  // sorting. O(c log c) plus one status-entry CAS per id (owners in flight re-check).
+  void sort_node_locked(uint32_t xi) {
+    Node& x = node(xi);
+    const uint32_t h = x.hwm.load(std::memory_order_relaxed);
+    std::vector<Packed> keys;
+    keys.reserve(x.count.load(std::memory_order_relaxed));
+    for (uint32_t i = 0; i < h; ++i) {
+      const uint32_t id = x.items[i].load(std::memory_order_relaxed);
+      if (id != kTomb) keys.push_back(pack(entries_[id].score.load(std::memory_order_acquire), id));
+    }
+    std::sort(keys.begin(), keys.end());
+    x.begin_items_change();
+    const uint32_t c = uint32_t(keys.size());
+    for (uint32_t i = 0; i < c; ++i) {
+      const uint32_t id = uint32_t(keys[i]);
+      x.items[i].store(id, std::memory_order_release);
+      std::atomic<uint64_t>& mm = entries_[id].meta;
+      uint64_t m = mm.load(std::memory_order_acquire);
+      while (!mm.compare_exchange_weak(m, relocated(m, xi, i), std::memory_order_acq_rel)) {
+      }
+    }
+    for (uint32_t i = c; i < h; ++i) x.items[i].store(kTomb, std::memory_order_release);
+    std::fill(x.holes, x.holes + Node::hole_words(h), uint64_t(0));
+    x.hole_hint = 0;
+    x.hwm.store(c, std::memory_order_release);
+    x.end_items_change();
+    x.sorted_ver.store(x.items_ver.load(std::memory_order_relaxed), std::memory_order_release);
+  }
+
   // Returns the items version that the copy is consistent with.
   uint32_t read_node_ids(Node& x, std::vector<uint32_t>& out, Shard& sh) {
     const size_t base = out.size();
@@ -1144,7 +1218,6 @@ class SemiOrderedIndex {
   // Order-preserving 128-bit key: scores map to uint64 so that unsigned order is the
   // double order (-0.0 folded into +0.0), the id fills the low 32 bits. Integer
   // compares make the final sort about twice as fast as comparing (double, id) pairs.
-  using Packed = unsigned __int128;
   static Packed pack(double s, uint32_t id) noexcept {
     if (s == 0.0) s = 0.0;
     uint64_t b;
@@ -1166,12 +1239,17 @@ class SemiOrderedIndex {
     Shard& sh = my_shard();
     std::vector<uint32_t> ids;
     ids.reserve(std::min<size_t>(n + node_size_, size_t(capacity_)));
-    std::vector<std::pair<uint32_t, uint32_t>> visited;  // (node, items version read)
+    struct Segment {
+      uint32_t node, ver;
+      size_t begin, end;
+      bool sorted;
+    };
+    std::vector<Segment> segs;  // one per node read, in walk order
     // A split or node removal during the walk can hide items from it (for example a top
     // walk that read a node's prev before the node split): walk again, up to 3 times.
     for (int attempt = 0; attempt < 3; ++attempt) {
       ids.clear();
-      visited.clear();
+      segs.clear();
       const uint64_t structure = structure_stamp();
       uint64_t own_splits = 0;
       uint32_t x = from_top ? tail_.load(std::memory_order_acquire) : head_;
@@ -1193,7 +1271,21 @@ class SemiOrderedIndex {
             continue;
           }
         }
-        visited.emplace_back(x, read_node_ids(nd, ids, sh));
+        const size_t begin = ids.size();
+        uint32_t v = read_node_ids(nd, ids, sh);
+        bool sorted = nd.sorted_ver.load(std::memory_order_acquire) == v;
+        if (!sorted && ids.size() - begin > 1 && nd.seen_ver.load(std::memory_order_relaxed) == v &&
+            nd.lock.try_lock()) {
+          // Unchanged since the last query met it: sort it once, later queries skip the sort.
+          if (!nd.dead.load(std::memory_order_relaxed) && nd.items_ver.load(std::memory_order_relaxed) == v)
+            sort_node_locked(x);
+          nd.lock.unlock();
+          ids.resize(begin);
+          v = read_node_ids(nd, ids, sh);
+          sorted = nd.sorted_ver.load(std::memory_order_acquire) == v;
+        }
+        nd.seen_ver.store(v, std::memory_order_relaxed);
+        segs.push_back(Segment{x, v, begin, ids.size(), sorted});
         x = from_top ? nd.prev.load(std::memory_order_acquire) : nd.next[0].load(std::memory_order_acquire);
       }
       if (structure_stamp() == structure + own_splits) break;
@@ -1206,8 +1298,27 @@ class SemiOrderedIndex {
     }
     // An id moved between two nodes we read shows up as a changed version on a visited
     // node; only then can it have been read twice.
-    bool moved = false;
-    for (const auto& v : visited) moved |= node(v.first).items_ver.load(std::memory_order_acquire) != v.second;
+    bool moved = false, all_sorted = true;
+    for (const auto& sg : segs) {
+      moved |= node(sg.node).items_ver.load(std::memory_order_acquire) != sg.ver;
+      all_sorted &= sg.sorted;
+    }
+    if (all_sorted && !moved) {
+      // Every node was read in key order: the walk order is the answer if the scores
+      // (which in-place updates may have shifted within a node) confirm it.
+      if (from_top)
+        for (const auto& sg : segs) std::reverse(keys.begin() + sg.begin, keys.begin() + sg.end);
+      bool ordered = true;
+      for (size_t i = 1; i < keys.size() && ordered; ++i) ordered = from_top ? keys[i - 1] > keys[i] : keys[i - 1] < keys[i];
+      if (ordered) {
+        const size_t k = std::min(n, keys.size());
+        for (size_t i = 0; i < k; ++i) {
+          out_ids[i] = uint32_t(keys[i]);
+          out_scores[i] = unpack_score(keys[i]);
+        }
+        return k;
+      }
+    }
     if (moved) {
       auto by_id = [](Packed a, Packed b) { return uint32_t(a) < uint32_t(b); };
       std::sort(keys.begin(), keys.end(), by_id);
@@ -1259,16 +1370,13 @@ class SemiOrderedIndex {
         }
       }
     });
-    std::vector<uint32_t> all;
-    collect_ids_locked(all);
-    rebuild_locked(all, threads);
+    rebuild_any_locked(threads);
   }
 
   void bulk_insert(const uint32_t* ids, const double* scores, size_t n, unsigned threads) {
     ExclusiveGuard ex(*this);
-    std::vector<uint32_t> all;
-    collect_ids_locked(all);
-    all.reserve(all.size() + n);
+    std::vector<uint32_t> all;  // the new ids (the chain still holds the old ones)
+    all.reserve(n);
     size_t added = 0;
     for (size_t i = 0; i < n; ++i) {
       Entry& e = entries_[ids[i]];
@@ -1280,7 +1388,7 @@ class SemiOrderedIndex {
       ++added;
     }
     my_shard().size.fetch_add(int64_t(added), std::memory_order_relaxed);
-    rebuild_locked(all, threads);
+    rebuild_any_locked(threads, &all);
   }
 
   void collect_ids_locked(std::vector<uint32_t>& out) const {
@@ -1299,10 +1407,8 @@ class SemiOrderedIndex {
   // Exclusive. Rebuilds the chain over `all` (every live id) by a parallel counting sort
   // of keys into ~size/(B/2) buckets by linear interpolation of the score; buckets are
   // in key order, so each becomes a node (oversized ones are refined lazily by queries).
-  void rebuild_locked(const std::vector<uint32_t>& all, unsigned threads) {
-    const size_t n = all.size();
-    const unsigned T = unsigned(std::max<size_t>(1, std::min<size_t>(threads, n / 65536 + 1)));
-    // Old nodes (except the head) become free at once: no reader is pinned.
+  // Exclusive. Frees every node but the head (no reader is pinned) and empties the head.
+  void reset_chain_locked() {
     {
       std::vector<uint32_t> old;
       for (uint32_t x = node(head_).next[0].load(std::memory_order_relaxed); x != kNil;
@@ -1318,9 +1424,147 @@ class SemiOrderedIndex {
     Node& h = node(head_);
     for (auto& nx : h.next) nx.store(kNil, std::memory_order_relaxed);
     h.reset_slots();
+    h.seen_ver.store(~0u, std::memory_order_relaxed);
+    h.sorted_ver.store(~0u, std::memory_order_relaxed);
     h.set_hi(kPlusInf);
     tail_.store(head_, std::memory_order_relaxed);
     rebuilds_.fetch_add(1, std::memory_order_relaxed);
+  }
+
+  // Exclusive. Links filled nodes (in key order, the head first) into the chain and towers.
+  void link_chain_locked(const std::vector<uint32_t>& nodes) {
+    uint32_t last_at[kMaxLevel];
+    for (auto& l : last_at) l = head_;
+    for (size_t pi = 1; pi < nodes.size(); ++pi) {
+      const uint32_t xi = nodes[pi];
+      Node& x = node(xi);
+      Node& p = node(nodes[pi - 1]);
+      p.set_hi(x.lo);
+      x.prev.store(nodes[pi - 1], std::memory_order_relaxed);
+      for (int l = 0; l < x.height; ++l) {
+        node(last_at[l]).next[l].store(xi, std::memory_order_relaxed);
+        last_at[l] = xi;
+      }
+      x.fully_linked.store(1, std::memory_order_relaxed);
+    }
+    const uint32_t last = nodes.back();
+    node(last).set_hi(kPlusInf);
+    tail_.store(last, std::memory_order_release);
+  }
+
+  // Exclusive rebuild when most ids are present: scans the status table in id order
+  // (sequential reads, sequential status writes) instead of gathering by node. Three
+  // parallel passes: min/max, per-thread bucket histograms, placement. Returns false
+  // (nothing changed) when a bucket would exceed a node's slot limit (massive ties);
+  // the caller then uses the general path.
+  bool rebuild_scan_locked(unsigned threads) {
+    const uint64_t cap = capacity_;
+    const unsigned T = unsigned(std::max<uint64_t>(1, std::min<uint64_t>(threads, cap / 65536 + 1)));
+    std::vector<double> tmin(T, std::numeric_limits<double>::infinity()), tmax(T, -std::numeric_limits<double>::infinity());
+    std::vector<uint64_t> tcount(T, 0);
+    detail::parallel_for(size_t(cap), T, [&](unsigned t, size_t b, size_t e) {
+      double mn = tmin[t], mx = tmax[t];
+      uint64_t c = 0;
+      for (size_t id = b; id < e; ++id) {
+        if (status_of(entries_[id].meta.load(std::memory_order_relaxed)) == ABSENT) continue;
+        const double v = entries_[id].score.load(std::memory_order_relaxed);
+        mn = std::min(mn, v);
+        mx = std::max(mx, v);
+        ++c;
+      }
+      tmin[t] = mn;
+      tmax[t] = mx;
+      tcount[t] = c;
+    });
+    uint64_t n = 0;
+    for (uint64_t c : tcount) n += c;
+    const double mn = *std::min_element(tmin.begin(), tmin.end());
+    const double mx = *std::max_element(tmax.begin(), tmax.end());
+    const size_t nb = std::max<size_t>(1, size_t(n / std::max<uint32_t>(1, node_size_ / 2)));
+    const double span = mx - mn;
+    const double scale = (span > 0 && std::isfinite(span)) ? double(nb) / span : 0.0;
+    auto bucket_of = [&](double v) -> size_t {
+      double f = (v - mn) * scale;
+      size_t b = f <= 0 ? 0 : size_t(f);
+      return b >= nb ? nb - 1 : b;
+    };
+    std::vector<std::vector<uint32_t>> hist(T, std::vector<uint32_t>(nb, 0));
+    std::vector<std::vector<Packed>> tmin_key(T, std::vector<Packed>(nb, ~Packed(0)));
+    detail::parallel_for(size_t(cap), T, [&](unsigned t, size_t b, size_t e) {
+      auto& hh = hist[t];
+      auto& mk = tmin_key[t];
+      for (size_t id = b; id < e; ++id) {
+        if (status_of(entries_[id].meta.load(std::memory_order_relaxed)) == ABSENT) continue;
+        const double v = entries_[id].score.load(std::memory_order_relaxed);
+        const size_t bk = bucket_of(v);
+        ++hh[bk];
+        const Packed k = pack(v, uint32_t(id));
+        if (k < mk[bk]) mk[bk] = k;
+      }
+    });
+    std::vector<uint64_t> size_of(nb, 0);
+    for (size_t bk = 0; bk < nb; ++bk)
+      for (unsigned t = 0; t < T; ++t) size_of[bk] += hist[t][bk];
+    for (uint64_t sz : size_of)
+      if (sz > kMaxNodeCap) return false;
+    reset_chain_locked();
+    if (n == 0) return true;
+    // One node per non-empty bucket, the head first; per-thread write cursors.
+    std::vector<uint32_t> node_of_bucket(nb, kNil), nodes;
+    Node& h = node(head_);
+    for (size_t bk = 0; bk < nb; ++bk) {
+      if (size_of[bk] == 0) continue;
+      const uint32_t c = std::max<uint32_t>(node_size_, uint32_t(size_of[bk]));
+      uint32_t xi;
+      if (nodes.empty()) {
+        xi = head_;
+        if (h.cap < c) h.allocate(c);
+      } else {
+        xi = alloc_node(c);
+        Node& x = node(xi);
+        Packed lo = ~Packed(0);
+        for (unsigned t = 0; t < T; ++t) lo = std::min(lo, tmin_key[t][bk]);
+        x.lo = detail::Key{unpack_score(lo), uint32_t(lo)};
+        x.height = random_height();
+      }
+      node_of_bucket[bk] = xi;
+      nodes.push_back(xi);
+      uint32_t run = 0;
+      for (unsigned t = 0; t < T; ++t) {
+        const uint32_t c2 = hist[t][bk];
+        hist[t][bk] = run;
+        run += c2;
+      }
+    }
+    detail::parallel_for(size_t(cap), T, [&](unsigned t, size_t b, size_t e) {
+      auto& cur = hist[t];
+      for (size_t id = b; id < e; ++id) {
+        std::atomic<uint64_t>& mm = entries_[id].meta;
+        const uint64_t m = mm.load(std::memory_order_relaxed);
+        if (status_of(m) == ABSENT) continue;
+        const size_t bk = bucket_of(entries_[id].score.load(std::memory_order_relaxed));
+        const uint32_t xi = node_of_bucket[bk];
+        const uint32_t slot = cur[bk]++;
+        node(xi).items[slot].store(uint32_t(id), std::memory_order_relaxed);
+        mm.store(make_meta(IDLE, xi, slot, tag_of(m) + 1), std::memory_order_relaxed);
+      }
+    });
+    for (size_t bk = 0; bk < nb; ++bk) {
+      if (node_of_bucket[bk] == kNil) continue;
+      Node& x = node(node_of_bucket[bk]);
+      x.hwm.store(uint32_t(size_of[bk]), std::memory_order_relaxed);
+      x.count.store(uint32_t(size_of[bk]), std::memory_order_relaxed);
+    }
+    link_chain_locked(nodes);
+    return true;
+  }
+
+  // Exclusive. General rebuild over `all` (every live id), used when few ids are present
+  // relative to capacity or when ties overflow a bucket.
+  void rebuild_locked(const std::vector<uint32_t>& all, unsigned threads) {
+    const size_t n = all.size();
+    const unsigned T = unsigned(std::max<size_t>(1, std::min<size_t>(threads, n / 65536 + 1)));
+    reset_chain_locked();
     if (n == 0) return;
 
     std::vector<double> sc(n);
@@ -1402,7 +1646,7 @@ class SemiOrderedIndex {
       uint32_t xi;
       if (pi == 0) {
         xi = head_;
-        if (h.cap < cap) h.allocate(cap);
+        if (node(head_).cap < cap) node(head_).allocate(cap);
       } else {
         xi = alloc_node(cap);
         Node& x = node(xi);
@@ -1427,24 +1671,17 @@ class SemiOrderedIndex {
         x.count.store(slot, std::memory_order_relaxed);
       }
     });
-    // Chain and skip-list towers, in key order.
-    uint32_t last_at[kMaxLevel];
-    for (auto& l : last_at) l = head_;
-    for (size_t pi = 1; pi < node_of_piece.size(); ++pi) {
-      const uint32_t xi = node_of_piece[pi];
-      Node& x = node(xi);
-      Node& p = node(node_of_piece[pi - 1]);
-      p.set_hi(x.lo);
-      x.prev.store(node_of_piece[pi - 1], std::memory_order_relaxed);
-      for (int l = 0; l < x.height; ++l) {
-        node(last_at[l]).next[l].store(xi, std::memory_order_relaxed);
-        last_at[l] = xi;
-      }
-      x.fully_linked.store(1, std::memory_order_relaxed);
-    }
-    const uint32_t last = node_of_piece.back();
-    node(last).set_hi(kPlusInf);
-    tail_.store(last, std::memory_order_release);
+    link_chain_locked(node_of_piece);
+  }
+
+  // Exclusive: rebuilds by status-table scan when most of the capacity is in use,
+  // otherwise (or when ties overflow a bucket) by gathering the live ids from the chain.
+  void rebuild_any_locked(unsigned threads, std::vector<uint32_t>* extra_ids = nullptr) {
+    if (size() * 4 >= capacity_ && rebuild_scan_locked(threads)) return;
+    std::vector<uint32_t> all;
+    collect_ids_locked(all);
+    if (extra_ids) all.insert(all.end(), extra_ids->begin(), extra_ids->end());
+    rebuild_locked(all, threads);
   }
 
   // ------------------------------------------------------------------ check
@@ -1529,7 +1766,29 @@ class SemiOrderedIndex {
   const uint64_t capacity_;
   const uint32_t node_size_;
   const double bulk_fraction_;
-  std::unique_ptr<Entry[]> entries_;
+  // The status table: 2 MiB-aligned and (on Linux) backed by transparent huge pages,
+  // because every update is a random access into it and 4 KiB pages would add a TLB
+  // miss to most of them (numpy does the same for its large arrays).
+  struct EntriesDeleter {
+    uint64_t n;
+    void operator()(Entry* p) const noexcept {
+      for (uint64_t i = 0; i < n; ++i) p[i].~Entry();
+      std::free(p);
+    }
+  };
+  static constexpr size_t kHugePage = size_t(2) << 20;
+  static Entry* allocate_entries(uint64_t n) {
+    const size_t bytes = ((size_t(n) * sizeof(Entry) + kHugePage - 1) / kHugePage) * kHugePage;
+    void* p = std::aligned_alloc(kHugePage, bytes);
+    if (!p) throw std::bad_alloc();
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    madvise(p, bytes, MADV_HUGEPAGE);  // a hint: failure only costs speed
+#endif
+    Entry* e = static_cast<Entry*>(p);
+    for (uint64_t i = 0; i < n; ++i) new (&e[i]) Entry();
+    return e;
+  }
+  std::unique_ptr<Entry[], EntriesDeleter> entries_{nullptr, EntriesDeleter{0}};
   uint64_t max_nodes_ = 0, chunk_count_ = 0;
   std::unique_ptr<std::atomic<Node*>[]> chunks_;
   uint32_t head_ = 0;
