@@ -387,3 +387,22 @@ def test_queries_during_updates_are_sorted_distinct_and_bounded():
         checked += 1
     w.join()
     idx.check()
+
+
+def test_sorted_node_fast_path_notices_in_place_reordering():
+    # A node that two queries met unchanged is sorted in place; later in-place updates
+    # (which do not touch the node) can reorder it, and the next query must notice.
+    idx = socbi.SemiOrderedIndex(100, node_size=64)
+    ref = ReferenceIndex(100)
+    scores = np.linspace(0.0, 0.99, 100)
+    idx.insert(np.arange(100), scores, bulk=False)
+    ref.insert(range(100), scores)
+    for _ in range(3):
+        assert_same(idx, ref, 10)
+    # small deltas keep every id inside its node's range but swap neighbours' order
+    idx.update([50, 51], [0.011, -0.011])
+    ref.update([50, 51], [0.011, -0.011])
+    assert idx.stats()["moves"] == 100  # the inserts only: both updates stayed in place
+    for n in (1, 10, 60, 100):
+        assert_same(idx, ref, n)
+    idx.check()
