@@ -17,6 +17,8 @@ _SUBCOMMAND_MODULES = [
     ("socbi.demo", "register"),
     ("socbi.bench", "register"),
     ("socbi.features.cli", "register"),
+    ("socbi.session", "register"),
+    ("socbi.experiment", "register"),
 ]
 
 

@@ -1,87 +1,97 @@
-"""``socbi demo``: a short active-learning run on real bundled data (sklearn digits).
+"""``socbi demo``: the So-CBI evaluation protocol on real bundled data (sklearn digits).
 
-Protocol (the DESIGN.md set-up, shortened): a 30 % stratified test split, 2 labels per
-class to start, batches of 20, logistic regression retrained each round. Each round the
-strategy picks the next batch; the So-CBI boundary counts live in
-:class:`socbi.SemiOrderedIndex` and are updated by the newly labelled samples' K nearest
-unlabelled neighbours. The run prints per-round accuracy for the chosen strategies and
-the index's share of the time.
+What it runs (see :mod:`socbi.experiment` for the protocol and the metrics): 1,797
+8x8 digit images (pixel values / 16 as embeddings, L2 space), a 30 % stratified test
+split, 2 labels per class to start, batches of 20 until half of the pool is labelled,
+logistic regression retrained every round, So-CBI counts with K = 10 in the C++ score
+index over an exact neighbour pool. Eight strategies -- random, LC, margin, entropy,
+KCenter, SEALS, LC-So-CBI, KCenter-So-CBI -- on the same initial pools, 5 seeds, on the
+balanced pool and on the paper's imbalanced variants (IF = 0.1 and 0.3 applied to half
+of the classes). Worker processes: all CPUs (``--jobs``).
+
+It prints the table (accuracy at 10 / 25 / 50 % of the pool labelled, AUBC, selection
+imbalance, retrieval time per round; mean ± std over seeds), the paired comparison of
+each So-CBI variant with its base strategy, and where it wrote the learning curves,
+``results.json`` and the tables (``--out``, default ``socbi-out/demo``).
 """
 from __future__ import annotations
 
 import argparse
 import sys
-import time
-from typing import Dict, List, Optional
+from pathlib import Path
+from typing import Any, List, Optional
 
-import numpy as np
+from .experiment import DATASETS, DEFAULT_STRATEGIES, ExperimentConfig, compare_to_base, run_experiment
+
+__all__ = ["register", "main", "demo_config"]
 
 
-def run(strategies: List[str], rounds: int = 15, batch: int = 20, k: int = 10, seed: int = 0,
-        backend: str = "exact", progress: bool = True) -> Dict[str, List[float]]:
-    """Runs the loop for each strategy on the same initial pool; returns accuracies."""
+def _floats(text: str) -> List[float]:
     try:
-        from sklearn.datasets import load_digits
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.model_selection import train_test_split
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("socbi demo needs scikit-learn: pip install 'socbi[knn]'") from exc
-    from socbi.scoring import BoundaryScorer
-    from socbi.strategies import PoolState, make_strategy
-
-    digits = load_digits()
-    x = (digits.data / 16.0).astype(np.float32)
-    y = digits.target
-    x_pool, x_test, y_pool, y_test = train_test_split(x, y, test_size=0.3, stratify=y, random_state=seed)
-    rng = np.random.default_rng(seed)
-    start = np.concatenate([rng.choice(np.flatnonzero(y_pool == c), 2, replace=False) for c in range(10)])
-
-    curves: Dict[str, List[float]] = {}
-    for name in strategies:
-        labelled = np.zeros(len(x_pool), dtype=bool)
-        labelled[start] = True
-        scorer = BoundaryScorer(x_pool, k=k, labelled=labelled, backend=backend, seed=seed, progress=False)
-        strategy = make_strategy(name)
-        accs: List[float] = []
-        t_index = t_total = 0.0
-        for r in range(rounds + 1):
-            model = LogisticRegression(max_iter=2000)
-            model.fit(x_pool[labelled], y_pool[labelled])
-            accs.append(float(model.score(x_test, y_test)))
-            if r == rounds:
-                break
-            t0 = time.perf_counter()
-            state = PoolState(labelled=labelled, embeddings=x_pool, model=model, scorer=scorer)
-            picked = strategy.select(state, batch, seed=seed + r)
-            stats = scorer.label(picked)
-            t_total += time.perf_counter() - t0
-            t_index += stats.index_s
-            labelled[picked] = True
-        curves[name] = accs
-        if progress:
-            print(f"{name:>14}: labels {labelled.sum():4d}  accuracy " + " ".join(f"{a:.3f}" for a in accs[::3])
-                  + f"  | selection {t_total * 1e3:.0f} ms, of which score index {t_index * 1e3:.1f} ms",
-                  flush=True)
-    return curves
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}")
 
 
-def register(subparsers) -> None:
-    p = subparsers.add_parser("demo", help="a short active-learning run on sklearn digits")
-    p.add_argument("--strategies", default="random,least_confidence,lc_socbi,socbi",
-                   help="comma-separated strategy names (see socbi.strategies.STRATEGIES)")
-    p.add_argument("--rounds", type=int, default=15)
-    p.add_argument("--batch", type=int, default=20)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--backend", choices=["exact", "hnsw"], default="exact")
+def demo_config(args: argparse.Namespace) -> ExperimentConfig:
+    """The demo's ExperimentConfig from its command-line arguments (validated)."""
+    strategies = tuple(s.strip() for s in args.strategies.split(",") if s.strip())
+    return ExperimentConfig(dataset=args.dataset, strategies=strategies, seeds=args.seeds,
+                            imbalance=tuple(args.imbalance), batch=args.batch, budget=args.budget,
+                            k=args.k, backend=args.backend, jobs=args.jobs).validate()
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "demo", help="active learning on sklearn's bundled digits: 8 strategies, 5 seeds, ~2 minutes",
+        description="Runs the So-CBI evaluation protocol on sklearn's bundled digits (real data, no "
+                    "download): 30%% test split, 2 labels per class, batches of 20 up to half the pool, "
+                    "logistic regression retrained each round; balanced and IF = 0.1 / 0.3 pools. "
+                    "Prints the table and writes the learning curves.")
+    p.add_argument("--strategies", default=",".join(DEFAULT_STRATEGIES),
+                   help="comma-separated strategies (default: the eight of the paper's comparison)")
+    p.add_argument("--seeds", type=int, default=5, help="number of seeds (default 5)")
+    p.add_argument("--imbalance", type=_floats, default=[1.0, 0.1, 0.3],
+                   help="comma-separated imbalance factors IF, 1 = balanced (default 1,0.1,0.3)")
+    p.add_argument("--batch", type=int, default=20, help="samples labelled per round (default 20)")
+    p.add_argument("--budget", type=float, default=0.5, help="stop at this share of the pool labelled (0.5)")
+    p.add_argument("--k", type=int, default=10, help="So-CBI neighbours per labelled sample (default 10)")
+    p.add_argument("--backend", choices=["exact", "hnsw"], default="exact", help="neighbour pool (exact)")
+    p.add_argument("--dataset", choices=list(DATASETS), default="digits", help="bundled data set (digits)")
+    p.add_argument("--jobs", type=int, default=0, help="worker processes, 0 = all CPUs (default)")
+    p.add_argument("--out", default=str(Path("socbi-out") / "demo"),
+                   help="output directory (default socbi-out/demo)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=_main)
 
 
 def _main(args: argparse.Namespace) -> int:
-    names = [s.strip() for s in args.strategies.split(",") if s.strip()]
-    print(f"sklearn digits, {args.rounds} rounds of {args.batch}, seed {args.seed}; accuracy every 3 rounds")
-    curves = run(names, rounds=args.rounds, batch=args.batch, seed=args.seed, backend=args.backend)
-    best = max(curves, key=lambda n: float(np.mean(curves[n])))
-    print(f"highest mean accuracy over the run: {best} ({np.mean(curves[best]):.3f})")
+    try:
+        cfg = demo_config(args)
+    except ValueError as exc:
+        print(f"socbi demo: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    n_runs = len(cfg.imbalance) * len(cfg.seeds) * len(cfg.strategies)
+    print(f"socbi demo: {n_runs} active-learning runs on sklearn {cfg.dataset} "
+          f"({len(cfg.strategies)} strategies x {len(cfg.seeds)} seeds x {len(cfg.imbalance)} pool(s))",
+          flush=True)
+    try:
+        result = run_experiment(cfg, out=args.out, progress=not args.no_progress)
+    except (ValueError, ImportError) as exc:
+        print(f"socbi demo: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    print()
+    print(result.table())
+    lines = compare_to_base(result)
+    if lines:
+        print("\nSo-CBI prefilter against its base strategy (paired by seed):")
+        for line in lines:
+            print("  " + line)
+    plot = Path(result.files["plot"]).resolve()
+    print(f"\n{len(result.runs)} runs in {result.wall_s:.0f} s.")
+    print(f"learning curves: {plot}")
+    print(f"tables and every run's curves: {Path(result.files['table_md']).resolve()}, "
+          f"{Path(result.files['results']).resolve()}")
     return 0
 
 

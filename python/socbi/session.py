@@ -1,0 +1,1247 @@
+"""The active-learning session: embeddings + labels + neighbour pool + score index + model.
+
+:class:`ActiveLearner` ties the layers together::
+
+    learner = ActiveLearner(embeddings, labels, strategy="lc_socbi", k=10)
+    ids = learner.query(128)            # the next batch, best first (does not change state)
+    learner.teach(ids, labels_of(ids))  # record labels; pool, counts and model follow
+    learner.save("run.socbi")           # atomic; ActiveLearner.load("run.socbi") resumes
+
+``labels`` has one entry per sample: a class number >= 0, or -1 for "unlabelled".
+Each :meth:`~ActiveLearner.teach` moves the new ids out of the unlabelled neighbour pool
+and the score index (:class:`socbi.scoring.BoundaryScorer` updates the So-CBI counts),
+refits the classifier on all labels, evaluates it on the optional held-out set and
+appends one entry to :attr:`~ActiveLearner.log` (what was picked, why, and what it cost).
+
+Determinism: the strategy's random choices for round r come from a seed drawn from the
+session's generator (``seed``) when round r begins, so :meth:`~ActiveLearner.query` is a
+pure function of the session state: calling it twice, or after save/load, gives the same
+ids. Resume is exact for every strategy whose inputs are restored exactly: labels,
+counts (rebuilt from the saved neighbour lists and checked against the saved index
+contents), the pool (the HNSW graph itself is saved) and the classifier (sklearn
+estimators are refit on the saved labels -- deterministic for the default logistic
+regression -- and the torch MLP's weights are saved). K-Center's min-distance cache is
+rebuilt from scratch after a load; in float32 a different summation order could in
+principle flip an exact tie, which the tests have not observed.
+
+Persistence (:meth:`~ActiveLearner.save`): one ``.npz``-format file holding JSON
+metadata (round, strategy, seeds, generator state, log, stopping rules), the labels,
+the embeddings (optional), the saved neighbour pool and scorer files as byte arrays,
+the index contents and model weights, each with a SHA-256 checksum. It is written to a
+temporary file in the target directory, fsync'ed, renamed over the target with
+:func:`os.replace` and the directory is fsync'ed, so a crash at any point leaves either
+the old or the new session loadable. Loading never unpickles (``allow_pickle=False``,
+metadata is JSON).
+
+Thread safety: an :class:`ActiveLearner` is not synchronised; use it from one thread at
+a time. The score index inside updates with ``threads`` threads.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from .knn import _check_embeddings, _check_ids
+from .scoring import BoundaryScorer
+from .strategies import (SEALS, KCenterGreedy, PoolState, RandomSampling, SoCBI, SoCBIPrefilter,
+                         Strategy, UncertaintySampling, make_strategy)
+
+__all__ = [
+    "ActiveLearner", "TorchMLPClassifier", "SessionFileError", "atomic_write",
+    "canonical_strategy", "STRATEGY_NAMES", "DISPLAY_NAMES", "make_classifier",
+]
+
+FORMAT = "socbi-session"
+FORMAT_VERSION = 1
+PathLike = Union[str, "os.PathLike[str]"]
+
+# Canonical strategy keys (make_strategy accepts them) and their table names.
+STRATEGY_NAMES = ("random", "least_confidence", "margin", "entropy", "kcenter", "seals",
+                  "lc_socbi", "kcenter_socbi", "socbi")
+DISPLAY_NAMES = {
+    "random": "random", "least_confidence": "LC", "margin": "margin", "entropy": "entropy",
+    "kcenter": "KCenter", "seals": "SEALS", "lc_socbi": "LC-So-CBI",
+    "kcenter_socbi": "KCenter-So-CBI", "socbi": "So-CBI",
+}
+_ALIASES = {"lc": "least_confidence", "k_center": "kcenter", "kcentre": "kcenter",
+            "k_center_socbi": "kcenter_socbi", "least_confidence_socbi": "lc_socbi",
+            "lcsocbi": "lc_socbi", "kcentersocbi": "kcenter_socbi"}
+
+
+class SessionFileError(ValueError):
+    """A session file is missing, truncated, corrupt, or from another format version."""
+
+
+def canonical_strategy(name: Any) -> str:
+    """The canonical key of a strategy name ("LC-So-CBI" -> "lc_socbi"); ValueError if unknown."""
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"strategy must be a non-empty name, got {name!r}; choose one of "
+                         f"{', '.join(STRATEGY_NAMES)}")
+    key = name.strip().lower().replace("-", "_").replace(" ", "_").replace("so_cbi", "socbi")
+    key = _ALIASES.get(key, key)
+    if key not in STRATEGY_NAMES:
+        raise ValueError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGY_NAMES)}")
+    return key
+
+
+# =============================================================================== files
+def atomic_write(path: PathLike, write: Callable[[Any], None]) -> Path:
+    """Write a file so that a crash leaves either the old content or the new one.
+
+    ``write(fh)`` fills a binary file object opened on a temporary file in the target's
+    directory; the file is flushed and fsync'ed, renamed over ``path`` with
+    :func:`os.replace` (atomic on POSIX and Windows), and the directory is fsync'ed so
+    the rename itself survives a power cut. On any error the temporary file is removed
+    and the old file is untouched. Returns the final path. O(file size).
+    """
+    path = Path(path)
+    directory = path.parent if str(path.parent) else Path(".")
+    if not directory.is_dir():
+        raise FileNotFoundError(f"cannot write {str(path)!r}: directory {str(directory)!r} does not "
+                                f"exist; create it first")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(directory))
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_dir(directory)
+    return path
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        dfd = os.open(str(directory), os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory handles
+        return
+    try:
+        os.fsync(dfd)
+    except OSError:  # pragma: no cover - some filesystems refuse directory fsync
+        pass
+    finally:
+        os.close(dfd)
+
+
+def _sha256(arr: np.ndarray) -> str:
+    h = hashlib.sha256()
+    h.update(f"{arr.dtype.str}|{arr.shape}|".encode())
+    h.update(np.ascontiguousarray(arr).view(np.uint8).reshape(-1).data)
+    return h.hexdigest()
+
+
+def _fingerprint(x: np.ndarray) -> str:
+    """SHA-256 of an array's dtype, shape and bytes. O(size)."""
+    return _sha256(np.ascontiguousarray(x))
+
+
+# =============================================================================== models
+class TorchMLPClassifier:
+    """A small torch classifier with the sklearn ``fit`` / ``predict_proba`` / ``score`` face.
+
+    One hidden ReLU layer (``hidden`` units; 0 = a linear softmax model), trained with
+    Adam (``lr``, ``weight_decay``) on cross-entropy for ``epochs`` passes in minibatches
+    of ``batch_size`` -- the So-CBI paper's protocol uses Adam, lr 1e-3, batch 256 and 40
+    epochs. Training is seeded (``seed``): parameters and minibatch order come from a
+    private torch generator, so two fits on the same data give the same weights (on CPU).
+
+    Complexity: fit O(epochs * n * (d * hidden + hidden * C)); predict the same per row
+    without the epochs. Thread safety: fit mutates the object; predictions only read it.
+    """
+
+    def __init__(self, hidden: int = 128, epochs: int = 40, lr: float = 1e-3,
+                 batch_size: int = 256, weight_decay: float = 0.0, seed: int = 0) -> None:
+        for name, val, lo in (("hidden", hidden, 0), ("epochs", epochs, 1), ("batch_size", batch_size, 1),
+                              ("seed", seed, 0)):
+            if isinstance(val, bool) or not isinstance(val, (int, np.integer)) or val < lo:
+                raise ValueError(f"{name} must be an integer >= {lo}, got {val!r}")
+        for name, val in (("lr", lr), ("weight_decay", weight_decay)):
+            if not isinstance(val, (int, float)) or isinstance(val, bool) or not math.isfinite(val) \
+                    or val < 0 or (name == "lr" and val == 0):
+                raise ValueError(f"{name} must be a finite number {'> 0' if name == 'lr' else '>= 0'}, "
+                                 f"got {val!r}")
+        self.hidden = int(hidden)
+        self.epochs = int(epochs)
+        self.lr = float(lr)
+        self.batch_size = int(batch_size)
+        self.weight_decay = float(weight_decay)
+        self.seed = int(seed)
+        self.classes_: Optional[np.ndarray] = None
+        self._net: Any = None
+
+    def get_params(self, deep: bool = True) -> Dict[str, Any]:
+        return dict(hidden=self.hidden, epochs=self.epochs, lr=self.lr, batch_size=self.batch_size,
+                    weight_decay=self.weight_decay, seed=self.seed)
+
+    @staticmethod
+    def _torch() -> Any:
+        try:
+            import torch
+        except ImportError as exc:
+            raise ImportError("model='mlp' needs torch: pip install torch==2.13.0 (the CPU build), "
+                              "or use model='logreg'") from exc
+        return torch
+
+    def _build(self, d: int, c: int) -> Any:
+        torch = self._torch()
+        nn = torch.nn
+        if self.hidden > 0:
+            return nn.Sequential(nn.Linear(d, self.hidden), nn.ReLU(), nn.Linear(self.hidden, c))
+        return nn.Sequential(nn.Linear(d, c))
+
+    def fit(self, X: Any, y: Any) -> "TorchMLPClassifier":
+        torch = self._torch()
+        x = np.asarray(X, dtype=np.float32).reshape(len(X), -1)
+        yy = np.asarray(y)
+        classes, codes = np.unique(yy, return_inverse=True)
+        if classes.size < 2:
+            raise ValueError(f"TorchMLPClassifier needs at least 2 classes, got {classes.tolist()}")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            net = self._build(x.shape[1], classes.size)
+            gen = torch.Generator().manual_seed(self.seed + 1)
+            opt = torch.optim.Adam(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+            xt = torch.from_numpy(x)
+            yt = torch.from_numpy(codes.astype(np.int64))
+            loss_fn = torch.nn.CrossEntropyLoss()
+            net.train()
+            for _ in range(self.epochs):
+                order = torch.randperm(x.shape[0], generator=gen)
+                for s in range(0, x.shape[0], self.batch_size):
+                    b = order[s:s + self.batch_size]
+                    opt.zero_grad()
+                    loss = loss_fn(net(xt[b]), yt[b])
+                    loss.backward()
+                    opt.step()
+            net.eval()
+        self._net = net
+        self.classes_ = classes
+        return self
+
+    def _check_fitted(self) -> None:
+        if self._net is None:
+            raise ValueError("TorchMLPClassifier is not fitted; call fit(X, y) first")
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        self._check_fitted()
+        torch = self._torch()
+        x = np.asarray(X, dtype=np.float32).reshape(len(X), -1)
+        with torch.inference_mode():
+            p = torch.softmax(self._net(torch.from_numpy(x)).double(), dim=1)
+        return p.numpy()
+
+    def predict(self, X: Any) -> np.ndarray:
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+    def score(self, X: Any, y: Any) -> float:
+        return float(np.mean(self.predict(X) == np.asarray(y)))
+
+    def get_state(self) -> Dict[str, np.ndarray]:
+        """Weights and classes as plain numpy arrays (what a session file stores)."""
+        self._check_fitted()
+        out = {f"w/{k}": v.detach().cpu().numpy().copy() for k, v in self._net.state_dict().items()}
+        out["classes"] = np.asarray(self.classes_)
+        return out
+
+    def set_state(self, state: Dict[str, np.ndarray]) -> None:
+        """Restore :meth:`get_state` output; ValueError if shapes do not fit."""
+        torch = self._torch()
+        if "classes" not in state:
+            raise SessionFileError("saved torch classifier has no 'classes' array")
+        classes = np.asarray(state["classes"])
+        weights = {k[2:]: torch.from_numpy(np.array(v)) for k, v in state.items() if k.startswith("w/")}
+        first = weights.get("0.weight")
+        if first is None:
+            raise SessionFileError("saved torch classifier has no first-layer weights")
+        net = self._build(int(first.shape[1]), int(classes.size))
+        try:
+            net.load_state_dict(weights)
+        except RuntimeError as exc:
+            raise SessionFileError(f"saved torch classifier does not fit hidden={self.hidden}: {exc}") from exc
+        net.eval()
+        self._net = net
+        self.classes_ = classes
+
+    def __repr__(self) -> str:
+        return (f"TorchMLPClassifier(hidden={self.hidden}, epochs={self.epochs}, lr={self.lr:g}, "
+                f"batch_size={self.batch_size})")
+
+
+def make_classifier(spec: Any = "logreg", **params: Any) -> Any:
+    """A fresh unfitted classifier: ``"logreg"`` (sklearn LogisticRegression, max_iter 2000),
+    ``"mlp"`` (:class:`TorchMLPClassifier`), or a clone of an sklearn-style estimator."""
+    if isinstance(spec, str):
+        if spec == "logreg":
+            try:
+                from sklearn.linear_model import LogisticRegression
+            except ImportError as exc:
+                raise ImportError("model='logreg' needs scikit-learn: pip install 'socbi[knn]'") from exc
+            kw = dict(max_iter=2000)
+            kw.update(params)
+            return LogisticRegression(**kw)
+        if spec == "mlp":
+            return TorchMLPClassifier(**params)
+        raise ValueError(f"model must be 'logreg', 'mlp' or an estimator with fit/predict_proba, "
+                         f"got {spec!r}")
+    if not (hasattr(spec, "fit") and hasattr(spec, "predict_proba")):
+        raise ValueError(f"model must have fit() and predict_proba() (sklearn style), got "
+                         f"{type(spec).__name__}; or pass model='logreg' / 'mlp'")
+    try:
+        from sklearn.base import clone
+        return clone(spec)
+    except Exception:  # not an sklearn estimator: refit the object itself
+        return spec
+
+
+def _model_spec(model: Any) -> Tuple[Any, Dict[str, Any]]:
+    """(spec for make_classifier, JSON description) of a ``model`` argument."""
+    if model is None or model == "logreg":
+        return "logreg", {"kind": "logreg"}
+    if model == "mlp":
+        return "mlp", {"kind": "mlp", "params": TorchMLPClassifier().get_params()}
+    if isinstance(model, TorchMLPClassifier):
+        return model, {"kind": "mlp", "params": model.get_params()}
+    if isinstance(model, str):
+        raise ValueError(f"model must be 'logreg', 'mlp' or an estimator with fit/predict_proba, got {model!r}")
+    make_classifier(model)  # validates
+    return model, {"kind": "custom", "class": f"{type(model).__module__}.{type(model).__qualname__}"}
+
+
+# =============================================================================== helpers
+class _TimedScorer:
+    """Forwards to a BoundaryScorer; accumulates the time spent ranking by count (T_sort)."""
+
+    def __init__(self, scorer: BoundaryScorer) -> None:
+        self._scorer = scorer
+        self.sort_s = 0.0
+
+    def select(self, *args: Any, **kwargs: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return self._scorer.select(*args, **kwargs)
+        finally:
+            self.sort_s += time.perf_counter() - t0
+
+    def counts(self, *args: Any, **kwargs: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return self._scorer.counts(*args, **kwargs)
+        finally:
+            self.sort_s += time.perf_counter() - t0
+
+    def __len__(self) -> int:
+        return len(self._scorer)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._scorer, name)
+
+
+def _base_of(strategy: Strategy) -> Strategy:
+    base = strategy
+    while isinstance(base, (SoCBIPrefilter, SEALS)):
+        base = base.base
+    return base
+
+
+def _needs_model(strategy: Strategy) -> bool:
+    return isinstance(_base_of(strategy), UncertaintySampling)
+
+
+def _as_labels(labels: Any, n: int, name: str = "labels") -> np.ndarray:
+    """int64 (n,) array of labels, -1 = unlabelled; ValueError naming the problem."""
+    arr = np.asarray(labels)
+    if arr.ndim != 1 or arr.shape[0] != n:
+        raise ValueError(f"{name} must be a 1-D array with one entry per sample ({n}), got shape "
+                         f"{arr.shape}; use -1 for unlabelled samples")
+    if arr.dtype.kind not in "iuf" and arr.size:
+        raise ValueError(f"{name} must hold integers (class >= 0, or -1 = unlabelled), got dtype "
+                         f"{arr.dtype}; map class names to numbers first")
+    if arr.dtype.kind == "f":
+        bad = ~np.isfinite(arr) | (arr != np.round(arr))
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"{name}[{i}] = {arr[i]!r} is not an integer; classes are integers >= 0 "
+                             f"and -1 marks unlabelled samples")
+    out = arr.astype(np.int64)
+    bad = out < -1
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"{name}[{i}] = {out[i]} is negative; classes are integers >= 0 and -1 "
+                         f"marks unlabelled samples")
+    return out
+
+
+def _positive_int(name: str, value: Any, lo: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
+        raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}")
+    return int(value)
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, np.ndarray):
+        return _jsonable(v.tolist())
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, np.floating):
+        f = float(v)
+        return f if math.isfinite(f) else None
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+# =============================================================================== session
+class ActiveLearner:
+    """An active-learning session over a fixed set of samples.
+
+    Parameters
+    ----------
+    embeddings : (n, d) float array
+        One finite embedding per sample; sample ids are the row numbers. Neighbour
+        counts (So-CBI), K-Center and SEALS use them. Not copied when already
+        C-contiguous float32: do not modify it afterwards.
+    labels : (n,) int array, optional
+        Class >= 0 for samples labelled at the start, -1 for unlabelled ones (default:
+        all unlabelled).
+    strategy : str
+        One of ``random, least_confidence (lc), margin, entropy, kcenter, seals,
+        lc_socbi, kcenter_socbi, socbi`` (case and '-' insensitive: "LC-So-CBI").
+    strategy_options : dict, optional
+        Keyword arguments for :func:`socbi.strategies.make_strategy`, e.g.
+        ``{"candidate_factor": 3.0}`` for the So-CBI prefilters.
+    k, backend, space, pool_options, threads :
+        The So-CBI scorer: K neighbours per labelled sample, ``"hnsw"`` or ``"exact"``
+        pool, ``"l2"`` or ``"cosine"``, pool keyword arguments, index update threads.
+    model : ``"logreg"`` (default), ``"mlp"`` (torch), or an sklearn-style estimator
+        It is cloned and refit on all labels after every :meth:`teach`. Needed by
+        the uncertainty strategies (LC, margin, entropy, LC-So-CBI, SEALS) once two
+        classes are labelled.
+    features : array, optional
+        Model inputs, one row per sample (default: ``embeddings``).
+    eval_set : (X, y), optional
+        Held-out model inputs and labels; accuracy is logged after each round.
+    budget : int or float, optional
+        Stop when this many samples are labelled (a float in (0, 1] is a fraction of n).
+    target_accuracy : float, optional
+        Stop when the held-out accuracy reaches it (needs ``eval_set``).
+    max_rounds : int, optional
+        Stop after this many :meth:`teach` rounds.
+    sources : sequence of str, optional
+        A reference per sample (file name, URL, database key) for exported batches;
+        default ``"row:<id>"``.
+    class_names : sequence of str, optional
+        Names of classes 0..C-1, accepted by :meth:`import_labels`.
+    seed : int
+        Seeds the strategy choices, the So-CBI tie-break and the torch model.
+
+    Complexity: construction builds the pool and counts (exact: O(n |L| d); HNSW:
+    O(n log n)); :meth:`query` costs the strategy (LC-So-CBI: O(m + B) for m
+    candidates from the index plus m model evaluations); :meth:`teach` of b labels costs
+    b + r pool queries, one index update and a model refit.
+
+    Thread safety: not synchronised; call methods from one thread at a time.
+    """
+
+    def __init__(self, embeddings: Any, labels: Any = None, *, strategy: str = "lc_socbi",
+                 strategy_options: Optional[Dict[str, Any]] = None, k: int = 10,
+                 backend: str = "hnsw", space: str = "l2",
+                 pool_options: Optional[Dict[str, Any]] = None, threads: int = 1,
+                 model: Any = "logreg", features: Any = None,
+                 eval_set: Optional[Tuple[Any, Any]] = None, budget: Union[int, float, None] = None,
+                 target_accuracy: Optional[float] = None, max_rounds: Optional[int] = None,
+                 sources: Optional[Sequence[str]] = None,
+                 class_names: Optional[Sequence[str]] = None, seed: int = 0,
+                 progress: bool = True, _restore: Optional[Dict[str, Any]] = None) -> None:
+        x = _check_embeddings(embeddings, None, name="embeddings")
+        n = x.shape[0]
+        if n == 0:
+            raise ValueError("embeddings has no rows; pass at least one sample")
+        lab = np.full(n, -1, np.int64) if labels is None else _as_labels(labels, n)
+        self._seed = _positive_int("seed", seed, lo=0)
+        self.strategy_name = canonical_strategy(strategy)
+        self.strategy_options = dict(strategy_options or {})
+        try:
+            self._strategy = make_strategy(self.strategy_name, **self.strategy_options)
+        except TypeError as exc:
+            raise ValueError(f"strategy_options {self.strategy_options!r} do not fit strategy "
+                             f"{self.strategy_name!r}: {exc}") from exc
+        if backend not in ("hnsw", "exact"):
+            raise ValueError(f"backend must be 'hnsw' or 'exact', got {backend!r}")
+        if space not in ("l2", "cosine"):
+            raise ValueError(f"space must be 'l2' or 'cosine', got {space!r}")
+        self.k = _positive_int("k", k)
+        self.backend = backend
+        self.space = space
+        self.pool_options = dict(pool_options or {})
+        self.threads = threads
+        self._model_arg, self._model_desc = _model_spec(model)
+        if features is not None:
+            if len(features) != n:
+                raise ValueError(f"features has {len(features)} rows but embeddings has {n}; pass one "
+                                 f"model input per sample")
+        self._features = features
+        self.eval_set = self._check_eval_set(eval_set)
+        self.budget = self._check_budget(budget, n)
+        if target_accuracy is not None:
+            if not isinstance(target_accuracy, (int, float)) or isinstance(target_accuracy, bool) \
+                    or not 0 < target_accuracy <= 1:
+                raise ValueError(f"target_accuracy must be a number in (0, 1], got {target_accuracy!r}")
+            if self.eval_set is None:
+                raise ValueError("target_accuracy needs eval_set=(X_test, y_test) to measure accuracy")
+        self.target_accuracy = None if target_accuracy is None else float(target_accuracy)
+        self.max_rounds = None if max_rounds is None else _positive_int("max_rounds", max_rounds)
+        if sources is not None:
+            sources = [str(s) for s in sources]
+            if len(sources) != n:
+                raise ValueError(f"sources has {len(sources)} entries but there are {n} samples; "
+                                 f"pass one reference per sample")
+        self.sources = sources
+        self.class_names = None if class_names is None else [str(c) for c in class_names]
+        if self.class_names is not None and len(set(self.class_names)) != len(self.class_names):
+            raise ValueError("class_names must be distinct")
+        self.progress = bool(progress)
+        self.n_samples = n
+        self._x = x
+        self._labels = lab
+        self._fingerprint = (_restore or {}).get("fingerprint") or _fingerprint(x)
+
+        if _restore is not None:
+            self.scorer = _restore["scorer"]
+        else:
+            opts = dict(self.pool_options)
+            if backend == "hnsw":
+                opts.setdefault("seed", self._seed)
+            self.scorer = BoundaryScorer(x, self.k, labelled=lab >= 0, backend=backend, space=space,
+                                         pool_options=opts, threads=threads, seed=self._seed,
+                                         progress=self.progress)
+        self._rng = np.random.default_rng(self._seed)
+        self.round = 0
+        self.log: List[Dict[str, Any]] = []
+        self._pending: Optional[Dict[str, Any]] = None
+        self.model: Any = None
+        self.accuracy: Optional[float] = None
+        if _restore is not None:
+            self._rng.bit_generator.state = _restore["rng_state"]
+            self._round_seed = int(_restore["round_seed"])
+            self.round = int(_restore["round"])
+            self.log = list(_restore["log"])
+            self._pending = _restore.get("pending")
+            if _restore.get("model") is not None:
+                self.model = _restore["model"]
+            else:
+                self.model = self._fit(self._labels, self._round_seed)
+            self.accuracy = self._evaluate(self.model)
+        else:
+            self._round_seed = self._next_seed()
+            self.model = self._fit(self._labels, self._round_seed)
+            self.accuracy = self._evaluate(self.model)
+
+    # ------------------------------------------------------------------ validation
+    def _check_eval_set(self, eval_set: Any) -> Optional[Tuple[Any, np.ndarray]]:
+        if eval_set is None:
+            return None
+        if not isinstance(eval_set, (tuple, list)) or len(eval_set) != 2:
+            raise ValueError("eval_set must be a pair (X_test, y_test)")
+        xe, ye = eval_set
+        ye = np.asarray(ye)
+        if ye.ndim != 1 or len(xe) != ye.shape[0] or ye.shape[0] == 0:
+            raise ValueError(f"eval_set has {len(xe)} inputs and labels of shape {ye.shape}; pass "
+                             f"one label per held-out input (and at least one)")
+        return xe, ye
+
+    @staticmethod
+    def _check_budget(budget: Any, n: int) -> Optional[int]:
+        if budget is None:
+            return None
+        if isinstance(budget, bool) or not isinstance(budget, (int, float, np.integer, np.floating)):
+            raise ValueError(f"budget must be a label count (int) or a fraction in (0, 1], got {budget!r}")
+        if isinstance(budget, (float, np.floating)):
+            if not 0 < budget <= 1:
+                raise ValueError(f"budget as a fraction must lie in (0, 1], got {budget!r}; pass an "
+                                 f"int for a label count")
+            return max(1, int(round(float(budget) * n)))
+        if budget < 1:
+            raise ValueError(f"budget must be at least 1 label, got {budget!r}")
+        return int(budget)
+
+    def _next_seed(self) -> int:
+        return int(self._rng.integers(0, 2**31 - 1))
+
+    # ------------------------------------------------------------------ state
+    @property
+    def labels(self) -> np.ndarray:
+        """Read-only (n,) int64 view: class of each labelled sample, -1 for unlabelled."""
+        view = self._labels.view()
+        view.flags.writeable = False
+        return view
+
+    @property
+    def embeddings(self) -> np.ndarray:
+        return self._x
+
+    @property
+    def features(self) -> Any:
+        return self._x if self._features is None else self._features
+
+    def labelled_ids(self) -> np.ndarray:
+        """Ascending labelled ids. O(n)."""
+        return np.flatnonzero(self._labels >= 0).astype(np.int64)
+
+    def unlabelled_ids(self) -> np.ndarray:
+        """Ascending unlabelled ids. O(n)."""
+        return np.flatnonzero(self._labels < 0).astype(np.int64)
+
+    @property
+    def n_labelled(self) -> int:
+        return int((self._labels >= 0).sum())
+
+    def source(self, i: int) -> str:
+        """The reference of sample ``i`` (``sources[i]`` or ``"row:<i>"``)."""
+        return self.sources[i] if self.sources is not None else f"row:{i}"
+
+    def stop_reason(self) -> Optional[str]:
+        """Why the session should stop now, or None. O(1)."""
+        if self.n_labelled >= self.n_samples:
+            return "every sample is labelled"
+        if self.budget is not None and self.n_labelled >= self.budget:
+            return f"label budget reached ({self.n_labelled} >= {self.budget})"
+        if self.max_rounds is not None and self.round >= self.max_rounds:
+            return f"round limit reached ({self.round} rounds)"
+        if self.target_accuracy is not None and self.accuracy is not None \
+                and self.accuracy >= self.target_accuracy:
+            return f"target accuracy reached ({self.accuracy:.4f} >= {self.target_accuracy:.4f})"
+        return None
+
+    @property
+    def done(self) -> bool:
+        return self.stop_reason() is not None
+
+    # ------------------------------------------------------------------ model
+    def _fit(self, labels: np.ndarray, seed: int) -> Any:
+        """A classifier fitted on all labelled samples (ascending id), or None (< 2 classes).
+
+        ``seed`` seeds the torch MLP's initialisation and minibatch order.
+        """
+        ids = np.flatnonzero(labels >= 0)
+        if ids.size == 0 or np.unique(labels[ids]).size < 2:
+            return None
+        model = make_classifier(self._model_arg)
+        if isinstance(model, TorchMLPClassifier):
+            model.seed = int(seed)
+        feats = self.features
+        xb = feats[ids] if isinstance(feats, np.ndarray) else [feats[int(i)] for i in ids]
+        model.fit(xb, labels[ids])
+        return model
+
+    def _evaluate(self, model: Any) -> Optional[float]:
+        if model is None or self.eval_set is None:
+            return None
+        xe, ye = self.eval_set
+        if hasattr(model, "score"):
+            return float(model.score(xe, ye))
+        return float(np.mean(np.asarray(model.predict(xe)) == ye))
+
+    # ------------------------------------------------------------------ rounds
+    def _state(self, timed: _TimedScorer) -> PoolState:
+        feats = None if self._features is None else self._features
+        return PoolState(labelled=self._labels >= 0, embeddings=self._x, features=feats,
+                         model=self.model, scorer=timed)
+
+    def query(self, n: int) -> np.ndarray:
+        """The next ``n`` ids to label, best first. Does not change the labelled set.
+
+        Repeated calls without :meth:`teach` return the same ids (the round's seed is
+        fixed when the round begins). Raises ValueError when ``n`` exceeds the unlabelled
+        pool, or when the strategy needs a classifier and fewer than two classes are
+        labelled. The ids, their boundary counts and the strategy's score for each are
+        kept for :meth:`teach`'s log and :meth:`export_batch`. Cost: the strategy's.
+        """
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValueError(f"n must be a positive integer, got {n!r}")
+        n = int(n)
+        avail = self.n_samples - self.n_labelled
+        if avail == 0:
+            raise ValueError("every sample is labelled; there is nothing left to query")
+        if n > avail:
+            raise ValueError(f"n={n} exceeds the {avail} unlabelled samples; ask for at most {avail}")
+        if _needs_model(self._strategy) and self.model is None:
+            raise ValueError(f"strategy {self.strategy_name!r} needs a trained classifier, which needs "
+                             f"labelled samples of at least 2 classes (have "
+                             f"{np.unique(self._labels[self._labels >= 0]).size}); label a few first, "
+                             f"e.g. with strategy 'kcenter' or 'random'")
+        timed = _TimedScorer(self.scorer)
+        t0 = time.perf_counter()
+        state = self._state(timed)
+        ids = self._strategy.select(state, n, seed=self._round_seed)
+        t_select = time.perf_counter() - t0
+        t_sort = timed.sort_s
+        scores, score_name = self._criterion(state, ids)
+        counts = self.scorer.counts(ids)
+        cand = None
+        if isinstance(self._strategy, SoCBIPrefilter):
+            cand = self._strategy.candidate_count(n, avail)
+        self._pending = dict(round=self.round, n=n, ids=ids.tolist(), counts=counts.tolist(),
+                             scores=_jsonable(scores), score_name=score_name, candidates=cand,
+                             t_select=t_select, t_sort=t_sort)
+        return ids
+
+    def _criterion(self, state: PoolState, ids: np.ndarray) -> Tuple[np.ndarray, str]:
+        """The base strategy's value for each picked id (why it was picked)."""
+        base = _base_of(self._strategy)
+        if isinstance(base, UncertaintySampling):
+            return base.uncertainty(state.predict_proba(ids)), base.measure
+        if isinstance(base, KCenterGreedy):
+            d2 = base.min_distances(state)[ids]
+            return np.sqrt(d2.astype(np.float64)), "distance_to_labelled"
+        if isinstance(base, SoCBI):
+            return self.scorer.counts(ids).astype(np.float64), "boundary_count"
+        assert isinstance(base, RandomSampling)
+        return np.full(ids.size, np.nan), "none"
+
+    def pending(self) -> Optional[Dict[str, Any]]:
+        """The last :meth:`query`'s batch (ids, counts, scores, times) until :meth:`teach`."""
+        return None if self._pending is None else dict(self._pending)
+
+    def _check_teach(self, ids: Any, labels: Any) -> Tuple[np.ndarray, np.ndarray]:
+        ids = _check_ids(ids, self.n_samples, name="ids")
+        lab = np.asarray(labels)
+        if lab.ndim == 0:
+            lab = lab.reshape(1)
+        if lab.ndim != 1 or lab.shape[0] != ids.size:
+            raise ValueError(f"labels has shape {lab.shape} for {ids.size} ids; pass one label per id")
+        if lab.size and lab.dtype.kind in "US":
+            lab = self._map_names(lab)
+        lab = _as_labels(lab, ids.size)
+        if (lab < 0).any():
+            i = int(np.flatnonzero(lab < 0)[0])
+            raise ValueError(f"label of id {int(ids[i])} is {int(lab[i])}; teach() takes classes >= 0 "
+                             f"(leave unlabelled samples out instead of passing -1)")
+        already = self._labels[ids] >= 0
+        if already.any():
+            raise ValueError(f"ids {ids[already][:5].tolist()} are labelled already; pass only "
+                             f"unlabelled ids")
+        if self.class_names is not None and (lab >= len(self.class_names)).any():
+            bad = int(lab[lab >= len(self.class_names)][0])
+            raise ValueError(f"label {bad} is not a class index: class_names has "
+                             f"{len(self.class_names)} classes")
+        return ids, lab
+
+    def _map_names(self, names: np.ndarray) -> np.ndarray:
+        if self.class_names is None:
+            raise ValueError(f"labels are strings ({names[0]!r}, ...) but the session has no "
+                             f"class_names; pass integer classes or set class_names")
+        lookup = {c: i for i, c in enumerate(self.class_names)}
+        out = np.empty(names.size, np.int64)
+        for j, s in enumerate(names.tolist()):
+            if s not in lookup:
+                raise ValueError(f"label {s!r} is not one of class_names {self.class_names}")
+            out[j] = lookup[s]
+        return out
+
+    def teach(self, ids: Any, labels: Any) -> Dict[str, Any]:
+        """Record ``labels`` for ``ids`` (unlabelled, distinct); returns this round's log entry.
+
+        Order: validate everything, fit the new classifier, then move the ids out of the
+        pool and index (counts updated), then commit labels and model. If validation,
+        the fit or the count update raises, the session is unchanged. The round counter
+        advances and a new round seed is drawn. Cost: the scorer's round plus a refit.
+        """
+        ids, lab = self._check_teach(ids, labels)
+        if ids.size == 0:
+            raise ValueError("ids is empty; teach() needs at least one labelled sample")
+        new_labels = self._labels.copy()
+        new_labels[ids] = lab
+        # The next round's seed comes from a copy of the generator, committed at the end.
+        rng = np.random.Generator(type(self._rng.bit_generator)())
+        rng.bit_generator.state = self._rng.bit_generator.state
+        next_seed = int(rng.integers(0, 2**31 - 1))
+        t0 = time.perf_counter()
+        model = self._fit(new_labels, next_seed)
+        t_model = time.perf_counter() - t0
+        stats = self.scorer.label(ids)  # validated above; restores the pool if a query fails
+        # ---- commit
+        self._labels = new_labels
+        self.model = model
+        self._rng = rng
+        self._round_seed = next_seed
+        accuracy = self._evaluate(model)
+        self.accuracy = accuracy
+        pend = self._pending
+        entry: Dict[str, Any] = dict(round=self.round, strategy=self.strategy_name,
+                                     ids=ids.tolist(), labels=lab.tolist(),
+                                     labelled=self.n_labelled, accuracy=accuracy)
+        if pend is not None and set(pend["ids"]) >= set(entry["ids"]):
+            pos = {i: j for j, i in enumerate(pend["ids"])}
+            sel = [pos[i] for i in entry["ids"]]
+            entry.update(source="query", rank=[j + 1 for j in sel],
+                         counts=[pend["counts"][j] for j in sel],
+                         scores=[pend["scores"][j] for j in sel], score_name=pend["score_name"],
+                         candidates=pend["candidates"], t_select=pend["t_select"],
+                         t_sort=pend["t_sort"])
+        else:
+            entry.update(source="manual", t_select=0.0, t_sort=0.0)
+        entry.update(t_search=stats.delete_s + stats.query_s, t_update=stats.index_s + stats.other_s,
+                     t_model=t_model, repairs=stats.repairs, updates=stats.updates)
+        self.log.append(entry)
+        self.round += 1
+        self._pending = None
+        return entry
+
+    def run(self, oracle: Any, batch: int, *, save_path: Optional[PathLike] = None,
+            save_every: int = 1, progress: Optional[bool] = None,
+            on_round: Optional[Callable[["ActiveLearner", Dict[str, Any]], None]] = None
+            ) -> List[Dict[str, Any]]:
+        """Query and teach until a stopping rule holds; returns the new log entries.
+
+        ``oracle`` is a callable ``ids -> labels`` or an (n,) array of true labels. The
+        last batch is shortened to the label budget. With ``save_path`` the session is
+        saved atomically every ``save_every`` rounds and at the end. Without any
+        stopping rule (budget, target_accuracy, max_rounds) it runs until every sample is
+        labelled. Progress: a tqdm bar over labels.
+        """
+        batch = _positive_int("batch", batch)
+        save_every = _positive_int("save_every", save_every)
+        if callable(oracle):
+            ask = oracle
+        else:
+            truth = np.asarray(oracle)
+            if truth.shape != (self.n_samples,):
+                raise ValueError(f"oracle must be a callable or an array of {self.n_samples} true "
+                                 f"labels, got shape {truth.shape}")
+            ask = lambda ids: truth[ids]  # noqa: E731
+        show = self.progress if progress is None else bool(progress)
+        total = self.budget if self.budget is not None else self.n_samples
+        bar = None
+        if show:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=total, initial=min(self.n_labelled, total), desc=f"{self.strategy_name}",
+                       unit="label", leave=False)
+        out: List[Dict[str, Any]] = []
+        try:
+            while not self.done:
+                n = batch
+                if self.budget is not None:
+                    n = min(n, self.budget - self.n_labelled)
+                n = min(n, self.n_samples - self.n_labelled)
+                ids = self.query(n)
+                entry = self.teach(ids, ask(ids))
+                out.append(entry)
+                if bar is not None:
+                    bar.update(len(ids))
+                if save_path is not None and (self.round % save_every == 0 or self.done):
+                    self.save(save_path)
+                if on_round is not None:
+                    on_round(self, entry)
+        finally:
+            if bar is not None:
+                bar.close()
+        return out
+
+    # ------------------------------------------------------------------ labelling files
+    def export_batch(self, path: PathLike, n: Optional[int] = None, *, fmt: Optional[str] = None) -> Path:
+        """Write the next batch for human labellers (CSV or JSON by suffix or ``fmt``).
+
+        Uses the pending :meth:`query` when ``n`` is None or equals its size, else
+        queries ``n``. Rows: id, rank, score, score_name, count, source, and an empty
+        label to fill in. Written atomically. Returns the path.
+        """
+        from .labelling import export_batch
+
+        pend = self._pending
+        if pend is None or (n is not None and n != pend["n"]):
+            if n is None:
+                raise ValueError("no pending batch: pass n (how many samples to export) or call query(n)")
+            self.query(n)
+            pend = self._pending
+        assert pend is not None
+        ids = np.asarray(pend["ids"], np.int64)
+        return export_batch(path, ids=ids, scores=pend["scores"], counts=pend["counts"],
+                            sources=[self.source(int(i)) for i in ids], score_name=pend["score_name"],
+                            round=self.round, strategy=self.strategy_name, fmt=fmt)
+
+    def import_labels(self, path: PathLike, *, allow_partial: bool = False,
+                      fmt: Optional[str] = None) -> Dict[str, Any]:
+        """Read labels from a CSV/JSON batch file and :meth:`teach` them.
+
+        Errors (ValueError naming the line/id): unknown ids (out of range, or not in the
+        pending batch when there is one), duplicates, missing labels, labels already
+        known, and -- unless ``allow_partial`` -- ids of the pending batch left out.
+        Nothing is taught unless the whole file is valid.
+        """
+        from .labelling import read_labels
+
+        expected = None if self._pending is None else self._pending["ids"]
+        ids, labels = read_labels(path, n_samples=self.n_samples, expected_ids=expected,
+                                  allow_partial=allow_partial, class_names=self.class_names,
+                                  labelled=self._labels >= 0, fmt=fmt)
+        return self.teach(ids, labels)
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: PathLike, *, store_embeddings: bool = True) -> Path:
+        """Save the whole session to one file, atomically (see the module docstring).
+
+        Stores labels, round, generator state and round seed, log, pending batch,
+        stopping rules, the neighbour pool (HNSW graph or exact vectors) and scorer
+        lists, the index contents (checked on load), model weights (torch MLP; sklearn
+        models are refit on load), embeddings / features / eval set when
+        ``store_embeddings`` and they are numeric arrays, each with a SHA-256. A crash
+        at any point leaves the previous file loadable. O(n (d + K)) plus the pool.
+        """
+        path = Path(path)
+        arrays: Dict[str, np.ndarray] = {"labels": self._labels}
+        with tempfile.TemporaryDirectory(prefix="socbi-save-") as tmp:
+            prefix = Path(tmp) / "pool"
+            self.scorer.save(prefix)
+            for name in sorted(os.listdir(tmp)):
+                data = (Path(tmp) / name).read_bytes()
+                arrays[f"pool/{name[len('pool'):]}"] = np.frombuffer(data, dtype=np.uint8)
+        unl = self.unlabelled_ids()
+        arrays["index/ids"] = unl
+        arrays["index/counts"] = self.scorer.counts(unl) if unl.size else np.empty(0, np.int64)
+        stored = {"embeddings": False, "features": False, "eval_set": False}
+        if store_embeddings:
+            arrays["embeddings"] = self._x
+            stored["embeddings"] = True
+            if isinstance(self._features, np.ndarray) and self._features.dtype.kind in "biuf":
+                arrays["features"] = self._features
+                stored["features"] = True
+            if self.eval_set is not None:
+                xe, ye = self.eval_set
+                xe_a = np.asarray(xe) if isinstance(xe, np.ndarray) else None
+                if xe_a is not None and xe_a.dtype.kind in "biuf" and ye.dtype.kind in "biuf":
+                    arrays["eval/x"] = xe_a
+                    arrays["eval/y"] = ye
+                    stored["eval_set"] = True
+        if isinstance(self.model, TorchMLPClassifier):
+            for k, v in self.model.get_state().items():
+                arrays[f"model/{k}"] = v
+        if self.sources is not None:
+            arrays["sources"] = np.asarray(self.sources, dtype=str)
+        meta = dict(
+            format=FORMAT, version=FORMAT_VERSION, n_samples=self.n_samples, dim=int(self._x.shape[1]),
+            round=self.round, strategy=self.strategy_name, strategy_options=self.strategy_options,
+            k=self.k, backend=self.backend, space=self.space, pool_options=self.pool_options,
+            threads=self.threads, model=self._model_desc, seed=self._seed,
+            rng_state=self._rng.bit_generator.state, round_seed=self._round_seed,
+            budget=self.budget, target_accuracy=self.target_accuracy, max_rounds=self.max_rounds,
+            class_names=self.class_names, fingerprint=self._fingerprint,
+            features_is_embeddings=self._features is None, stored=stored,
+            log=self.log, pending=self._pending,
+            checksums={k: _sha256(np.asarray(v)) for k, v in arrays.items()},
+        )
+        meta_bytes = json.dumps(_jsonable(meta), sort_keys=True).encode()
+        arrays["__meta__"] = np.frombuffer(meta_bytes, dtype=np.uint8)
+        arrays["__meta_sha256__"] = np.frombuffer(hashlib.sha256(meta_bytes).hexdigest().encode(),
+                                                  dtype=np.uint8)
+
+        def write(fh: Any) -> None:
+            np.savez(fh, **arrays)
+
+        return atomic_write(path, write)
+
+    @staticmethod
+    def read_file(path: PathLike) -> Tuple[Dict[str, Any], Dict[str, np.ndarray]]:
+        """(metadata, arrays) of a session file, checksums verified; never unpickles.
+
+        Raises :class:`SessionFileError` for a missing, truncated, corrupt or foreign
+        file. O(file size).
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise SessionFileError(f"no session file at {str(path)!r}; pass the path given to save()")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                if not hasattr(z, "files"):
+                    raise SessionFileError(f"{str(path)!r} is a single .npy array, not a socbi session file")
+                arrays = {k: z[k] for k in z.files}
+        except SessionFileError:
+            raise
+        except Exception as exc:  # zipfile.BadZipFile, ValueError (pickled arrays), EOFError, CRC
+            raise SessionFileError(f"{str(path)!r} is not a readable socbi session file ({type(exc).__name__}: "
+                                   f"{exc}); it may be truncated or corrupt -- restore a backup or "
+                                   f"start a new session") from exc
+        if "__meta__" not in arrays or "__meta_sha256__" not in arrays:
+            raise SessionFileError(f"{str(path)!r} has no session metadata; it is not a socbi session file")
+        meta_bytes = arrays.pop("__meta__").tobytes()
+        digest = arrays.pop("__meta_sha256__").tobytes().decode(errors="replace")
+        if hashlib.sha256(meta_bytes).hexdigest() != digest:
+            raise SessionFileError(f"{str(path)!r}: metadata checksum mismatch; the file is corrupt")
+        meta = json.loads(meta_bytes.decode())
+        if meta.get("format") != FORMAT:
+            raise SessionFileError(f"{str(path)!r} is a {meta.get('format')!r} file, not a socbi session")
+        if meta.get("version") != FORMAT_VERSION:
+            raise SessionFileError(f"{str(path)!r} has session format version {meta.get('version')}, this "
+                                   f"socbi reads version {FORMAT_VERSION}; use a matching socbi version")
+        sums = meta.get("checksums", {})
+        if set(sums) != set(arrays):
+            missing = sorted(set(sums) ^ set(arrays))
+            raise SessionFileError(f"{str(path)!r}: arrays {missing[:5]} missing or unexpected; the file "
+                                   f"is corrupt")
+        for k, v in arrays.items():
+            if _sha256(v) != sums[k]:
+                raise SessionFileError(f"{str(path)!r}: checksum mismatch in array {k!r}; the file is corrupt")
+        return meta, arrays
+
+    @classmethod
+    def load(cls, path: PathLike, embeddings: Any = None, *, features: Any = None, model: Any = None,
+             eval_set: Optional[Tuple[Any, Any]] = None, sources: Optional[Sequence[str]] = None,
+             progress: bool = True) -> "ActiveLearner":
+        """Resume a session saved by :meth:`save`; the next :meth:`query` equals the
+        uninterrupted run's.
+
+        ``embeddings`` (and ``features`` / ``eval_set``) are needed only if they were
+        not stored; given ones must match the saved fingerprint. ``model`` is needed
+        only for a custom estimator (sklearn models are refit on the saved labels).
+        Raises :class:`SessionFileError` for bad files, ValueError for mismatched
+        arguments. O(file size + n K).
+        """
+        meta, arrays = cls.read_file(path)
+        n, dim = int(meta["n_samples"]), int(meta["dim"])
+        if embeddings is None:
+            if "embeddings" not in arrays:
+                raise ValueError(f"{str(path)!r} was saved without embeddings; pass embeddings= "
+                                 f"(the same {n} x {dim} array)")
+            x = arrays["embeddings"]
+        else:
+            x = _check_embeddings(embeddings, None, name="embeddings")
+            if x.shape != (n, dim) or _fingerprint(x) != meta["fingerprint"]:
+                raise ValueError(f"embeddings ({x.shape[0]} x {x.shape[1]}) differ from the {n} x {dim} "
+                                 f"array the session was saved with; pass the same embeddings")
+        if features is None and not meta["features_is_embeddings"]:
+            if "features" not in arrays:
+                raise ValueError(f"{str(path)!r} was saved with separate model features that were not "
+                                 f"stored; pass features=")
+            features = arrays["features"]
+        if eval_set is None and "eval/x" in arrays:
+            eval_set = (arrays["eval/x"], arrays["eval/y"])
+        if sources is None and "sources" in arrays:
+            sources = arrays["sources"].tolist()
+        desc = meta["model"]
+        restored_model = None
+        if desc["kind"] == "custom":
+            if model is None:
+                raise ValueError(f"{str(path)!r} was saved with a custom model ({desc['class']}); pass "
+                                 f"model= (an unfitted estimator of that kind) to load it")
+        elif model is None:
+            model = "logreg" if desc["kind"] == "logreg" else TorchMLPClassifier(**desc["params"])
+        if desc["kind"] == "mlp" and isinstance(model, TorchMLPClassifier):
+            state = {k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")}
+            if state:
+                restored_model = TorchMLPClassifier(**model.get_params())
+                restored_model.set_state(state)
+        labels = arrays["labels"]
+        if labels.shape != (n,):
+            raise SessionFileError(f"{str(path)!r}: labels has shape {labels.shape}, expected ({n},)")
+        with tempfile.TemporaryDirectory(prefix="socbi-load-") as tmp:
+            for key, blob in arrays.items():
+                if key.startswith("pool/"):
+                    suffix = key[len("pool/"):]
+                    if "/" in suffix or "\\" in suffix or not suffix.startswith("."):
+                        raise SessionFileError(f"{str(path)!r}: bad pool entry name {key!r}")
+                    (Path(tmp) / f"pool{suffix}").write_bytes(blob.tobytes())
+            try:
+                scorer = BoundaryScorer.load(Path(tmp) / "pool", x, threads=meta["threads"],
+                                             progress=progress)
+            except (ValueError, KeyError, FileNotFoundError, RuntimeError) as exc:
+                raise SessionFileError(f"{str(path)!r}: the saved neighbour pool does not load ({exc})") from exc
+        if not np.array_equal(np.asarray(scorer.labelled_mask), labels >= 0):
+            raise SessionFileError(f"{str(path)!r}: the saved pool and labels disagree; the file is corrupt")
+        unl = scorer.unlabelled_ids()
+        held = scorer.counts(unl) if unl.size else np.empty(0, np.int64)
+        if not (np.array_equal(arrays["index/ids"], unl) and np.array_equal(arrays["index/counts"], held)):
+            raise SessionFileError(f"{str(path)!r}: the counts rebuilt from the saved neighbour lists differ "
+                                   f"from the saved index contents; the file is corrupt")
+        restore = dict(scorer=scorer, fingerprint=meta["fingerprint"], rng_state=meta["rng_state"],
+                       round_seed=meta["round_seed"], round=meta["round"], log=meta["log"],
+                       pending=meta["pending"], model=restored_model)
+        return cls(x, labels, strategy=meta["strategy"], strategy_options=meta["strategy_options"],
+                   k=meta["k"], backend=meta["backend"], space=meta["space"],
+                   pool_options=meta["pool_options"], threads=meta["threads"], model=model,
+                   features=features, eval_set=eval_set, budget=meta["budget"],
+                   target_accuracy=meta["target_accuracy"], max_rounds=meta["max_rounds"],
+                   sources=sources, class_names=meta["class_names"], seed=meta["seed"],
+                   progress=progress, _restore=restore)
+
+    def check(self) -> None:
+        """Verify scorer invariants and that labels agree with the pool; AssertionError if not.
+
+        O(n + |L| K) plus a recount (|L| pool queries).
+        """
+        if not np.array_equal(np.asarray(self.scorer.labelled_mask), self._labels >= 0):
+            raise AssertionError("labels and the scorer's labelled set disagree")
+        self.scorer.check(recount=True)
+
+    def __repr__(self) -> str:
+        return (f"ActiveLearner(n={self.n_samples}, labelled={self.n_labelled}, round={self.round}, "
+                f"strategy={self.strategy_name!r}, backend={self.backend!r}, k={self.k})")
+
+
+# =============================================================================== CLI: socbi select
+def _err(cmd: str, msg: str) -> int:
+    print(f"socbi {cmd}: error: {' '.join(str(msg).split())}", file=sys.stderr)
+    return 2
+
+
+def _read_matrix(path: str, what: str) -> np.ndarray:
+    """A .npy (no pickle) or .csv (numbers, optional header row) file as an array."""
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"--{what}: no such file {path!r}")
+    suffix = p.suffix.lower()
+    if suffix == ".npy":
+        try:
+            return np.load(p, allow_pickle=False)
+        except Exception as exc:
+            raise ValueError(f"--{what}: {path!r} is not a readable .npy array ({exc}); save it with "
+                             f"numpy.save") from exc
+    if suffix in (".csv", ".txt"):
+        text = p.read_text().splitlines()
+        rows = [r for r in text if r.strip()]
+        if not rows:
+            raise ValueError(f"--{what}: {path!r} is empty")
+        skip = 0
+        try:
+            [float(v) for v in rows[0].split(",")]
+        except ValueError:
+            skip = 1  # a header row
+        try:
+            arr = np.loadtxt(io.StringIO("\n".join(rows[skip:])), delimiter=",", ndmin=2, dtype=np.float64)
+        except ValueError as exc:
+            raise ValueError(f"--{what}: {path!r} has a non-numeric or ragged row ({exc}); every row must "
+                             f"hold the same number of comma-separated numbers") from exc
+        return arr
+    raise ValueError(f"--{what}: {path!r} has suffix {suffix or '(none)'}; use .npy or .csv")
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "select", help="pick the next samples to label from embeddings and partial labels",
+        description="Pick the next --n samples to label. Unlabelled samples carry the label -1. "
+                    "Writes id, rank, score, score_name, count, source and an empty label column "
+                    "(CSV, or JSON for a .json --out) to --out or stdout.")
+    p.add_argument("--embeddings", required=True, metavar="X.npy",
+                   help="(n, d) embeddings: .npy, or .csv with one sample per row (optional header)")
+    p.add_argument("--labels", required=True, metavar="y.npy",
+                   help="(n,) labels, -1 for unlabelled: .npy, or .csv with one label per row")
+    p.add_argument("--n", type=int, required=True, help="how many samples to pick")
+    p.add_argument("--strategy", default="lc_socbi",
+                   help=f"one of {', '.join(STRATEGY_NAMES)} (default lc_socbi)")
+    p.add_argument("--k", type=int, default=10, help="So-CBI neighbours per labelled sample (default 10)")
+    p.add_argument("--backend", choices=["auto", "hnsw", "exact"], default="auto",
+                   help="neighbour pool: exact up to 20,000 samples, else HNSW (default auto)")
+    p.add_argument("--space", choices=["l2", "cosine"], default="l2")
+    p.add_argument("--candidate-factor", type=float, default=None,
+                   help="So-CBI prefilter size as a multiple of --n (default 3)")
+    p.add_argument("--model", choices=["logreg", "mlp"], default="logreg",
+                   help="classifier for the uncertainty strategies (mlp needs torch)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sources", metavar="FILE", default=None,
+                   help="text file with one reference (path, URL, key) per sample, for the output")
+    p.add_argument("--out", default=None, metavar="PATH", help="output .csv or .json (default: CSV on stdout)")
+    p.add_argument("--save-session", default=None, metavar="PATH",
+                   help="also save the session (for ActiveLearner.load / import_labels)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.set_defaults(func=_select_main)
+
+
+def _select_main(args: argparse.Namespace) -> int:
+    from .labelling import format_batch
+
+    try:
+        x = _read_matrix(args.embeddings, "embeddings")
+        y = _read_matrix(args.labels, "labels")
+        if x.ndim != 2:
+            return _err("select", f"--embeddings: expected a 2-D (samples x dimension) array, got shape {x.shape}")
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = y[:, 0]
+        if y.ndim != 1:
+            return _err("select", f"--labels: expected one label per sample (a 1-D array or a one-column "
+                                  f"CSV), got shape {y.shape}")
+        if y.shape[0] != x.shape[0]:
+            return _err("select", f"--labels has {y.shape[0]} entries but --embeddings has {x.shape[0]} rows; "
+                                  f"pass one label per sample (-1 = unlabelled)")
+        try:
+            labels = _as_labels(y, x.shape[0], name="--labels")
+        except ValueError as exc:
+            return _err("select", str(exc))
+        if x.dtype.kind not in "biuf" or not np.isfinite(x.astype(np.float64)).all():
+            return _err("select", f"--embeddings must be finite numbers; {args.embeddings!r} has "
+                                  f"NaN/inf or non-numeric values")
+        n_unl = int((labels < 0).sum())
+        if n_unl == 0:
+            return _err("select", "--labels has no -1 entries: every sample is labelled, nothing to select")
+        if args.n < 1 or args.n > n_unl:
+            return _err("select", f"--n {args.n} must lie in [1, {n_unl}] (the unlabelled samples)")
+        if args.k < 1:
+            return _err("select", f"--k {args.k} must be a positive integer")
+        strategy = canonical_strategy(args.strategy)
+        options: Dict[str, Any] = {}
+        if args.candidate_factor is not None:
+            if strategy not in ("lc_socbi", "kcenter_socbi"):
+                return _err("select", f"--candidate-factor applies to lc_socbi and kcenter_socbi, not {strategy}")
+            options["candidate_factor"] = args.candidate_factor
+        sources = None
+        if args.sources is not None:
+            sp = Path(args.sources)
+            if not sp.is_file():
+                return _err("select", f"--sources: no such file {args.sources!r}")
+            sources = sp.read_text().splitlines()
+            if len(sources) != x.shape[0]:
+                return _err("select", f"--sources has {len(sources)} lines but there are {x.shape[0]} samples")
+        else:
+            sources = [f"{Path(args.embeddings).name}#{i}" for i in range(x.shape[0])]
+        out_fmt = None
+        if args.out is not None:
+            suffix = Path(args.out).suffix.lower()
+            if suffix not in (".csv", ".json"):
+                return _err("select", f"--out {args.out!r}: use a .csv or .json file name")
+            if not Path(args.out).resolve().parent.is_dir():
+                return _err("select", f"--out {args.out!r}: directory does not exist")
+        backend = args.backend
+        if backend == "auto":
+            backend = "exact" if x.shape[0] <= 20000 else "hnsw"
+        learner = ActiveLearner(x, labels, strategy=strategy, strategy_options=options,
+                                k=min(args.k, max(1, n_unl)), backend=backend, space=args.space,
+                                model=args.model, seed=args.seed, sources=sources,
+                                progress=not args.no_progress)
+        ids = learner.query(args.n)
+        pend = learner.pending()
+        assert pend is not None
+        if args.out is not None:
+            learner.export_batch(args.out, fmt=out_fmt)
+            print(f"wrote {ids.size} samples to {args.out} ({pend['score_name']} scores); fill the label "
+                  f"column", file=sys.stderr)
+        else:
+            sys.stdout.write(format_batch(ids=ids, scores=pend["scores"], counts=pend["counts"],
+                                          sources=[learner.source(int(i)) for i in ids],
+                                          score_name=pend["score_name"], fmt="csv",
+                                          round=learner.round, strategy=strategy))
+        if args.save_session is not None:
+            learner.save(args.save_session)
+            print(f"session saved to {args.save_session}", file=sys.stderr)
+        return 0
+    except (ValueError, FileNotFoundError, SessionFileError, ImportError) as exc:
+        return _err("select", str(exc))
+    except OSError as exc:
+        return _err("select", f"{exc.strerror or exc}: {exc.filename or ''}")
