@@ -392,7 +392,7 @@ def test_queries_during_updates_are_sorted_distinct_and_bounded():
 def test_sorted_node_fast_path_notices_in_place_reordering():
     # A node that two queries met unchanged is sorted in place; later in-place updates
     # (which do not touch the node) can reorder it, and the next query must notice.
-    idx = socbi.SemiOrderedIndex(100, node_size=64)
+    idx = socbi.SemiOrderedIndex(100, node_size=128)  # one node: every update stays in place
     ref = ReferenceIndex(100)
     scores = np.linspace(0.0, 0.99, 100)
     idx.insert(np.arange(100), scores, bulk=False)
