@@ -11,9 +11,10 @@
 //     meta word packing status (ABSENT / IDLE / UPDATING), the node and slot that hold
 //     the id, and a 12-bit tag that changes whenever a node split or rebuild touches the
 //     item (so a stale decision can never be committed).
-//   * Nodes hold up to B ids *unordered*. Node keys are (score, id) pairs, a total
-//     order, so ties (e.g. every count starts at 0) split by id like any other keys and
-//     never degrade a query to O(n). Node i owns the key range [lo_i, lo_{i+1}); the
+//   * Nodes hold up to B ids (default 2048) *unordered*; removal leaves a tombstone and
+//     a bit in the node's hole bitmap, so a move touches no other id's entry. Node keys
+//     are (score, id) pairs, a total order, so ties (e.g. every count starts at 0) split
+//     by id like any other keys and never degrade a query to O(n). Node i owns the key range [lo_i, lo_{i+1}); the
 //     nodes form a chain ordered by key, with skip-list towers (p = 1/4) over the chain
 //     to find the node for a key in O(log #nodes).
 //   * update(id, delta) is Algorithm 1: add delta to the score atomically; if the item is
@@ -25,11 +26,16 @@
 //     ownership again and go round. No increment is ever lost: an adder that saw
 //     UPDATING wrote its delta before the owner's release, so the owner's re-read sees it.
 //   * top(n)/bottom(n) walk nodes from the matching end of the chain, take whole nodes
-//     while they fit, select inside the boundary node and sort the n results. A walk
-//     that meets an oversized boundary node (after a bulk rebuild) splits it by median
-//     key, so later queries are cheap (lazy refinement).
+//     while they fit, select inside the boundary node and sort the n results. Lazy
+//     refinement, as in S3: a walk that meets an oversized boundary node (after a bulk
+//     rebuild) splits it by median key, and a node that a query meets unchanged since
+//     the previous query is sorted in place, so later queries read it in order (after
+//     checking the order, which in-place updates may have disturbed) and skip the sort.
 //   * Bulk path: a batch touching a large share of the pool applies all deltas, then
-//     rebuilds the chain by bucketing keys (parallel counting sort, no full sort).
+//     rebuilds the chain by bucketing keys: a parallel counting sort over a scan of the
+//     status table in id order (no full sort, no random status-table writes).
+//   * The status table is 2 MiB-aligned and asks Linux for transparent huge pages: each
+//     update is a random access into it, and 4 KiB pages would add a TLB miss to most.
 //
 // CONCURRENCY (what is lock-free, what is not, and why)
 //   * An update whose new score stays in its node's range is lock-free: a few atomic
