@@ -1413,6 +1413,23 @@ class SemiOrderedIndex {
   // Exclusive. Rebuilds the chain over `all` (every live id) by a parallel counting sort
   // of keys into ~size/(B/2) buckets by linear interpolation of the score; buckets are
   // in key order, so each becomes a node (oversized ones are refined lazily by queries).
+  // Maps scores to nb buckets by linear interpolation over [mn, mx]. Monotone in the
+  // score (each floating-point step is), so bucket order is key order and ties share a
+  // bucket.
+  struct Bucketing {
+    double mn, scale;
+    size_t nb;
+    Bucketing(double lo, double hi, size_t buckets) : mn(lo), nb(buckets) {
+      const double span = hi - lo;
+      scale = (span > 0 && std::isfinite(span)) ? double(nb) / span : 0.0;
+    }
+    size_t operator()(double v) const noexcept {
+      const double f = (v - mn) * scale;
+      const size_t b = f <= 0 ? 0 : size_t(f);
+      return b >= nb ? nb - 1 : b;
+    }
+  };
+
   // Exclusive. Frees every node but the head (no reader is pinned) and empties the head.
   void reset_chain_locked() {
     {
@@ -1484,16 +1501,9 @@ class SemiOrderedIndex {
     });
     uint64_t n = 0;
     for (uint64_t c : tcount) n += c;
-    const double mn = *std::min_element(tmin.begin(), tmin.end());
-    const double mx = *std::max_element(tmax.begin(), tmax.end());
-    const size_t nb = std::max<size_t>(1, size_t(n / std::max<uint32_t>(1, node_size_ / 2)));
-    const double span = mx - mn;
-    const double scale = (span > 0 && std::isfinite(span)) ? double(nb) / span : 0.0;
-    auto bucket_of = [&](double v) -> size_t {
-      double f = (v - mn) * scale;
-      size_t b = f <= 0 ? 0 : size_t(f);
-      return b >= nb ? nb - 1 : b;
-    };
+    const Bucketing bucket_of(*std::min_element(tmin.begin(), tmin.end()), *std::max_element(tmax.begin(), tmax.end()),
+                              std::max<size_t>(1, size_t(n / std::max<uint32_t>(1, node_size_ / 2))));
+    const size_t nb = bucket_of.nb;
     std::vector<std::vector<uint32_t>> hist(T, std::vector<uint32_t>(nb, 0));
     std::vector<std::vector<Packed>> tmin_key(T, std::vector<Packed>(nb, ~Packed(0)));
     detail::parallel_for(size_t(cap), T, [&](unsigned t, size_t b, size_t e) {
@@ -1587,16 +1597,9 @@ class SemiOrderedIndex {
       tmin[t] = mn;
       tmax[t] = mx;
     });
-    const double mn = *std::min_element(tmin.begin(), tmin.end());
-    const double mx = *std::max_element(tmax.begin(), tmax.end());
-    const size_t nb = std::max<size_t>(1, n / std::max<uint32_t>(1, node_size_ / 2));
-    const double span = mx - mn;
-    const double scale = (span > 0 && std::isfinite(span)) ? double(nb) / span : 0.0;
-    auto bucket_of = [&](double s) -> size_t {
-      double f = (s - mn) * scale;
-      size_t b = f <= 0 ? 0 : size_t(f);
-      return b >= nb ? nb - 1 : b;
-    };
+    const Bucketing bucket_of(*std::min_element(tmin.begin(), tmin.end()), *std::max_element(tmax.begin(), tmax.end()),
+                              std::max<size_t>(1, size_t(n / std::max<uint32_t>(1, node_size_ / 2))));
+    const size_t nb = bucket_of.nb;
     // Parallel counting sort: per-thread histograms, prefix sums, scatter.
     std::vector<std::vector<uint32_t>> hist(T, std::vector<uint32_t>(nb + 1, 0));
     detail::parallel_for(n, T, [&](unsigned t, size_t b, size_t e) {
