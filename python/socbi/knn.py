@@ -35,7 +35,7 @@ concurrent inserts), so pass ``num_threads=1`` when a bit-reproducible graph mat
 from __future__ import annotations
 
 import os
-import tempfile
+import uuid
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple, Union
 
@@ -425,11 +425,15 @@ class NeighbourPool:
         pass
 
 
+def _tmp_path(target: Path) -> str:
+    """A unique temporary name next to ``target`` (created with the process umask)."""
+    return str(target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"))
+
+
 def _atomic_savez(target: Path, arrays: Dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=str(target.parent))
-    os.close(fd)
+    tmp = _tmp_path(target)
     try:
-        with open(tmp, "wb") as fh:
+        with open(tmp, "xb") as fh:
             np.savez(fh, **{k: np.asarray(v) for k, v in arrays.items()})
         os.replace(tmp, target)
     except BaseException:
@@ -595,8 +599,7 @@ class HNSWPool(NeighbourPool):
 
     def _save(self, path: Path) -> None:
         target = Path(str(path) + ".hnsw")
-        fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=str(target.parent))
-        os.close(fd)
+        tmp = _tmp_path(target)
         try:
             self._index.save_index(tmp)
             os.replace(tmp, target)

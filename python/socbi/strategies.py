@@ -260,6 +260,16 @@ def _top_n(scores: np.ndarray, ids: np.ndarray, n: int, rng: np.random.Generator
     return ids[order].astype(np.int64)
 
 
+def _progress(iterable, total: int, desc: str, enabled: bool):
+    if not enabled:
+        return iterable
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover
+        return iterable
+    return tqdm(iterable, total=total, desc=desc, leave=False)
+
+
 def _seed_rng(seed: Optional[int]) -> np.random.Generator:
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
         raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
@@ -384,13 +394,14 @@ class KCenterGreedy(Strategy):
 
     name = "kcenter"
 
-    def __init__(self, metric: str = "l2", chunk: int = 256) -> None:
+    def __init__(self, metric: str = "l2", chunk: int = 256, progress: bool = True) -> None:
         if metric not in ("l2", "cosine"):
             raise ValueError(f"metric must be 'l2' or 'cosine', got {metric!r}")
         if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk < 1:
             raise ValueError(f"chunk must be a positive integer, got {chunk!r}")
         self.metric = metric
         self.chunk = int(chunk)
+        self.progress = bool(progress)
         # (embeddings object, labelled mask it was computed for, min squared distances)
         self._cache: Optional[Tuple[Any, np.ndarray, np.ndarray]] = None
         # (embeddings object, float32 (normalised) vectors, squared norms); holding the
@@ -422,7 +433,9 @@ class KCenterGreedy(Strategy):
             return out
         xr = xv[rows]
         sr = sq[rows]
-        for s in range(0, centres.size, self.chunk):
+        starts = range(0, centres.size, self.chunk)
+        long = self.progress and rows.size * centres.size >= 200_000_000
+        for s in _progress(starts, len(starts), "k-center distances", long):
             c = centres[s:s + self.chunk]
             d2 = xr @ xv[c].T
             d2 *= -2.0
@@ -466,7 +479,8 @@ class KCenterGreedy(Strategy):
         xc = xv[cand]
         sc = sq[cand]
         picks = np.empty(n, np.int64)
-        for t in range(n):
+        long = self.progress and cand.size * n >= 200_000_000
+        for t in _progress(range(n), n, "k-center picks", long):
             if np.isinf(d).all():
                 j = int(rng.integers(cand.size))  # no centre yet
             else:
@@ -649,7 +663,7 @@ STRATEGIES: Dict[str, Callable[..., Strategy]] = {
     "socbi": SoCBI,
     "lc_socbi": lambda **kw: SoCBIPrefilter(LeastConfidence(), **kw),
     "kcenter_socbi": lambda **kw: SoCBIPrefilter(
-        KCenterGreedy(**{k: kw.pop(k) for k in ("metric", "chunk") if k in kw}), **kw),
+        KCenterGreedy(**{k: kw.pop(k) for k in ("metric", "chunk", "progress") if k in kw}), **kw),
     "seals": SEALS,
 }
 
