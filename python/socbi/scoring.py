@@ -220,7 +220,7 @@ class BoundaryScorer:
             if flat.size:
                 self._update(flat, np.ones(flat.size))
         elif lab_ids.size:
-            self.last_round = self._attach(lab_ids, repair=False)
+            self.last_round = self._attach(lab_ids, from_pool=False)
 
     # ------------------------------------------------------------------ helpers
     @staticmethod
@@ -338,14 +338,19 @@ class BoundaryScorer:
         if ids.size == 0:
             self.last_round = RoundStats()
             return self.last_round
-        stats = self._attach(ids, repair=True)
+        stats = self._attach(ids, from_pool=True)
         self.last_round = stats
         return stats
 
-    def _attach(self, new: np.ndarray, *, repair: bool) -> RoundStats:
-        """Count the neighbours of ``new`` (unlabelled until now, or labelled at construction)."""
+    def _attach(self, new: np.ndarray, *, from_pool: bool) -> RoundStats:
+        """Count the neighbours of ``new``.
+
+        ``from_pool=True`` (a round): ``new`` are unlabelled samples that leave the pool and
+        the index, and older lists that held them are repaired. ``from_pool=False`` (set-up):
+        ``new`` were labelled before the pool existed; no other list exists yet.
+        """
         stats = RoundStats(labelled=int(new.size))
-        in_pool = not bool(self._labelled[new[0]]) and new[0] in self.pool
+        in_pool = repair = from_pool
         t_d = time.perf_counter()
         if in_pool:
             self.pool.mark_labelled(new)
