@@ -982,7 +982,8 @@ class ActiveLearner:
                                    f"{exc}); it may be truncated or corrupt -- restore a backup or "
                                    f"start a new session") from exc
         if "__meta__" not in arrays or "__meta_sha256__" not in arrays:
-            raise SessionFileError(f"{str(path)!r} has no session metadata; it is not a socbi session file")
+            raise SessionFileError(f"{str(path)!r} has no session metadata: it is not a socbi session file, "
+                                   f"or it is truncated or corrupt")
         meta_bytes = arrays.pop("__meta__").tobytes()
         digest = arrays.pop("__meta_sha256__").tobytes().decode(errors="replace")
         if hashlib.sha256(meta_bytes).hexdigest() != digest:
@@ -1083,14 +1084,16 @@ class ActiveLearner:
                    sources=sources, class_names=meta["class_names"], seed=meta["seed"],
                    progress=progress, _restore=restore)
 
-    def check(self) -> None:
+    def check(self, recount: Optional[bool] = None) -> None:
         """Verify scorer invariants and that labels agree with the pool; AssertionError if not.
 
-        O(n + |L| K) plus a recount (|L| pool queries).
+        ``recount`` (default: only for the exact backend, where it must hold exactly;
+        HNSW answers depend on which graph nodes are deleted) also compares the counts
+        with a from-scratch recount. O(n + |L| K) plus |L| pool queries for a recount.
         """
         if not np.array_equal(np.asarray(self.scorer.labelled_mask), self._labels >= 0):
             raise AssertionError("labels and the scorer's labelled set disagree")
-        self.scorer.check(recount=True)
+        self.scorer.check(recount=self.backend == "exact" if recount is None else bool(recount))
 
     def __repr__(self) -> str:
         return (f"ActiveLearner(n={self.n_samples}, labelled={self.n_labelled}, round={self.round}, "

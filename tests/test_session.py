@@ -1,0 +1,514 @@
+"""ActiveLearner: rounds on real digits, atomicity, save/load/resume (also after a kill),
+interrupted saves, corrupt files, stopping rules, labelling export/import."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("sklearn")
+from sklearn.datasets import load_digits  # noqa: E402
+
+from socbi.session import ActiveLearner, SessionFileError, atomic_write, canonical_strategy  # noqa: E402
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_blas_thread():
+    # Small BLAS calls on a shared 2-core machine are far faster single-threaded.
+    from threadpoolctl import threadpool_limits
+    with threadpool_limits(limits=1):
+        yield
+
+
+@pytest.fixture(scope="module")
+def digits():
+    d = load_digits()
+    x = (d.data / 16.0).astype(np.float32)
+    y = d.target.astype(np.int64)
+    return x, y
+
+
+def initial_labels(y, per_class=2, seed=0):
+    rng = np.random.default_rng(seed)
+    lab = np.full(y.size, -1, np.int64)
+    for c in np.unique(y):
+        ids = rng.choice(np.flatnonzero(y == c), per_class, replace=False)
+        lab[ids] = y[ids]
+    return lab
+
+
+def learner(digits, strategy="lc_socbi", **kw):
+    x, y = digits
+    kw.setdefault("backend", "exact")
+    kw.setdefault("progress", False)
+    return ActiveLearner(x, initial_labels(y), strategy=strategy, **kw)
+
+
+def counts_snapshot(lrn):
+    unl = lrn.unlabelled_ids()
+    return unl, lrn.scorer.counts(unl)
+
+
+# ----------------------------------------------------------------------------- rounds
+@pytest.mark.parametrize("strategy", ["lc_socbi", "kcenter_socbi", "seals", "random"])
+def test_rounds_never_repeat_and_counts_match_a_recount(digits, strategy):
+    x, y = digits
+    lrn = learner(digits, strategy)
+    start = set(lrn.labelled_ids().tolist())
+    seen = set()
+    for r in range(5):
+        ids = lrn.query(20)
+        assert ids.size == 20 and np.unique(ids).size == 20
+        assert not (set(ids.tolist()) & start), "a labelled id came back"
+        assert not (set(ids.tolist()) & seen), "an id was picked twice"
+        assert (lrn.labels[ids] == -1).all()
+        entry = lrn.teach(ids, y[ids])
+        seen |= set(ids.tolist())
+        assert entry["round"] == r and entry["source"] == "query"
+        assert entry["rank"] == list(range(1, 21))
+        lrn.check()  # incremental counts == a recount over the current pool
+    assert lrn.round == 5 and lrn.n_labelled == 20 + 100
+    np.testing.assert_array_equal(lrn.labels[list(seen)], y[list(seen)])
+
+
+def test_query_is_pure_until_teach(digits):
+    lrn = learner(digits, "kcenter_socbi")
+    a = lrn.query(15)
+    b = lrn.query(15)
+    np.testing.assert_array_equal(a, b)
+    assert lrn.n_labelled == 20 and lrn.round == 0
+
+
+def test_log_says_why_each_sample_was_picked(digits):
+    x, y = digits
+    lrn = learner(digits, "lc_socbi", strategy_options={"candidate_factor": 3.0}, eval_set=(x, y))
+    ids = lrn.query(10)
+    pend = lrn.pending()
+    counts_now = lrn.scorer.counts(ids).tolist()
+    entry = lrn.teach(ids, y[ids])
+    assert entry["score_name"] == "least_confidence" and entry["candidates"] == 30
+    assert entry["counts"] == counts_now == pend["counts"]
+    # LC inside the candidate set: the uncertainties come out best first
+    assert all(a >= b for a, b in zip(entry["scores"], entry["scores"][1:]))
+    for key in ("t_update", "t_sort", "t_search", "t_select", "t_model"):
+        assert entry[key] >= 0
+    assert 0 < entry["accuracy"] <= 1 and lrn.log == [entry]
+
+
+def test_manual_teach_is_logged_as_manual(digits):
+    x, y = digits
+    lrn = learner(digits, "random")
+    ids = lrn.unlabelled_ids()[:3]
+    entry = lrn.teach(ids, y[ids])
+    assert entry["source"] == "manual" and entry["ids"] == ids.tolist()
+
+
+def test_bad_teach_changes_nothing(digits):
+    x, y = digits
+    lrn = learner(digits, "lc_socbi")
+    before_labels = lrn.labels.copy()
+    before_counts = counts_snapshot(lrn)
+    lab_id = int(lrn.labelled_ids()[0])
+    unl = lrn.unlabelled_ids()
+    cases = [
+        ([unl[0], unl[0]], [1, 1], "distinct"),
+        ([unl[0], lab_id], [1, 1], "labelled already"),
+        ([unl[0], unl[1]], [1], "one label per id"),
+        ([unl[0]], [-1], "classes >= 0"),
+        ([unl[0]], [1.5], "not an integer"),
+        ([10**6], [1], r"\[0, 1797\)"),
+        ([], [], "empty"),
+        ([unl[0]], ["seven"], "class_names"),
+    ]
+    for ids, labels, msg in cases:
+        with pytest.raises(ValueError, match=msg):
+            lrn.teach(ids, labels)
+    np.testing.assert_array_equal(lrn.labels, before_labels)
+    after = counts_snapshot(lrn)
+    np.testing.assert_array_equal(after[0], before_counts[0])
+    np.testing.assert_array_equal(after[1], before_counts[1])
+    assert lrn.round == 0 and lrn.log == []
+    lrn.check()
+
+
+class _FlakyModel:
+    """An sklearn-style model whose fit fails once it sees more than ``limit`` samples."""
+
+    def __init__(self, limit=30):
+        self.limit = limit
+
+    def get_params(self, deep=True):
+        return {"limit": self.limit}
+
+    def set_params(self, **p):
+        self.limit = p.get("limit", self.limit)
+        return self
+
+    def fit(self, x, y):
+        if len(y) > self.limit:
+            raise RuntimeError("simulated training failure")
+        self.classes_ = np.unique(y)
+        return self
+
+    def predict_proba(self, x):
+        return np.full((len(x), self.classes_.size), 1.0 / self.classes_.size)
+
+
+def test_failing_model_fit_leaves_session_unchanged(digits):
+    x, y = digits
+    lrn = learner(digits, "kcenter_socbi", model=_FlakyModel(limit=30))
+    ids = lrn.query(20)
+    before = counts_snapshot(lrn)
+    pool_before = np.asarray(lrn.scorer.pool.state).copy()
+    with pytest.raises(RuntimeError, match="simulated"):
+        lrn.teach(ids, y[ids])
+    assert lrn.n_labelled == 20 and lrn.round == 0
+    np.testing.assert_array_equal(np.asarray(lrn.scorer.pool.state), pool_before)
+    np.testing.assert_array_equal(counts_snapshot(lrn)[1], before[1])
+    np.testing.assert_array_equal(lrn.query(20), ids)  # the same round, same answer
+    lrn.check()
+
+
+def test_uncertainty_strategy_without_two_classes_says_how_to_start(digits):
+    x, y = digits
+    lab = np.full(y.size, -1)
+    lab[np.flatnonzero(y == 3)[:4]] = 3
+    lrn = ActiveLearner(x, lab, strategy="least_confidence", backend="exact", progress=False)
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        lrn.query(5)
+    lrn2 = ActiveLearner(x, lab, strategy="kcenter", backend="exact", progress=False)
+    assert lrn2.query(5).size == 5
+
+
+def test_constructor_errors_name_the_argument(digits):
+    x, y = digits
+    with pytest.raises(ValueError, match="unknown strategy 'nope'"):
+        ActiveLearner(x, strategy="nope", backend="exact", progress=False)
+    with pytest.raises(ValueError, match="labels must be a 1-D array"):
+        ActiveLearner(x, y[:10], backend="exact", progress=False)
+    with pytest.raises(ValueError, match="budget"):
+        ActiveLearner(x, budget=1.5, backend="exact", progress=False)
+    with pytest.raises(ValueError, match="target_accuracy needs eval_set"):
+        ActiveLearner(x, target_accuracy=0.9, backend="exact", progress=False)
+    with pytest.raises(ValueError, match="backend"):
+        ActiveLearner(x, backend="faiss", progress=False)
+    assert canonical_strategy("LC-So-CBI") == "lc_socbi" and canonical_strategy("LC") == "least_confidence"
+
+
+# ----------------------------------------------------------------------------- stopping rules
+def test_stopping_rules(digits):
+    x, y = digits
+    lrn = learner(digits, "margin", budget=75)
+    entries = lrn.run(y, 20, progress=False)
+    assert [e["labelled"] for e in entries] == [40, 60, 75]  # last batch shortened to the budget
+    assert lrn.done and "budget" in lrn.stop_reason()
+
+    lrn = learner(digits, "random", max_rounds=2)
+    lrn.run(y, 10, progress=False)
+    assert lrn.round == 2 and "round limit" in lrn.stop_reason()
+
+    lrn = learner(digits, "margin", eval_set=(x, y), target_accuracy=0.85)
+    lrn.run(y, 20, progress=False)
+    assert lrn.accuracy >= 0.85 and "target accuracy" in lrn.stop_reason()
+    assert all(e["accuracy"] < 0.85 for e in lrn.log[:-1])
+
+
+# ----------------------------------------------------------------------------- persistence
+RESUME_CASES = [
+    dict(strategy="lc_socbi"),
+    dict(strategy="kcenter_socbi"),
+    dict(strategy="kcenter"),
+    dict(strategy="seals"),
+    dict(strategy="random"),
+    dict(strategy="lc_socbi", backend="hnsw", pool_options={"num_threads": 1}),
+]
+
+
+@pytest.mark.parametrize("case", RESUME_CASES, ids=lambda c: f"{c['strategy']}-{c.get('backend', 'exact')}")
+def test_save_load_resumes_exactly(digits, tmp_path, case):
+    x, y = digits
+    a = learner(digits, **case)
+    for _ in range(3):
+        ids = a.query(20)
+        a.teach(ids, y[ids])
+    path = tmp_path / "s.socbi"
+    a.save(path)
+    b = ActiveLearner.load(path, progress=False)
+    assert b.round == a.round == 3 and b.log == json.loads(json.dumps(a.log))
+    np.testing.assert_array_equal(b.labels, a.labels)
+    np.testing.assert_array_equal(counts_snapshot(b)[1], counts_snapshot(a)[1])
+    for _ in range(3):  # the next queries are the uninterrupted run's
+        qa, qb = a.query(20), b.query(20)
+        np.testing.assert_array_equal(qa, qb)
+        a.teach(qa, y[qa])
+        b.teach(qb, y[qb])
+    b.check()
+
+
+def test_torch_mlp_model_resumes_exactly(digits, tmp_path):
+    pytest.importorskip("torch")
+    x, y = digits
+    a = learner(digits, "lc_socbi", model="mlp", eval_set=(x[:300], y[:300]))
+    for _ in range(2):
+        ids = a.query(20)
+        a.teach(ids, y[ids])
+    a.save(tmp_path / "m.socbi")
+    b = ActiveLearner.load(tmp_path / "m.socbi", progress=False)
+    np.testing.assert_allclose(b.model.predict_proba(x[:50]), a.model.predict_proba(x[:50]))
+    np.testing.assert_array_equal(a.query(20), b.query(20))
+    assert b.accuracy == a.accuracy
+
+
+def test_load_checks_embeddings_and_custom_models(digits, tmp_path):
+    x, y = digits
+    a = learner(digits, "random")
+    a.save(tmp_path / "noemb.socbi", store_embeddings=False)
+    with pytest.raises(ValueError, match="saved without embeddings"):
+        ActiveLearner.load(tmp_path / "noemb.socbi", progress=False)
+    other = x.copy()
+    other[0, 0] += 1
+    with pytest.raises(ValueError, match="differ from"):
+        ActiveLearner.load(tmp_path / "noemb.socbi", other, progress=False)
+    b = ActiveLearner.load(tmp_path / "noemb.socbi", x, progress=False)
+    np.testing.assert_array_equal(b.query(7), a.query(7))
+
+    c = learner(digits, "random", model=_FlakyModel(limit=10**6))
+    c.save(tmp_path / "custom.socbi")
+    with pytest.raises(ValueError, match="custom model"):
+        ActiveLearner.load(tmp_path / "custom.socbi", progress=False)
+    assert ActiveLearner.load(tmp_path / "custom.socbi", model=_FlakyModel(), progress=False).round == 0
+
+
+def _flip_byte(path: Path, offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_corrupt_truncated_and_foreign_files_are_refused(digits, tmp_path):
+    a = learner(digits, "random")
+    good = tmp_path / "good.socbi"
+    a.save(good)
+    size = good.stat().st_size
+
+    trunc = tmp_path / "trunc.socbi"
+    trunc.write_bytes(good.read_bytes()[: size // 2])
+    with pytest.raises(SessionFileError, match="truncated or corrupt"):
+        ActiveLearner.load(trunc, progress=False)
+    trunc.write_bytes(good.read_bytes()[: size - 10])
+    with pytest.raises(SessionFileError, match="truncated or corrupt"):
+        ActiveLearner.load(trunc, progress=False)
+
+    # A flipped byte inside the labels array: zip CRC or our checksum must catch it.
+    with zipfile.ZipFile(good) as z:
+        info = z.getinfo("labels.npy")
+    flipped = tmp_path / "flipped.socbi"
+    flipped.write_bytes(good.read_bytes())
+    _flip_byte(flipped, info.header_offset + 30 + len(info.filename) + info.compress_size - 3)
+    with pytest.raises(SessionFileError):
+        ActiveLearner.load(flipped, progress=False)
+
+    with pytest.raises(SessionFileError, match="no session file"):
+        ActiveLearner.load(tmp_path / "missing.socbi", progress=False)
+    foreign = tmp_path / "foreign.npz"
+    np.savez(foreign, a=np.arange(3))
+    with pytest.raises(SessionFileError, match="not a socbi session file"):
+        ActiveLearner.load(foreign, progress=False)
+
+
+def test_pickled_payloads_are_never_unpickled(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    evil = tmp_path / "evil.socbi"
+    np.savez(evil, __meta__=np.array([Evil()], dtype=object), labels=np.arange(3))
+    with pytest.raises(SessionFileError):
+        ActiveLearner.load(evil, progress=False)
+    assert not marker.exists()
+
+
+def test_atomic_write_failure_keeps_the_old_file(tmp_path, monkeypatch):
+    target = tmp_path / "f.bin"
+    atomic_write(target, lambda fh: fh.write(b"old"))
+
+    def boom(*a, **k):
+        raise OSError("simulated crash before rename")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(OSError, match="simulated"):
+        atomic_write(target, lambda fh: fh.write(b"new"))
+    monkeypatch.undo()
+    assert target.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.bin"]  # temp file removed
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        atomic_write(tmp_path / "nodir" / "f.bin", lambda fh: fh.write(b"x"))
+
+
+CHILD = textwrap.dedent("""
+    import os, sys
+    import numpy as np
+    from threadpoolctl import threadpool_limits
+    threadpool_limits(1)
+    from sklearn.datasets import load_digits
+    from socbi.session import ActiveLearner
+    sys.path.insert(0, {tests!r})
+    from test_session import initial_labels
+    d = load_digits(); x = (d.data / 16.0).astype(np.float32); y = d.target.astype(np.int64)
+    path, mode = sys.argv[1], sys.argv[2]
+    lrn = ActiveLearner(x, initial_labels(y), strategy={strategy!r}, backend="exact", progress=False)
+    if mode == "run":
+        # save after every round; the parent kills us at some point
+        while True:
+            ids = lrn.query(20)
+            lrn.teach(ids, y[ids])
+            lrn.save(path)
+            print("saved", lrn.round, flush=True)
+    else:  # "crash-in-save": a good save, one more round, then die between write and rename
+        ids = lrn.query(20); lrn.teach(ids, y[ids]); lrn.save(path)
+        ids = lrn.query(20); lrn.teach(ids, y[ids])
+        real_replace = os.replace
+        def replace(src, dst):  # die exactly between the final write and its rename
+            if os.fspath(dst) == path:
+                os._exit(9)
+            return real_replace(src, dst)
+        os.replace = replace
+        lrn.save(path)
+""")
+
+
+def _child(tmp_path, strategy):
+    script = tmp_path / "child.py"
+    script.write_text(CHILD.format(tests=str(Path(__file__).parent), strategy=strategy))
+    return script
+
+
+@pytest.mark.parametrize("strategy", ["lc_socbi", "kcenter_socbi"])
+def test_kill_mid_run_then_resume_gives_the_uninterrupted_query(digits, tmp_path, strategy):
+    x, y = digits
+    path = tmp_path / "run.socbi"
+    proc = subprocess.Popen([sys.executable, str(_child(tmp_path, strategy)), str(path), "run"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stdout:
+            if line.split() == ["saved", "3"]:
+                break
+        else:
+            pytest.fail(f"child ended early: {proc.stderr.read()}")
+        proc.send_signal(signal.SIGKILL)  # most likely in the middle of round 4 or its save
+    finally:
+        proc.kill()
+        proc.wait()
+    resumed = ActiveLearner.load(path, progress=False)
+    assert resumed.round >= 3
+    ref = learner(digits, strategy)  # the uninterrupted run, to the same round
+    for _ in range(resumed.round):
+        ids = ref.query(20)
+        ref.teach(ids, y[ids])
+    np.testing.assert_array_equal(resumed.labels, ref.labels)
+    np.testing.assert_array_equal(resumed.query(20), ref.query(20))
+    resumed.check()
+
+
+def test_crash_between_write_and_rename_leaves_the_old_session(digits, tmp_path):
+    x, y = digits
+    path = tmp_path / "c.socbi"
+    res = subprocess.run([sys.executable, str(_child(tmp_path, "lc_socbi")), str(path), "crash-in-save"],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 9, res.stderr
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert leftovers, "the interrupted save should have left its temporary file"
+    old = ActiveLearner.load(path, progress=False)
+    assert old.round == 1 and old.n_labelled == 40
+    ref = learner(digits, "lc_socbi")
+    ids = ref.query(20)
+    ref.teach(ids, y[ids])
+    np.testing.assert_array_equal(old.query(20), ref.query(20))
+
+
+# ----------------------------------------------------------------------------- labelling files
+@pytest.mark.parametrize("suffix", [".csv", ".json"])
+def test_export_import_round_trip(digits, tmp_path, suffix):
+    x, y = digits
+    lrn = learner(digits, "lc_socbi", sources=[f"digits/{i}.png" for i in range(y.size)])
+    path = tmp_path / f"batch{suffix}"
+    lrn.export_batch(path, 12)
+    ids = np.asarray(lrn.pending()["ids"])
+    if suffix == ".csv":
+        text = path.read_text().splitlines()
+        assert text[0] == "id,rank,score,score_name,count,source,label"
+        rows = [r.split(",") for r in text[1:]]
+        assert [int(r[0]) for r in rows] == ids.tolist() and [int(r[1]) for r in rows] == list(range(1, 13))
+        assert rows[0][5] == f"digits/{ids[0]}.png" and rows[0][3] == "least_confidence"
+        filled = [text[0]] + [",".join(r[:-1] + [str(y[int(r[0])])]) for r in reversed(rows)]
+        path.write_text("\n".join(filled) + "\n")
+    else:
+        doc = json.loads(path.read_text())
+        assert doc["format"] == "socbi-batch" and [it["id"] for it in doc["items"]] == ids.tolist()
+        for it in doc["items"]:
+            it["label"] = int(y[it["id"]])
+        path.write_text(json.dumps(doc))
+    entry = lrn.import_labels(path)
+    assert sorted(entry["ids"]) == sorted(ids.tolist()) and entry["source"] == "query"
+    np.testing.assert_array_equal(lrn.labels[ids], y[ids])
+    lrn.check()
+
+
+def test_import_reports_every_problem_and_imports_nothing(digits, tmp_path):
+    x, y = digits
+    lrn = learner(digits, "kcenter_socbi")
+    path = tmp_path / "b.csv"
+    lrn.export_batch(path, 5)
+    ids = lrn.pending()["ids"]
+    lab_id = int(lrn.labelled_ids()[0])
+
+    def write(rows):
+        path.write_text("id,label,note\n" + "".join(f"{a},{b},x\n" for a, b in rows))
+
+    cases = [
+        ([(i, 1) for i in ids[:4]] + [(99999, 1)], "unknown id 99999"),
+        ([(i, 1) for i in ids[:4]] + [(lab_id, 1)], f"unknown id {lab_id}"),
+        ([(i, 1) for i in ids] + [(ids[0], 2)], f"duplicate id {ids[0]}"),
+        ([(i, 1) for i in ids[:4]] + [(ids[4], "")], f"id {ids[4]} has no label"),
+        ([(i, 1) for i in ids[:4]], "have no row"),
+        ([(i, 1) for i in ids[:4]] + [(ids[4], "cat")], "'cat' is not a class number"),
+        ([(i, 1) for i in ids[:4]] + [("x7", 1)], "'x7' is not an integer"),
+    ]
+    for rows, msg in cases:
+        write(rows)
+        with pytest.raises(ValueError, match=msg):
+            lrn.import_labels(path)
+        assert lrn.n_labelled == 20 and lrn.round == 0
+    path.write_text("id,rank\n1,1\n")
+    with pytest.raises(ValueError, match="no 'label' column"):
+        lrn.import_labels(path)
+    # a partial batch is fine when asked for: empty cells stay unlabelled
+    write([(ids[0], 3), (ids[1], ""), (ids[2], 4)])
+    entry = lrn.import_labels(path, allow_partial=True)
+    assert entry["ids"] == [ids[0], ids[2]] and entry["labels"] == [3, 4]
+
+
+def test_import_class_names_and_already_labelled(digits, tmp_path):
+    x, y = digits
+    names = [f"digit-{c}" for c in range(10)]
+    lrn = learner(digits, "random", class_names=names)
+    ids = lrn.unlabelled_ids()[:3]
+    path = tmp_path / "names.json"
+    path.write_text(json.dumps([{"id": int(i), "label": names[int(y[i])]} for i in ids]))
+    lrn.import_labels(path)  # no pending batch: any unlabelled ids are accepted
+    np.testing.assert_array_equal(lrn.labels[ids], y[ids])
+    with pytest.raises(ValueError, match="labelled already"):
+        lrn.import_labels(path)
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        lrn.import_labels(path)
