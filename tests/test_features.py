@@ -237,6 +237,15 @@ def test_multicrop_identity_and_determinism(digits):
     torch.testing.assert_close(flip(x, torch.Generator())[0][0], x.flip(-1), atol=1e-5, rtol=0)
 
 
+def test_trainer_leaves_global_rng_alone(digits):
+    state = torch.random.get_rng_state()
+    tr = sf.DinoTrainer(epochs=1, seed=5)
+    tr.build(digits[0][:2])
+    assert torch.equal(torch.random.get_rng_state(), state)
+    a = sf.DinoTrainer(epochs=1, seed=5).build(digits[0][:2]).embed(digits[0][:50], progress=False)
+    np.testing.assert_array_equal(a, tr.embed(digits[0][:50], progress=False))   # same seed, same net
+
+
 def test_config_validation_messages():
     with pytest.raises(ValueError, match="teacher_temp=0.2"):
         sf.DinoTrainer(teacher_temp=0.2)

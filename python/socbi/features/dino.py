@@ -392,7 +392,7 @@ class DinoConfig:
     freeze_last_layer_epochs: int = 1
     width: int = 32
     seed: int = 0
-    amp: Optional[bool] = None
+    amp: Optional[bool] = None   # bfloat16 autocast; None = on for CUDA with bf16 support
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad field, its value and the fix."""
@@ -491,10 +491,11 @@ class DinoTrainer:
         cfg.validate()
         self.config = cfg
         self.device = resolve_device(device)
-        torch.manual_seed(cfg.seed)
         self._default_backbone = backbone is None
         if backbone is None:
-            backbone = SmallCNN(in_channels=in_channels, width=cfg.width)
+            with torch.random.fork_rng(devices=[]):   # seeded init without touching the global RNG
+                torch.manual_seed(cfg.seed)
+                backbone = SmallCNN(in_channels=in_channels, width=cfg.width)
         elif not isinstance(backbone, nn.Module):
             raise TypeError(f"backbone has type {type(backbone).__name__}; pass a torch.nn.Module or None")
         self._backbone_init = backbone
@@ -541,8 +542,9 @@ class DinoTrainer:
             assert example is not None
             embed_dim = self._infer_dim(backbone, example)
         self.embed_dim = embed_dim
-        torch.manual_seed(cfg.seed + 1)
-        head = DinoHead(embed_dim, cfg.out_dim, cfg.hidden_dim, cfg.bottleneck_dim)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed + 1)
+            head = DinoHead(embed_dim, cfg.out_dim, cfg.hidden_dim, cfg.bottleneck_dim)
         self.student = _DinoNet(backbone, head).to(self.device)
         self.teacher = copy.deepcopy(self.student)
         for p in self.teacher.parameters():
@@ -621,7 +623,10 @@ class DinoTrainer:
         globals_, locals_ = self._augmenter(x)(x, self.generator)
         self.student.train()
         self.teacher.train()
-        with _amp_context(self.device, cfg.amp, None):
+        # bfloat16 autocast only (float16 would need a GradScaler): on by default on CUDA with bf16
+        use_amp = cfg.amp if cfg.amp is not None else (
+            self.device.type == "cuda" and torch.cuda.is_bf16_supported())
+        with _amp_context(self.device, use_amp, torch.bfloat16):
             with torch.no_grad():
                 t_out = self.teacher(torch.cat(globals_)).chunk(len(globals_))
             s_out = list(self.student(torch.cat(globals_)).chunk(len(globals_)))
@@ -802,9 +807,8 @@ class DinoTrainer:
                     f"{str(path)!r} was trained with a user backbone ({info['class']}); "
                     f"pass backbone={info['class']}(...) with the same architecture to load it"
                 )
-            backbone = SmallCNN(**info["kwargs"])
-            trainer = cls(None, cfg, in_channels=info["kwargs"]["in_channels"], device=dev)
-            trainer._backbone_init = backbone
+            cfg.width = int(info["kwargs"]["width"])
+            trainer = cls(None, cfg, in_channels=int(info["kwargs"]["in_channels"]), device=dev)
         else:
             trainer = cls(backbone, cfg, device=dev)
         trainer._build(None, embed_dim=int(state["embed_dim"]))

@@ -355,8 +355,8 @@ def embed(
     parts: list = []
     result: Optional[np.ndarray] = None
     row = 0
+    bar = tqdm(total=n_batches, desc="embed", unit="batch", disable=(None if progress is None else not progress))
     try:
-        bar = tqdm(total=n_batches, desc="embed", unit="batch", disable=(None if progress is None else not progress))
         with torch.inference_mode(), _amp_context(dev, amp, amp_dtype):
             for x in batches:
                 b = _batch_len(x)
@@ -398,8 +398,8 @@ def embed(
                     parts.append(zn)
                 row += b
                 bar.update(1)
-        bar.close()
     finally:
+        bar.close()
         if hook_handle is not None:
             hook_handle.remove()
         if is_module:
