@@ -34,7 +34,8 @@ import numpy as np
 
 from ._deps import require_torch
 
-torch = require_torch()
+require_torch()  # clear ImportError naming the pip command when torch is missing
+import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
@@ -206,16 +207,19 @@ class MultiCropAugment:
         for name, p in (("flip_p", flip_p), ("blur_p", blur_p), ("solarize_p", solarize_p)):
             if not (0.0 <= p <= 1.0):
                 raise ValueError(f"{name}={p!r}; it is a probability in [0, 1]")
-        for name, v in (("brightness", brightness), ("contrast", contrast), ("noise_std", noise_std),
+        for name, f in (("brightness", brightness), ("contrast", contrast), ("noise_std", noise_std),
                         ("max_rotation", max_rotation)):
-            if v < 0:
-                raise ValueError(f"{name}={v!r}; it must be >= 0")
+            if f < 0:
+                raise ValueError(f"{name}={f!r}; it must be >= 0")
         self.global_size, self.local_size = global_size, local_size
         self.n_global, self.n_local = n_global, n_local
-        self.global_scale, self.local_scale, self.ratio = tuple(global_scale), tuple(local_scale), tuple(ratio)
+        self.global_scale: Tuple[float, float] = (float(global_scale[0]), float(global_scale[1]))
+        self.local_scale: Tuple[float, float] = (float(local_scale[0]), float(local_scale[1]))
+        self.ratio: Tuple[float, float] = (float(ratio[0]), float(ratio[1]))
         self.flip_p, self.max_rotation = flip_p, max_rotation
         self.brightness, self.contrast = brightness, contrast
-        self.blur_p, self.blur_sigma = blur_p, tuple(blur_sigma)
+        self.blur_p = blur_p
+        self.blur_sigma: Tuple[float, float] = (float(blur_sigma[0]), float(blur_sigma[1]))
         self.solarize_p, self.noise_std = solarize_p, noise_std
 
     @staticmethod
@@ -263,10 +267,10 @@ class MultiCropAugment:
                 ident = (t == 0).float()[None, :].expand(b, -1)
                 k1 = torch.where(do[:, None], k1, ident)           # no blur where not drawn
                 k2 = (k1[:, :, None] * k1[:, None, :]).to(dev, dt)  # (b, k, k)
-                c = x.shape[1]
-                weight = k2.repeat_interleave(c, dim=0).unsqueeze(1)  # (b*c, 1, k, k)
-                xx = F.pad(x.reshape(1, b * c, *x.shape[-2:]), [radius] * 4, mode="replicate")
-                x = F.conv2d(xx, weight, groups=b * c).reshape(x.shape)
+                ch = int(x.shape[1])
+                weight = k2.repeat_interleave(ch, dim=0).unsqueeze(1)  # (b*ch, 1, k, k)
+                xx = F.pad(x.reshape(1, b * ch, x.shape[-2], x.shape[-1]), [radius] * 4, mode="replicate")
+                x = F.conv2d(xx, weight, groups=b * ch).reshape(x.shape)
         if solarize_p > 0:
             do = (torch.rand(b, generator=g) < solarize_p).to(dev).view(shape)
             x = torch.where(do & (x >= 0.5), 1.0 - x, x)
@@ -328,8 +332,8 @@ def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
     """
     if not (0.0 <= momentum <= 1.0):
         raise ValueError(f"momentum={momentum!r}; it must lie in [0, 1]")
-    tp = list(teacher.parameters())
-    sp = list(student.parameters())
+    tp: List[torch.Tensor] = list(teacher.parameters())
+    sp: List[torch.Tensor] = list(student.parameters())
     if len(tp) != len(sp):
         raise ValueError("teacher and student must have the same architecture")
     torch._foreach_mul_(tp, momentum)
@@ -549,7 +553,8 @@ class DinoTrainer:
         self.teacher = copy.deepcopy(self.student)
         for p in self.teacher.parameters():
             p.requires_grad_(False)
-        decay, no_decay = [], []
+        decay: List[nn.Parameter] = []
+        no_decay: List[nn.Parameter] = []
         for name, p in self.student.named_parameters():
             (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
         self.optimizer = torch.optim.AdamW(

@@ -19,7 +19,8 @@ import numpy as np
 
 from ._deps import require_torch
 
-torch = require_torch()
+require_torch()  # clear ImportError naming the pip command when torch is missing
+import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch.utils.data import DataLoader, Dataset, IterableDataset  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
@@ -141,16 +142,16 @@ def _make_batches(
 
     if isinstance(data, DataLoader):
         loader = data
-        n = None
+        n_known: Optional[int] = None
         ds = loader.dataset
         if not isinstance(ds, IterableDataset) and hasattr(ds, "__len__") and not loader.drop_last \
                 and loader.batch_size is not None:
-            n = len(ds)  # type: ignore[arg-type]
+            n_known = len(ds)  # type: ignore[arg-type]
         try:
             n_batches: Optional[int] = len(loader)
         except TypeError:
             n_batches = None
-        return (input_fn(b) for b in loader), n, n_batches
+        return (input_fn(b) for b in loader), n_known, n_batches
 
     if isinstance(data, Dataset):
         loader = DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=num_workers,
@@ -313,7 +314,8 @@ def embed(
     if not isinstance(num_workers, int) or num_workers < 0:
         raise ValueError(f"num_workers={num_workers!r}; it must be an integer >= 0")
     dev = resolve_device(device)
-    is_module = isinstance(model, torch.nn.Module)
+    module: Optional[torch.nn.Module] = model if isinstance(model, torch.nn.Module) else None
+    is_module = module is not None
     if layer is not None and not is_module:
         raise ValueError(f"layer={layer!r} needs model to be a torch.nn.Module, got {type(model).__name__}")
 
@@ -338,12 +340,12 @@ def embed(
 
     hook_handle = None
     captured: dict = {}
-    was_training = model.training if is_module else False
-    if is_module:
-        model.eval()
-        model.to(dev)
+    was_training = module.training if module is not None else False
+    if module is not None:
+        module.eval()
+        module.to(dev)
         if layer is not None:
-            target = _find_module(model, layer)
+            target = _find_module(module, layer)
 
             def _hook(_mod: Any, _inp: Any, output: Any) -> None:
                 captured["out"] = output
@@ -388,6 +390,7 @@ def embed(
                     z = F.normalize(z, p=2.0, dim=1, eps=1e-12)
                 zn = z.to("cpu", dtype=torch.float32).numpy()
                 if out is not None:
+                    assert n is not None
                     if result is None:
                         result = np.lib.format.open_memmap(str(out), mode="w+", dtype=np.float32,
                                                            shape=(n, zn.shape[1]))
@@ -402,8 +405,8 @@ def embed(
         bar.close()
         if hook_handle is not None:
             hook_handle.remove()
-        if is_module:
-            model.train(was_training)
+        if module is not None:
+            module.train(was_training)
 
     if row == 0:
         raise ValueError("data is empty (0 samples); there is nothing to embed")

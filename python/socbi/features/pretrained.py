@@ -28,7 +28,8 @@ from typing import Any, Optional, Sequence, Tuple, Union
 
 from ._deps import require_module, require_torch
 
-torch = require_torch()
+require_torch()  # clear ImportError naming the pip command when torch is missing
+import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
@@ -199,7 +200,7 @@ def timm_encoder(name: str, pretrained: bool = True, checkpoint_path: Optional[s
 
 
 class _OpenClipImage(nn.Module):
-    def __init__(self, clip_model: nn.Module) -> None:
+    def __init__(self, clip_model: Any) -> None:
         super().__init__()
         self.model = clip_model
 

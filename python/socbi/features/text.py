@@ -18,7 +18,8 @@ import numpy as np
 
 from ._deps import TEXT_INSTALL_HINT, require_module, require_torch
 
-torch = require_torch()
+require_torch()  # clear ImportError naming the pip command when torch is missing
+import torch  # noqa: E402
 
 from .extract import DeviceLike, resolve_device  # noqa: E402
 
