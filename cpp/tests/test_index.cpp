@@ -1,5 +1,12 @@
 // C++ tests for socbi::SemiOrderedIndex, runnable without Python (ctest), and under
 // ThreadSanitizer / AddressSanitizer+UBSan (CMake options SOCBI_TSAN / SOCBI_ASAN).
+// The same file builds a second binary, test_index_race, with SOCBI_RACE_HOOK() defined
+// to yield at every step of the update protocol and of node split/removal, which widens
+// the race windows (run with --quick: the hooks make it slow).
+#if defined(SOCBI_TEST_RACE_HOOKS)
+#include <thread>
+#define SOCBI_RACE_HOOK() std::this_thread::yield()
+#endif
 #include <socbi/semi_ordered_index.hpp>
 
 #include <algorithm>
@@ -306,8 +313,7 @@ int main(int argc, char** argv) {
     for (uint64_t seed = 1; seed <= (quick ? 2u : 4u); ++seed) test_random_sequences(b, seed * 7919 + b);
   test_ties_and_edges();
   test_parallel_batch();
-  test_concurrent_stress(8, quick ? 3000 : 20000);
-  test_concurrent_stress(16, quick ? 1000 : 5000);
+  for (int threads : {2, 4, 8, 16}) test_concurrent_stress(threads, (quick ? 24000 : 120000) / threads);
   if (g_failures) {
     std::fprintf(stderr, "%d failure(s)\n", g_failures);
     return 1;
