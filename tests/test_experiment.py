@@ -169,3 +169,17 @@ def test_toml_config(tmp_path):
         load_config(tmp_path / "nope.toml")
     with pytest.raises(ConfigError, match="'out' must be"):
         config_from_dict({"out": 3})
+
+
+def test_curves_fall_back_to_svg_without_matplotlib(tmp_path, monkeypatch):
+    import sys
+
+    cfg = small(strategies=("random",), seeds=(0,))
+    res = run_experiment(cfg, progress=False)
+    from socbi.experiment import plot_curves
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    path = plot_curves(res, tmp_path / "curves.png")
+    assert path.name == "curves.svg"
+    text = path.read_text()
+    assert text.startswith("<svg") and "<polyline" in text and "random" in text

@@ -254,9 +254,20 @@ def test_save_load_resumes_exactly(digits, tmp_path, case):
 
 
 def test_torch_mlp_model_resumes_exactly(digits, tmp_path):
-    pytest.importorskip("torch")
+    torch = pytest.importorskip("torch")
+    from socbi.session import TorchMLPClassifier
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _mlp_resume(digits, tmp_path, TorchMLPClassifier(hidden=32, epochs=10))
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _mlp_resume(digits, tmp_path, model):
     x, y = digits
-    a = learner(digits, "lc_socbi", model="mlp", eval_set=(x[:300], y[:300]))
+    a = learner(digits, "lc_socbi", model=model, eval_set=(x[:300], y[:300]))
     for _ in range(2):
         ids = a.query(20)
         a.teach(ids, y[ids])
@@ -341,6 +352,12 @@ def test_pickled_payloads_are_never_unpickled(tmp_path):
 def test_atomic_write_failure_keeps_the_old_file(tmp_path, monkeypatch):
     target = tmp_path / "f.bin"
     atomic_write(target, lambda fh: fh.write(b"old"))
+    mask = os.umask(0)
+    os.umask(mask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~mask  # not mkstemp's private 0600
+    target.chmod(0o640)
+    atomic_write(target, lambda fh: fh.write(b"old"))
+    assert target.stat().st_mode & 0o777 == 0o640  # a replaced file keeps its permissions
 
     def boom(*a, **k):
         raise OSError("simulated crash before rename")

@@ -103,7 +103,8 @@ def atomic_write(path: PathLike, write: Callable[[Any], None]) -> Path:
     directory; the file is flushed and fsync'ed, renamed over ``path`` with
     :func:`os.replace` (atomic on POSIX and Windows), and the directory is fsync'ed so
     the rename itself survives a power cut. On any error the temporary file is removed
-    and the old file is untouched. Returns the final path. O(file size).
+    and the old file is untouched. The new file keeps the replaced file's permissions
+    (else 0666 minus the umask). Returns the final path. O(file size).
     """
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
@@ -112,6 +113,7 @@ def atomic_write(path: PathLike, write: Callable[[Any], None]) -> Path:
                                 f"exist; create it first")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(directory))
     try:
+        os.chmod(tmp, _file_mode(path))  # mkstemp makes 0600; give the usual permissions
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
@@ -125,6 +127,16 @@ def atomic_write(path: PathLike, write: Callable[[Any], None]) -> Path:
         raise
     _fsync_dir(directory)
     return path
+
+
+def _file_mode(path: Path) -> int:
+    """The mode of the file being replaced, else 0666 minus the umask."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except OSError:
+        mask = os.umask(0)  # read the umask (briefly 0 for this process)
+        os.umask(mask)
+        return 0o666 & ~mask
 
 
 def _fsync_dir(directory: Path) -> None:
