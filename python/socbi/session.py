@@ -493,6 +493,8 @@ class ActiveLearner:
         self._seed = _positive_int("seed", seed, lo=0)
         self.strategy_name = canonical_strategy(strategy)
         self.strategy_options = dict(strategy_options or {})
+        if space == "cosine" and self.strategy_name in ("kcenter", "kcenter_socbi"):
+            self.strategy_options.setdefault("metric", "cosine")  # K-Center follows the space
         try:
             self._strategy = make_strategy(self.strategy_name, **self.strategy_options)
         except TypeError as exc:
