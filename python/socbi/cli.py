@@ -19,6 +19,7 @@ _SUBCOMMAND_MODULES = [
     ("socbi.features.cli", "register"),
     ("socbi.session", "register"),
     ("socbi.experiment", "register"),
+    ("socbi.curate", "register"),
 ]
 
 
