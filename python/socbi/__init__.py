@@ -9,5 +9,14 @@ from __future__ import annotations
 
 from socbi._core import MAX_CAPACITY, SemiOrderedIndex
 
-__all__ = ["SemiOrderedIndex", "MAX_CAPACITY", "__version__"]
+__all__ = ["SemiOrderedIndex", "MAX_CAPACITY", "ActiveLearner", "__version__"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # The session pulls in scikit-learn and hnswlib; import it only when asked for.
+    if name == "ActiveLearner":
+        from socbi.session import ActiveLearner
+
+        return ActiveLearner
+    raise AttributeError(f"module 'socbi' has no attribute {name!r}")
