@@ -518,6 +518,10 @@ class ASCMR(Strategy):
                 raise ValueError(f"variances[{i}] has {v.shape[0]} rows but the pool has "
                                  f"{state.n_samples} samples")
             var.append(v[ids])
+        if all(p is None for p in probs) and emb is None and all(v is None for v in var):
+            raise ValueError("ASCMR has nothing to measure informativeness with: set "
+                             "PoolState.probabilities or PoolState.model (modality 0), or pass "
+                             "extra_probabilities / second_embeddings / variances")
         return informativeness(probs, embeddings=emb, variances=var, w_intra=self.w_intra,
                                w_inter=self.w_inter, inter=self.inter)
 
