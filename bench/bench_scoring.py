@@ -141,6 +141,8 @@ def main(argv=None) -> int:
     ap.add_argument("--hnsw-threads", type=int, default=None, help="hnswlib threads (default: all CPUs)")
     ap.add_argument("--threads", type=int, default=1, help="score-index update threads")
     ap.add_argument("--index", choices=["core", "reference"], default="core")
+    ap.add_argument("--bulk-fraction", type=float, default=None,
+                    help="SemiOrderedIndex bulk_fraction (default: the core's own, 0.25)")
     ap.add_argument("--space", choices=["l2", "cosine"], default="cosine")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repeats", type=int, default=3, help="repeats of the isolated re-timing (medians)")
@@ -154,10 +156,17 @@ def main(argv=None) -> int:
         ap.error(f"--labelled x --rounds = {args.labelled * args.rounds} must be below --n = {args.n}")
 
     index_cls = resolve_index(args.index)
+    if args.bulk_fraction is not None:
+        if args.index != "core":
+            ap.error("--bulk-fraction needs --index core")
+        import functools
+        index_cls = functools.wraps(index_cls, updated=())(
+            functools.partial(index_cls, bulk_fraction=args.bulk_fraction))
     hnsw_threads = args.hnsw_threads or default_threads()
     progress = not args.no_progress
     report = {"n": args.n, "dim": args.dim, "labelled_per_round": args.labelled, "k": args.k,
               "index": f"{index_cls.__module__}.{index_cls.__name__}", "update_threads": args.threads,
+              "bulk_fraction": args.bulk_fraction,
               "hnsw": {"M": args.M, "ef_construction": args.ef_construction, "ef": args.ef,
                        "threads": hnsw_threads, "space": args.space},
               "cpus": default_threads(), "machine": platform.machine(),
