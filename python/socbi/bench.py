@@ -943,7 +943,7 @@ def evaluate_targets(report: Dict[str, object]) -> List[Dict[str, object]]:
         elif w == "memory":
             target("core memory bytes per sample (stats)", rec["stats_bytes_per_sample"], "<= 48",
                    rec["stats_bytes_per_sample"] <= 48 if full else None,
-                   note + f"; peak RSS growth {rec['rss_bytes_per_sample']:.1f} B/sample")
+                   "; ".join(x for x in (note, f"peak RSS growth {rec['rss_bytes_per_sample']:.1f} B/sample") if x))
     return out
 
 
@@ -1062,6 +1062,115 @@ def format_targets(targets: Sequence[Dict[str, object]]) -> str:
     return "\n".join(lines)
 
 
+def _cell(r: Optional[Dict[str, object]]) -> str:
+    if r is None:
+        return ""
+    if r.get("skipped"):
+        return "skipped"
+    if not r.get("median_s"):
+        return "-"
+    t = _t(r["median_s"]).replace(" us", " µs")
+    x = r.get("ratio_to_socbi")
+    if x is None or r["structure"] == "socbi":
+        return f"**{t}**"
+    return f"{t} ({x:.3g}×)"
+
+
+def format_markdown(report: Dict[str, object]) -> str:
+    """The report as Markdown tables (the benchmarks page pastes this)."""
+    res = report["results"]
+    out: List[str] = []
+
+    def fam_order(rows):
+        names = []
+        for r in rows:
+            f = r["structure"].replace("+lock", "").replace("_mutex", "")
+            if f not in names:
+                names.append(f)
+        return names
+
+    def pick(rows, fam, **params):
+        for r in rows:
+            if r["structure"].replace("+lock", "").replace("_mutex", "") == fam and all(
+                    r["params"].get(k) == v for k, v in params.items()):
+                return r
+        return None
+
+    out.append("### Targets\n")
+    out.append("| target | measured | goal | status |\n|---|---|---|---|")
+    for t in report.get("targets", []):
+        meas = "-" if t["measured"] is None else f"{t['measured']:.3g}"
+        note = f" ({t['note']})" if t["note"] else ""
+        out.append(f"| {t['target']}{note} | {meas} | {t['goal']} | {t['status']} |")
+    paper = [r for r in res if r["workload"] == "paper"]
+    if paper:
+        out.append("\n### Paper round (So-CBI Tables 7/8 shape)\n")
+        out.append("Time per round; in brackets: the structure's time over socbi's (above 1: socbi is faster).\n")
+        for pool in sorted({r["params"]["pool"] for r in paper}, key=lambda p: (p != "digits", len(p), p)):
+            rows = [r for r in paper if r["params"]["pool"] == pool]
+            p0 = rows[0]["params"]
+            kind = "real: sklearn digits" if p0["real"] else "generated clustered embeddings"
+            out.append(f"**{pool}** ({kind}): {p0['n']:,} unlabelled, {p0['labelled']:,} labelled × K={p0['k']} = "
+                       f"{p0['updates']:,} updates, then bottom({p0['select']}). One update thread:\n")
+            out.append("| structure | T_update | T_sort | T_search | total | × socbi |\n|---|---|---|---|---|---|")
+            for r in rows:
+                if r["params"]["threads"] != 1:
+                    continue
+                if r.get("skipped") or not r.get("median_s"):
+                    out.append(f"| {r['structure']} | skipped: {r.get('skipped') or 'no sample'} | | | | |")
+                    continue
+                pr = r["parts"]
+                x = "1" if r["structure"] == "socbi" else f"{r['ratio_to_socbi']:.3g}"
+                out.append(f"| {r['structure']} | {_t(pr['t_update'])} | {_t(pr['t_sort'])} | {_t(pr['t_search'])} | "
+                           f"{_t(r['median_s'])} | {x} |")
+            ths = sorted({r["params"]["threads"] for r in rows})
+            if len(ths) > 1:
+                out.append(f"\nTotal against update threads ({pool}; > 1 thread: Python structures under one "
+                           "`threading.Lock`, std::set under one `std::mutex`, C++ arrays with CAS adds):\n")
+                out.append("| structure | " + " | ".join(f"{t} thr" for t in ths) + " |")
+                out.append("|---|" + "---|" * len(ths))
+                for fam in fam_order(rows):
+                    out.append(f"| {fam} | " + " | ".join(_cell(pick(rows, fam, threads=t)) for t in ths) + " |")
+                soc = [pick(rows, "socbi", threads=t) for t in ths]
+                out.append("| socbi T_update | " + " | ".join(_t(r["parts"]["t_update"]) if r and r.get("parts")
+                                                              else "" for r in soc) + " |")
+            out.append("")
+    for wl, title, cols in (("stream", "Stream (median per round: b unit increments + top-1000)",
+                             lambda p: (p["dist"] != "uniform", p["b"], p["n"])),
+                            ("bulk", "Bulk (one update of n increments + top-1000)",
+                             lambda p: (p["dist"] != "uniform", p["n"]))):
+        rows = [r for r in res if r["workload"] == wl]
+        if not rows:
+            continue
+        keys = sorted({tuple(sorted(r["params"].items())) for r in rows}, key=lambda kv: cols(dict(kv)))
+        out.append(f"\n### {title}\n")
+        if wl == "stream":
+            heads = [f"n={dict(k)['n']:.0e} b={dict(k)['b']} {dict(k)['dist']}".replace("e+0", "e") for k in keys]
+        else:
+            heads = [f"n={dict(k)['n']:.0e} {dict(k)['dist']}".replace("e+0", "e") for k in keys]
+        out.append("| structure | " + " | ".join(heads) + " |")
+        out.append("|---|" + "---|" * len(keys))
+        for fam in fam_order(rows):
+            out.append(f"| {fam} | " + " | ".join(_cell(pick(rows, fam, **dict(k))) for k in keys) + " |")
+    mem = [r for r in res if r["workload"] == "memory"]
+    if mem:
+        out.append(f"\n### Memory (n = {mem[0]['params']['n']:,}; peak RSS growth of a fresh process, bytes per id)\n")
+        out.append("| structure | B/id (RSS) | B/id (structure's own count) |\n|---|---|---|")
+        for r in mem:
+            if r.get("skipped") or not r.get("median_s"):
+                out.append(f"| {r['structure']} | skipped: {r.get('skipped')} | |")
+                continue
+            own = r["parts"].get("reported_bytes_per_id")
+            out.append(f"| {r['structure']} | {r['median_s']:.1f} | {'-' if own is None else f'{own:.1f}'} |")
+    if report.get("core"):
+        out.append("\n### The core's own workloads (issue 2; socbi against numpy)\n")
+        for rec in report["core"]:
+            out.append(f"- {_fmt_core(rec)}")
+    out.append("\n### Machine\n")
+    out.append("```\n" + format_machine(report["machine"]) + "\n```")
+    return "\n".join(out).replace(" us ", " µs ").replace(" us |", " µs |").replace(" us,", " µs,") + "\n"
+
+
 def plot(report: Dict[str, object], path: str) -> None:
     """Log-log time against n (one line per structure, lower is better), plus thread scaling."""
     import matplotlib
@@ -1095,19 +1204,34 @@ def plot(report: Dict[str, object], path: str) -> None:
     bk = [r for r in res if r["workload"] == "bulk" and r["params"]["dist"] == "uniform"]
     lines(axes[0, 1], bk, "n", "bulk: n uniform increments + top-1000", "n (ids)", "seconds")
     pp = [r for r in res if r["workload"] == "paper" and r["params"]["threads"] == 1 and not r["params"]["real"]]
-    lines(axes[1, 0], pp, "n", "paper round (generated pools), 1 thread: T_update+T_sort+T_search",
-          "n (unlabelled ids)", "seconds")
+    lines(axes[1, 0], pp, "n", "paper round, 1 thread: T_update+T_sort+T_search", "n (unlabelled ids)", "seconds")
+    # the real pool (digits) as hollow markers in the colours of the lines
+    colours = {ln.get_label(): ln.get_color() for ln in axes[1, 0].get_lines()}
+    real = [r for r in res if r["workload"] == "paper" and r["params"]["threads"] == 1 and r["params"]["real"]]
+    for r in real:
+        name = r["structure"].replace("+lock", "").replace("_mutex", "")
+        axes[1, 0].plot([r["params"]["n"]], [r["median_s"]], marker="D", ms=6, mfc="none",
+                        color=colours.get(name, "grey"))
+    if real:
+        axes[1, 0].text(0.02, 0.02, "lines: generated pools; hollow diamonds: sklearn digits (real)",
+                        transform=axes[1, 0].transAxes, fontsize=7)
     paper_all = [r for r in res if r["workload"] == "paper" and not r["params"]["real"]]
     if paper_all:
         big = max(r["params"]["n"] for r in paper_all)
         pt = [r for r in paper_all if r["params"]["n"] == big]
         lines(axes[1, 1], pt, "threads", f"paper round n={big:,}: total against update threads", "update threads",
               "seconds", logx=False)
+        ths = sorted({r["params"]["threads"] for r in pt})
+        axes[1, 1].set_xticks(ths)
+        axes[1, 1].set_xticklabels([str(t) for t in ths])
         axes[1, 1].axvline(report["machine"].get("usable_cores") or 1, color="grey", ls="--", lw=1)
-        axes[1, 1].text(0.02, 0.02, "dashed: cores on this machine", transform=axes[1, 1].transAxes, fontsize=7)
+        axes[1, 1].text(0.02, 0.02, "dashed: cores on this machine; > 1 thread: Python structures and std::set "
+                        "under one lock", transform=axes[1, 1].transAxes, fontsize=7)
     m = report["machine"]
+    load = m.get("load_average") or ["?"]
+    load_s = f"{load[0]:.1f}" if isinstance(load[0], (int, float)) else "?"
     fig.suptitle(f"socbi bench ({report['preset']}): {m.get('cpu_model')}, {m.get('usable_cores')} cores, "
-                 f"numpy {m.get('numpy')}, load avg {m.get('load_average', ['?'])[0]}", fontsize=11)
+                 f"numpy {m.get('numpy')}, load average {load_s} at start (shared machine)", fontsize=11)
     fig.tight_layout(rect=(0, 0, 1, 0.97))
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -1126,6 +1250,9 @@ def _add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of every generated workload (default 0)")
     p.add_argument("--json", metavar="PATH", help="write the report (machine, results, targets) as JSON")
     p.add_argument("--plot", metavar="PATH", help="write a PNG plot (log-log time against n, thread scaling)")
+    p.add_argument("--markdown", metavar="PATH", help="write the tables as Markdown (for the benchmarks page)")
+    p.add_argument("--from-json", metavar="PATH",
+                   help="run nothing: re-render --plot/--markdown/the table from a report written by --json")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -1134,13 +1261,19 @@ def _run(args: argparse.Namespace) -> int:
         raise SystemExit(f"socbi bench: --quick contradicts --preset {args.preset}; pass one of them")
     structures = [s.strip() for s in args.structures.split(",") if s.strip()] if args.structures else None
     workloads = [w.strip() for w in args.workloads.split(",") if w.strip()] if args.workloads else None
+    if args.from_json and (args.quick or args.preset or args.structures or args.workloads):
+        raise SystemExit("socbi bench: --from-json runs nothing; drop --quick/--preset/--structures/--workloads")
     if args.plot and not args.plot.lower().endswith(".png"):
         raise SystemExit(f"socbi bench: --plot {args.plot!r} must name a .png file")
-    try:
-        report = run_suite(preset, structures=structures, seed=args.seed, workloads=workloads,
-                           log=lambda s: print(s + "\n", flush=True))
-    except ValueError as exc:
-        raise SystemExit(f"socbi bench: {exc}")
+    if args.from_json:
+        with open(args.from_json) as f:
+            report = json.load(f)
+    else:
+        try:
+            report = run_suite(preset, structures=structures, seed=args.seed, workloads=workloads,
+                               log=lambda s: print(s + "\n", flush=True))
+        except ValueError as exc:
+            raise SystemExit(f"socbi bench: {exc}")
     print(format_machine(report["machine"]))
     print(format_targets(report["targets"]))
     print(f"elapsed {report['elapsed_s']:.1f} s")
@@ -1151,6 +1284,10 @@ def _run(args: argparse.Namespace) -> int:
     if args.plot:
         plot(report, args.plot)
         print(f"wrote {args.plot}")
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(format_markdown(report))
+        print(f"wrote {args.markdown}")
     return 0
 
 

@@ -331,7 +331,8 @@ class ArrayIndex {
   Sync sync_;
   std::mutex mu_;
   std::vector<Item> work_;
-  bool prepared_ = false;
+  // update() threads clear it concurrently (sync kAtomic): an atomic flag, relaxed.
+  std::atomic<bool> prepared_{false};
   bool prepared_top_ = true;
 };
 
