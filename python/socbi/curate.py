@@ -91,6 +91,7 @@ REASONS = ("kept", "cleaner", "duplicate", "redundant")
 KEPT, CLEANER, DUPLICATE, REDUNDANT = 0, 1, 2, 3
 GAINS = ("info", "entropy", "info+entropy")
 _MAX_DIST = 2.0  # cosine distance lies in [0, 2]
+_BLOCK = 256     # rows per block of the intra-batch distance computation
 
 
 # =============================================================================== helpers
@@ -111,8 +112,9 @@ def _float_param(name: str, value: Any, lo: float, hi: float, hint: str = "",
     return v
 
 
-def _rows(x: Any, dim: Optional[int], name: str, n: Optional[int] = None) -> np.ndarray:
-    """``x`` as C-contiguous float32 (n, dim) with unit rows; ValueError naming ``name`` if not."""
+def _rows(x: Any, dim: Optional[int], name: str, n: Optional[int] = None
+          ) -> Tuple[np.ndarray, np.ndarray]:
+    """``x`` as float32 (n, dim) rows as given and as unit rows; ValueError naming ``name`` if bad."""
     arr = np.asarray(x)
     if arr.ndim == 1 and dim is not None and arr.shape[0] == dim:
         arr = arr.reshape(1, dim)
@@ -137,7 +139,8 @@ def _rows(x: Any, dim: Optional[int], name: str, n: Optional[int] = None) -> np.
         bad = np.flatnonzero(norms == 0)
         raise ValueError(f"{name} rows {bad[:5].tolist()} have zero norm, so their cosine distance "
                          f"is undefined; drop those items")
-    return np.ascontiguousarray((a64 / norms[:, None]).astype(np.float32))
+    return (np.ascontiguousarray(arr, dtype=np.float32),
+            np.ascontiguousarray((a64 / norms[:, None]).astype(np.float32)))
 
 
 def _labels(labels: Any, n: int, name: str = "labels") -> np.ndarray:
@@ -160,9 +163,34 @@ def _labels(labels: Any, n: int, name: str = "labels") -> np.ndarray:
     return arr
 
 
+_BLAS: List[Any] = []
+
+
+def _blas_limit(threads: Optional[int]) -> Any:
+    """Context manager limiting BLAS threads (threadpoolctl), or a no-op without it / for None.
+
+    Small GEMMs with a multi-threaded OpenBLAS on a busy machine can be 10-20x slower
+    than single-threaded ones; hnswlib already uses the cores.
+    """
+    import contextlib
+
+    if threads is None:
+        return contextlib.nullcontext()
+    if not _BLAS:
+        try:
+            from threadpoolctl import ThreadpoolController
+            _BLAS.append(ThreadpoolController())
+        except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+            _BLAS.append(None)
+    if _BLAS[0] is None:  # pragma: no cover
+        return contextlib.nullcontext()
+    return _BLAS[0].limit(limits=threads, user_api="blas")
+
+
 def _cosine_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Row-wise cosine of unit rows a, b (same shape)."""
-    return np.einsum("ij,ij->i", a.astype(np.float64), b.astype(np.float64))
+    """Row-wise cosine of a, b (same shape, non-zero rows)."""
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    return np.einsum("ij,ij->i", a64, b64) / (np.linalg.norm(a64, axis=1) * np.linalg.norm(b64, axis=1))
 
 
 class _Buffer:
@@ -332,11 +360,11 @@ class InfoGrowth:
     delta : cleaner threshold on the cross-modal similarity (default 0.4).
     recaption : optional callback ``recaption(positions, first, second) -> new_second``
         or ``-> (new_second, new_labels)``; called once per batch with the items whose
-        similarity fell below ``delta`` (unit-norm float32 rows); it returns one new
+        similarity fell below ``delta`` (float32 rows as streamed); it returns one new
         second-modality embedding per item (a row of NaN = "no caption", the item is
         dropped). If it raises, the batch is not applied.
     similarity : optional ``similarity(first, second) -> (m,)`` cross-modal similarity
-        (rows are unit-norm float32); default row-wise cosine, which needs
+        (float32 rows as streamed, not normalised); default row-wise cosine, which needs
         ``dim == second_dim``.
     gain : ``"info"`` (default), ``"entropy"`` (1 - neighbour label agreement; needs
         labels) or ``"info+entropy"`` (their mean).
@@ -352,6 +380,8 @@ class InfoGrowth:
     M, ef_construction, ef : HNSW parameters (defaults 48, 100, 32 as in InfoGrowth).
     capacity : initial index capacity; indexes grow by doubling as items are kept.
     num_threads : hnswlib threads per batched call (None = all CPUs).
+    blas_threads : BLAS threads for the intra-batch distance blocks (default 1, via
+        threadpoolctl when installed; None leaves BLAS alone).
     seed : HNSW level-assignment seed.
 
     Complexity per batch of b items with n kept so far: cleaner O(b d) (+ callback);
@@ -372,7 +402,8 @@ class InfoGrowth:
                  duplicate_below: Optional[float] = None, drop_below: Optional[float] = None,
                  quantile: float = 0.99,
                  backend: str = "hnsw", M: int = 48, ef_construction: int = 100, ef: int = 32,
-                 capacity: int = 4096, num_threads: Optional[int] = None, seed: int = 0,
+                 capacity: int = 4096, num_threads: Optional[int] = None,
+                 blas_threads: Optional[int] = 1, seed: int = 0,
                  quantile_bins: int = 8192, _restore: Optional[Dict[str, Any]] = None) -> None:
         self.dim = _int_param("dim", dim, 1)
         self.second_dim = None if second_dim is None else _int_param("second_dim", second_dim, 1)
@@ -410,6 +441,9 @@ class InfoGrowth:
         capacity = _int_param("capacity", capacity, 1)
         if num_threads is not None:
             num_threads = _int_param("num_threads", num_threads, 1, "; or None for all CPUs")
+        if blas_threads is not None:
+            blas_threads = _int_param("blas_threads", blas_threads, 1, "; or None to leave BLAS alone")
+        self.blas_threads = blas_threads
         self.seed = _int_param("seed", seed, 0)
         self.quantile_bins = _int_param("quantile_bins", quantile_bins, 16)
         self.recaption = recaption
@@ -464,7 +498,8 @@ class InfoGrowth:
                     duplicate_below=self.duplicate_below, drop_below=self.drop_below,
                     quantile=self.quantile, backend=self.backend,
                     M=self.M, ef_construction=self.ef_construction, ef=self.ef,
-                    num_threads=self.num_threads, seed=self.seed, quantile_bins=self.quantile_bins)
+                    num_threads=self.num_threads, blas_threads=self.blas_threads, seed=self.seed,
+                    quantile_bins=self.quantile_bins)
 
     # ------------------------------------------------------------------ state
     @property
@@ -567,14 +602,15 @@ class InfoGrowth:
             raise RuntimeError(f"this curator is unusable after an internal error ({self._broken}); "
                                f"reload the last checkpoint with InfoGrowth.load")
         t_start = time.perf_counter()
-        x1 = _rows(first, self.dim, "first")
+        x1r, x1 = _rows(first, self.dim, "first")
         b = x1.shape[0]
         x2: Optional[np.ndarray] = None
+        x2r: Optional[np.ndarray] = None
         if self.second_dim is not None:
             if second is None:
                 raise ValueError(f"second is required: this curator was built with second_dim="
                                  f"{self.second_dim}; pass the second-modality embeddings")
-            x2 = _rows(second, self.second_dim, "second", n=b)
+            x2r, x2 = _rows(second, self.second_dim, "second", n=b)
         elif second is not None:
             raise ValueError("second was given but this curator has no second modality; build it "
                              "with second_dim=... to use the cleaner")
@@ -589,20 +625,20 @@ class InfoGrowth:
         stats = dict(similarity_s=0.0, recaption_s=0.0, index_query_s=0.0, index_add_s=0.0)
 
         # ---- cleaner
-        if x2 is not None and b:
+        if x2 is not None and x2r is not None and b:
             t = time.perf_counter()
-            sim = self._similarity(x1, x2, "similarity")
+            sim = self._similarity(x1r, x2r, "similarity")
             low = np.flatnonzero(sim < self.delta)
             stats["similarity_s"] += time.perf_counter() - t
             if low.size and self.recaption is not None:
                 t = time.perf_counter()
-                new2, newlab = self._call_recaption(positions[low], x1[low], x2[low], lab)
+                new2r, new2, newlab = self._call_recaption(positions[low], x1r[low], x2r[low], lab)
                 stats["recaption_s"] += time.perf_counter() - t
                 got = ~np.isnan(new2).any(axis=1)
                 sim2 = np.full(low.size, -np.inf)
                 if got.any():
                     t = time.perf_counter()
-                    sim2[got] = self._similarity(x1[low[got]], new2[got], "similarity (re-check)")
+                    sim2[got] = self._similarity(x1r[low[got]], new2r[got], "similarity (re-check)")
                     stats["similarity_s"] += time.perf_counter() - t
                 ok = sim2 >= self.delta
                 x2 = x2.copy()
@@ -628,7 +664,7 @@ class InfoGrowth:
             kk = min(self.k, n_old)
             nbr_d: List[np.ndarray] = []
             nbr_i: List[np.ndarray] = []
-            intra: List[np.ndarray] = []
+            xcs: List[np.ndarray] = []
             for j, pool in enumerate(self.pools):
                 xc = mods[j][clean]
                 if kk:
@@ -639,15 +675,14 @@ class InfoGrowth:
                     ids = np.empty((m, 0), np.int64)
                     dist = np.empty((m, 0), np.float32)
                 nbr_i.append(ids)
-                nbr_d.append(dist.astype(np.float64))
-                d = 1.0 - xc.astype(np.float64) @ xc.astype(np.float64).T
-                np.clip(d, 0.0, _MAX_DIST, out=d)
-                intra.append(d)
+                nbr_d.append(dist.astype(np.float32, copy=False))
+                xcs.append(xc)
             labc = None if lab is None else lab[clean]
-            if self.drop_below is None and self.duplicate_below is None:
-                why_c, raw_c, ent_c, near_c = self._merge_all(nbr_d, nbr_i, intra, labc)
-            else:
-                why_c, raw_c, ent_c, near_c = self._merge_sequential(nbr_d, nbr_i, intra, labc)
+            with _blas_limit(self.blas_threads):
+                if self.drop_below is None and self.duplicate_below is None:
+                    why_c, raw_c, ent_c, near_c = self._merge_all(nbr_d, nbr_i, xcs, labc)
+                else:
+                    why_c, raw_c, ent_c, near_c = self._merge_sequential(nbr_d, nbr_i, xcs, labc)
             raw[clean] = raw_c
             ent[clean] = ent_c
             near[clean] = near_c
@@ -715,7 +750,9 @@ class InfoGrowth:
         return out
 
     def _call_recaption(self, pos: np.ndarray, a: np.ndarray, b: np.ndarray,
-                        lab: Optional[np.ndarray]) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+                        lab: Optional[np.ndarray]
+                        ) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
+        """Run the callback; return (new rows as given, as unit rows, new labels or None)."""
         out = self.recaption(pos.copy(), a.copy(), b.copy())  # type: ignore[misc]
         newlab = None
         if isinstance(out, tuple):
@@ -736,52 +773,77 @@ class InfoGrowth:
         if (norms[~rows_nan] == 0).any():
             raise ValueError("recaption returned zero vectors; return a NaN row for items it cannot "
                              "caption")
-        arr = np.where(rows_nan[:, None], np.nan, arr / norms[:, None]).astype(np.float32)
+        unit = np.where(rows_nan[:, None], np.nan, arr / norms[:, None]).astype(np.float32)
         if newlab is not None:
             if lab is None:
                 raise ValueError("recaption returned new labels but the batch has no labels; return "
                                  "only the new embeddings")
             newlab = _labels(newlab, a.shape[0], "labels returned by recaption")
-        return arr, newlab
+        return arr.astype(np.float32), unit, newlab
 
-    def _merge_all(self, nbr_d: List[np.ndarray], nbr_i: List[np.ndarray], intra: List[np.ndarray],
+    def _merge_all(self, nbr_d: List[np.ndarray], nbr_i: List[np.ndarray], xcs: List[np.ndarray],
                    labc: Optional[np.ndarray]
                    ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Vectorised merge when every clean item is kept: index answers + earlier batch items.
 
+        Works on row blocks of ``_BLOCK`` items: block [r0, r1) needs distances to batch
+        items [0, r1) only (the lower triangle), so the batch costs about half of a full
+        b x b GEMM and the k-selection runs on (rows, k + r1) slices.
         Returns (reason codes, raw gains, entropy gains, nearest distances) per clean item.
         """
-        m = intra[0].shape[0]
-        later = np.triu(np.ones((m, m), bool))  # j >= i: not before item i
-        raws = []
+        m = xcs[0].shape[0]
+        raw_sum = np.zeros(m)
+        raw_cnt = np.zeros(m)
         ent = np.full(m, np.nan)
         near = np.full(m, np.nan)
-        for j, (d, ids, a) in enumerate(zip(nbr_d, nbr_i, intra)):
-            cand = np.concatenate([d, np.where(later, np.inf, a)], axis=1)
-            kk = min(self.k, cand.shape[1])
-            part = np.argpartition(cand, kk - 1, axis=1)[:, :kk] if kk < cand.shape[1] else \
-                np.broadcast_to(np.arange(cand.shape[1]), (m, cand.shape[1]))
-            vals = np.take_along_axis(cand, part, axis=1)
-            fin = np.isfinite(vals)
-            cnt = fin.sum(axis=1)
-            with np.errstate(invalid="ignore"):
-                raws.append(np.where(fin, vals, 0.0).sum(axis=1) / np.where(cnt > 0, cnt, np.nan))
-            if j == 0:
-                near = np.where(cnt > 0, vals.min(axis=1), np.nan)
-            if j == 0 and labc is not None:
-                nl = np.concatenate([self._kept_lab.view()[ids] if ids.size else
-                                     np.empty((m, 0), np.int64), np.broadcast_to(labc, (m, m))], axis=1)
-                same = (np.take_along_axis(nl, part, axis=1) == labc[:, None]) & fin
-                with np.errstate(invalid="ignore"):
-                    ent = np.where(cnt > 0, 1.0 - same.sum(axis=1) / np.maximum(cnt, 1), 1.0)
-        raw = np.mean(raws, axis=0)
-        return np.zeros(m, np.int8), raw, ent, near
+        kept_lab = self._kept_lab.view()
+        for r0 in range(0, m, _BLOCK):
+            r1 = min(m, r0 + _BLOCK)
+            rows = r1 - r0
+            diag = self._later_mask(rows)
+            for j, (d, ids, xc) in enumerate(zip(nbr_d, nbr_i, xcs)):
+                a = xc[r0:r1] @ xc[:r1].T                 # (rows, r1) float32 GEMM
+                np.subtract(1.0, a, out=a)
+                np.clip(a, 0.0, _MAX_DIST, out=a)
+                blk = a[:, r0:r1]
+                blk[diag] = np.inf                        # item i only sees earlier items
+                cand = np.concatenate([d[r0:r1], a], axis=1)
+                kk = min(self.k, cand.shape[1])
+                if kk < cand.shape[1]:
+                    part = np.argpartition(cand, kk - 1, axis=1)[:, :kk]
+                else:
+                    part = np.broadcast_to(np.arange(cand.shape[1]), (rows, cand.shape[1]))
+                vals = np.take_along_axis(cand, part, axis=1).astype(np.float64)
+                fin = np.isfinite(vals)
+                cnt = fin.sum(axis=1)
+                mean = np.where(fin, vals, 0.0).sum(axis=1) / np.maximum(cnt, 1)
+                raw_sum[r0:r1] += np.where(cnt > 0, mean, np.nan)
+                raw_cnt[r0:r1] += 1
+                if j == 0:
+                    near[r0:r1] = np.where(cnt > 0, np.where(fin, vals, np.inf).min(axis=1), np.nan)
+                if j == 0 and labc is not None:
+                    nl = np.concatenate([kept_lab[ids[r0:r1]] if ids.size else np.empty((rows, 0), np.int64),
+                                         np.broadcast_to(labc[:r1], (rows, r1))], axis=1)
+                    same = (np.take_along_axis(nl, part, axis=1) == labc[r0:r1, None]) & fin
+                    ent[r0:r1] = np.where(cnt > 0, 1.0 - same.sum(axis=1) / np.maximum(cnt, 1), 1.0)
+        return np.zeros(m, np.int8), raw_sum / raw_cnt, ent, near
+
+    def _later_mask(self, m: int) -> np.ndarray:
+        """Cached (m, m) bool mask of the upper triangle with the diagonal."""
+        cache = getattr(self, "_mask_cache", None)
+        if cache is None or cache.shape[0] != m:
+            cache = np.triu(np.ones((m, m), bool))
+            self._mask_cache = cache
+        return cache
 
     def _merge_sequential(self, nbr_d: List[np.ndarray], nbr_i: List[np.ndarray],
-                          intra: List[np.ndarray], labc: Optional[np.ndarray]
+                          xcs: List[np.ndarray], labc: Optional[np.ndarray]
                           ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Item-by-item merge for the drop filters: later items only see earlier *kept* ones."""
-        m = intra[0].shape[0]
+        """Item-by-item merge for the drop filters: later items only see earlier *kept* ones.
+
+        O(b) Python steps, each O(kept-in-batch * d + k) numpy work.
+        """
+        m = xcs[0].shape[0]
         why = np.zeros(m, np.int8)
         raw = np.full(m, np.nan)
         ent = np.full(m, np.nan)
@@ -791,8 +853,12 @@ class InfoGrowth:
         for i in range(m):
             bi = np.asarray(before, np.int64)
             parts = []
-            for j, (d, ids, a) in enumerate(zip(nbr_d, nbr_i, intra)):
-                cand = np.concatenate([d[i], a[i, bi]])
+            for j, (d, ids, xc) in enumerate(zip(nbr_d, nbr_i, xcs)):
+                if bi.size:
+                    a = np.clip(1.0 - xc[bi] @ xc[i], 0.0, _MAX_DIST).astype(np.float32)
+                else:
+                    a = np.empty(0, np.float32)
+                cand = np.concatenate([d[i], a])
                 if cand.size == 0:
                     parts.append(np.nan)
                     if j == 0:
@@ -800,7 +866,7 @@ class InfoGrowth:
                     continue
                 kk = min(self.k, cand.size)
                 sel = np.argpartition(cand, kk - 1)[:kk] if kk < cand.size else np.arange(cand.size)
-                parts.append(float(cand[sel].mean()))
+                parts.append(float(cand[sel].astype(np.float64).mean()))
                 if j == 0:
                     near[i] = float(cand[sel].min())
                 if j == 0 and labc is not None:
@@ -969,7 +1035,7 @@ def open_curator(directory: Optional[PathLike], *args: Any,
         given = dict(zip(("dim", "second_dim"), args), **kwargs)
         cfg = cur.config()
         for key, val in given.items():
-            if key in cfg and key not in ("num_threads",) and cfg[key] != val:
+            if key in cfg and key not in ("num_threads", "blas_threads") and cfg[key] != val:
                 raise ValueError(f"{key}={val!r} differs from the checkpoint in {str(directory)!r} "
                                  f"({key}={cfg[key]!r}); pass the same settings or a new directory")
         return cur
