@@ -335,6 +335,9 @@ def test_retrieval_experiment_runs_and_marks_synthetic_settings(digits, tmp_path
     assert by["LT pool, budget: class-balanced"]["imbalance_ratio_real"] < \
         by["LT pool, budget: random"]["imbalance_ratio_real"]
     table = res.table()
+    p = res.paired("long-tailed + synthetic", "long-tailed")
+    assert p[32]["mean"] == pytest.approx(by["long-tailed + synthetic"]["map"] - by["long-tailed"]["map"])
+    assert len(res.paired_lines()) == 5
     assert "long-tailed + synthetic" in table and "Gaussian stand-in" in table
     pytest.importorskip("matplotlib")
     assert res.plot(tmp_path / "m.png").stat().st_size > 1000

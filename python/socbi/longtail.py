@@ -984,6 +984,34 @@ class RetrievalExperiment:
         plt.close(fig)
         return path
 
+    def paired(self, a: str, b: str, metric: str = "map") -> Dict[int, Dict[str, Any]]:
+        """Per code length: mean and per-seed differences ``a - b`` of ``metric`` (same seeds)."""
+        out: Dict[int, Dict[str, Any]] = {}
+        for bits in sorted({r["bits"] for r in self.rows}):
+            va = {r["seed"]: r[metric] for r in self.rows if r["setting"] == a and r["bits"] == bits}
+            vb = {r["seed"]: r[metric] for r in self.rows if r["setting"] == b and r["bits"] == bits}
+            seeds = sorted(set(va) & set(vb))
+            if not seeds:
+                raise ValueError(f"no seed has both settings {a!r} and {b!r}")
+            d = np.array([va[s] - vb[s] for s in seeds])
+            out[bits] = dict(mean=float(d.mean()), diffs=d.tolist(), wins=int((d > 0).sum()), seeds=len(seeds))
+        return out
+
+    def paired_lines(self) -> List[str]:
+        """The comparisons that matter, one line each: mean difference and wins over seeds."""
+        pairs = [("long-tailed", "balanced"), ("long-tailed + synthetic", "long-tailed"),
+                 ("LT pool, budget: class-balanced", "LT pool, budget: random"),
+                 ("LT pool, budget: class-balanced", "LT pool, budget: margin"),
+                 ("LT pool, budget: class-balanced + synthetic", "LT pool, budget: class-balanced")]
+        have = {r["setting"] for r in self.rows}
+        lines = []
+        for a, b in pairs:
+            if a in have and b in have:
+                p = self.paired(a, b)
+                parts = [f"{bits} bits {v['mean']:+.3f} ({v['wins']}/{v['seeds']} seeds up)" for bits, v in p.items()]
+                lines.append(f"{a} vs {b}: " + ", ".join(parts))
+        return lines
+
     def as_dict(self) -> Dict[str, Any]:
         return dict(config=self.config, rows=self.rows, reference=self.reference)
 
