@@ -392,7 +392,7 @@ class ClassBalancedSelection(Strategy):
                 continue
             members = np.sort(candidates[cls == c])
             picks.append(np.asarray(self.base._select_among(state, members, int(quotas[c]), rng), np.int64))
-        out = []
+        out: List[int] = []
         depth = max((p.size for p in picks), default=0)
         for r in range(depth):
             out.extend(int(p[r]) for p in picks if r < p.size)
@@ -677,8 +677,8 @@ def annotate_batch_file(path: PathLike, synthetic: Any, *, fmt: Optional[str] = 
         if not isinstance(items, list) or not all(isinstance(it, dict) and "id" in it for it in items):
             raise ValueError(f"{p.name}: expected a batch with items carrying an 'id'")
         flags = [flag(it["id"], f"item {j}") == "true" for j, it in enumerate(items)]
-        for it, f in zip(items, flags):
-            it["synthetic"] = f
+        for it, is_syn in zip(items, flags):
+            it["synthetic"] = is_syn
         if isinstance(doc, dict):
             doc["n_synthetic"] = int(sum(flags))
         out = json.dumps(doc, indent=1) + "\n"
@@ -695,14 +695,14 @@ def annotate_batch_file(path: PathLike, synthetic: Any, *, fmt: Optional[str] = 
         for j, row in enumerate(rows[1:], start=2):
             if not any(cell.strip() for cell in row):
                 continue
-            f = flag(row[i_id] if i_id < len(row) else "", f"line {j}")
+            mark = flag(row[i_id] if i_id < len(row) else "", f"line {j}")
             row = list(row)
             if i_syn is not None:
                 row += [""] * (i_syn + 1 - len(row))
-                row[i_syn] = f
+                row[i_syn] = mark
             else:
                 row += [""] * (len(header) - len(row))
-                row.append(f)
+                row.append(mark)
             new_rows.append(row)
         buf = io.StringIO()
         csv.writer(buf, lineterminator="\n").writerows(new_rows)
@@ -872,17 +872,22 @@ def _select_labels(x_pool: np.ndarray, y_pool: np.ndarray, how: str, *, budget_n
                                        n_classes=int(y_pool.max()) + 1)
     else:  # pragma: no cover - internal
         raise ValueError(how)
-    rnd = 0
-    while int((lab >= 0).sum()) < budget_n:
-        mask = lab >= 0
-        n = min(batch, budget_n - int(mask.sum()))
-        clf = LogisticRegression(max_iter=1000).fit(xs[mask], lab[mask])
-        proba = np.zeros((y_pool.size, int(y_pool.max()) + 1))
-        proba[:, clf.classes_] = clf.predict_proba(xs)
-        state = PoolState(labelled=mask, embeddings=x_pool, probabilities=proba)
-        ids = strat.select(state, n, seed=int(rng.integers(2**31 - 1)))
-        lab[ids] = y_pool[ids]
-        rnd += 1
+    try:  # tiny fits: one BLAS thread is ~20x faster than two on a busy 2-core machine
+        from threadpoolctl import threadpool_limits
+        limit: Any = threadpool_limits(limits=1, user_api="blas")
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        import contextlib
+        limit = contextlib.nullcontext()
+    with limit:
+        while int((lab >= 0).sum()) < budget_n:
+            mask = lab >= 0
+            n = min(batch, budget_n - int(mask.sum()))
+            clf = LogisticRegression(max_iter=1000).fit(xs[mask], lab[mask])
+            proba = np.zeros((y_pool.size, int(y_pool.max()) + 1))
+            proba[:, clf.classes_] = clf.predict_proba(xs)
+            state = PoolState(labelled=mask, embeddings=x_pool, probabilities=proba)
+            ids = strat.select(state, n, seed=int(rng.integers(2**31 - 1)))
+            lab[ids] = y_pool[ids]
     return np.flatnonzero(lab >= 0)
 
 
