@@ -316,18 +316,23 @@ class SemiOrderedIndex {
 
   // Adds deltas[i] to the score of ids[i]. O(1) expected per in-place update, O(log #nodes)
   // for a move. Thread-safe; `threads` > 1 splits the batch over a C++ thread pool.
+  // Batches of kSortedBatch or more are first sorted by id with repeats summed: updates
+  // commute, and in id order consecutive moves hit the same status-table lines, source
+  // and target nodes (the finger below), while threads get disjoint id ranges.
   void update(const uint32_t* ids, const double* deltas, size_t n, unsigned threads = 1,
               int bulk = -1 /* -1 auto, 0 never, 1 always */) {
     if (use_bulk(n, bulk)) {
       bulk_update(ids, deltas, n, threads, /*assign=*/false);
       return;
     }
-    detail::parallel_for(n, threads, [&](unsigned, size_t b, size_t e) {
-      run_pinned(b, e, [&](size_t i) {
-        prefetch_entry(ids, i + 8, e);
-        add(ids[i], deltas[i]);
-      });
-    });
+    if (n >= kSortedBatch) {
+      std::vector<uint32_t> sid;
+      std::vector<double> sd;
+      sort_and_combine(ids, deltas, 0.0, n, sid, sd);
+      apply_adds(sid.data(), sd.data(), sid.size(), threads);
+      return;
+    }
+    apply_adds(ids, deltas, n, threads);
   }
   // Same as update with one delta for every id.
   void update_scalar(const uint32_t* ids, double delta, size_t n, unsigned threads = 1, int bulk = -1) {
@@ -336,12 +341,15 @@ class SemiOrderedIndex {
       bulk_update(ids, d.data(), n, threads, false);
       return;
     }
-    detail::parallel_for(n, threads, [&](unsigned, size_t b, size_t e) {
-      run_pinned(b, e, [&](size_t i) {
-        prefetch_entry(ids, i + 8, e);
-        add(ids[i], delta);
-      });
-    });
+    std::vector<uint32_t> sid;
+    std::vector<double> sd;
+    if (n >= kSortedBatch) {
+      sort_and_combine(ids, nullptr, delta, n, sid, sd);
+    } else {
+      sid.assign(ids, ids + n);
+      sd.assign(n, delta);
+    }
+    apply_adds(sid.data(), sd.data(), sid.size(), threads);
   }
 
   // Sets the score of ids[i] to scores[i] (a concurrent update lands before or after).
@@ -957,6 +965,69 @@ class SemiOrderedIndex {
     retire(zi);
   }
 
+  // ------------------------------------------------------------------ batches
+  static constexpr size_t kSortedBatch = 256;
+  static constexpr size_t kMinPerThread = 16384;  // below this a thread costs more than it saves
+
+  // Sorts (id, delta) by id (LSD radix for big batches) and sums repeated ids.
+  static void sort_and_combine(const uint32_t* ids, const double* deltas, double delta, size_t n,
+                               std::vector<uint32_t>& out_ids, std::vector<double>& out_d) {
+    std::vector<uint64_t> keys(n);
+    for (size_t i = 0; i < n; ++i) keys[i] = (uint64_t(ids[i]) << 32) | uint64_t(i);
+    if (n < 65536) {
+      std::sort(keys.begin(), keys.end());
+    } else {
+      std::vector<uint64_t> tmp(n);
+      for (int shift = 32; shift < 64; shift += 16) {
+        std::vector<size_t> count(65537, 0);
+        for (uint64_t k : keys) ++count[((k >> shift) & 0xFFFF) + 1];
+        for (size_t b = 1; b <= 65536; ++b) count[b] += count[b - 1];
+        for (uint64_t k : keys) tmp[count[(k >> shift) & 0xFFFF]++] = k;
+        keys.swap(tmp);
+      }
+    }
+    out_ids.clear();
+    out_d.clear();
+    out_ids.reserve(n);
+    out_d.reserve(n);
+    for (size_t i = 0; i < n; ++i) {
+      const uint32_t id = uint32_t(keys[i] >> 32);
+      const double d = deltas ? deltas[uint32_t(keys[i])] : delta;
+      if (!out_ids.empty() && out_ids.back() == id) {
+        out_d.back() = detail::saturating_add(out_d.back(), d);
+      } else {
+        out_ids.push_back(id);
+        out_d.push_back(d);
+      }
+    }
+  }
+
+  void apply_adds(const uint32_t* ids, const double* deltas, size_t n, unsigned threads) {
+    const unsigned t = unsigned(std::max<size_t>(1, std::min<size_t>(threads, n / kMinPerThread)));
+    detail::parallel_for(n, t, [&](unsigned, size_t b, size_t e) {
+      run_pinned(b, e, [&](size_t i) {
+        prefetch_entry(ids, i + 8, e);
+        add(ids[i], deltas[i]);
+      });
+    });
+  }
+
+  // The node this thread last moved an id into, for this index: consecutive moves of a
+  // sorted batch usually land in the same node, so it is tried before the skip list.
+  struct Finger {
+    uint64_t owner = 0;
+    uint32_t node = kNil;
+  };
+  static Finger& finger() noexcept {
+    thread_local Finger f;
+    return f;
+  }
+  static uint64_t next_instance_id() noexcept {
+    static std::atomic<uint64_t> next{1};
+    return next.fetch_add(1, std::memory_order_relaxed);
+  }
+  const uint64_t instance_id_ = next_instance_id();
+
   // ------------------------------------------------------------------ update protocol
   void prefetch_entry(const uint32_t* ids, size_t j, size_t end) const noexcept {
 #if defined(__GNUC__)
@@ -1041,7 +1112,19 @@ class SemiOrderedIndex {
           if (pv != kNil && node(pv).range_contains(k)) ti = pv;
         }
       }
+      Finger& f = finger();
+      if (ti == kNil && f.owner == instance_id_ && f.node != kNil && !node(f.node).dead.load(std::memory_order_acquire)) {
+        const Node& fn = node(f.node);
+        if (fn.range_contains(k)) {
+          ti = f.node;
+        } else if (fn.hi() <= k) {
+          const uint32_t nx = fn.next[0].load(std::memory_order_acquire);
+          if (nx != kNil && node(nx).range_contains(k)) ti = nx;
+        }
+      }
       if (ti == kNil) ti = find_floor(k);
+      f.owner = instance_id_;
+      f.node = ti;
       Node& t = node(ti);
       if (xi == kNil || xi == ti) {
         t.lock.lock();
@@ -1069,6 +1152,7 @@ class SemiOrderedIndex {
       const bool t_ok = !t.dead.load(std::memory_order_acquire) && t.lo <= k && k < t.hi();
       if (!t_ok) {
         unlock_both();
+        f.node = kNil;
         continue;
       }
       if (ti == xi) {  // range changed under us and now contains k: nothing to move
@@ -1439,6 +1523,8 @@ class SemiOrderedIndex {
         old.push_back(x);
       std::lock_guard<std::mutex> gr(retire_mu_);
       std::lock_guard<detail::SpinLock> ga(alloc_mu_);
+      // Dead, so a stale finger (or any other remembered index) fails validation.
+      for (uint32_t x : old) node(x).dead.store(1, std::memory_order_release);
       for (uint32_t x : old) free_.push_back(x);
       for (uint32_t x : retired_) free_.push_back(x);
       retired_.clear();
