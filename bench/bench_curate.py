@@ -309,6 +309,12 @@ def noise_eval_seed(seed: int, caps: np.ndarray, args: argparse.Namespace) -> Di
 
     exact = redundant & (kind == 2)
     near = redundant & (kind == 3)
+    source_pos = np.array([first_seen[s_] for s_ in src.tolist()])
+
+    def source_kept(kept_mask: np.ndarray) -> np.ndarray:
+        """Copies whose source (first occurrence) was kept: the truly redundant ones."""
+        return redundant & kept_mask[source_pos]
+
     out: Dict[str, Any] = dict(seed=seed, stream=int(first.shape[0]), clean_unique=int(clean_unique.sum()),
                                mismatched=int(mismatched.sum()), exact_dups=int(exact.sum()),
                                near_dups=int(near.sum()))
@@ -316,8 +322,13 @@ def noise_eval_seed(seed: int, caps: np.ndarray, args: argparse.Namespace) -> Di
     out["mismatched_recaptioned_correctly"] = frac(kept[mismatched] & cur_recap(cur, first.shape[0])[mismatched]
                                                    & (final_lab[mismatched] == true[mismatched]))
     out["mismatched_kept_wrong"] = frac(kept[mismatched] & (final_lab[mismatched] != true[mismatched]))
-    out["exact_dups_rejected"] = frac(reasons[exact] == DUPLICATE)
-    out["near_dups_rejected"] = frac(reasons[near] == DUPLICATE)
+    sk = source_kept(kept)
+    out["exact_copies_of_kept_rejected_as_duplicate"] = frac(reasons[exact & sk] == DUPLICATE)
+    out["near_copies_of_kept_rejected_as_duplicate"] = frac(reasons[near & sk] == DUPLICATE)
+    out["exact_dups_rejected_as_duplicate"] = frac(reasons[exact] == DUPLICATE)
+    out["exact_dups_rejected_any_reason"] = frac(~kept[exact])
+    out["near_dups_rejected_as_duplicate"] = frac(reasons[near] == DUPLICATE)
+    out["near_dups_rejected_any_reason"] = frac(~kept[near])
     out["clean_rejected"] = frac(~kept[clean_unique])
     out["clean_relabelled_wrong"] = frac(kept[clean_unique] & (final_lab[clean_unique] != true[clean_unique]))
     # down-weighting without the duplicate filter: gain of copies vs clean items
@@ -335,6 +346,14 @@ def noise_eval_seed(seed: int, caps: np.ndarray, args: argparse.Namespace) -> Di
     p_plain /= p_plain.sum()
     out["sampler_mass_on_copies_nofilter"] = float(p_plain[redundant].sum())
     out["share_of_copies_in_stream"] = float(redundant.mean())
+    # nearest-kept-item distance (no filter): how separable copies are from clean items
+    nr = np.full(first.shape[0], np.nan)
+    nr[plain.kept_positions] = plain.nearest
+    skp = source_kept(kp) & kp
+    for t in args.sweep:
+        out[f"nearest<{t:g}: exact copies of kept"] = frac(nr[exact & skp] < t)
+        out[f"nearest<{t:g}: near copies of kept"] = frac(nr[near & skp] < t)
+        out[f"nearest<{t:g}: clean items"] = frac(nr[clean_unique & kp] < t)
 
     # --- accuracy: curated subset vs random subset vs full
     m = int(round(args.subset * first.shape[0]))
@@ -348,6 +367,8 @@ def noise_eval_seed(seed: int, caps: np.ndarray, args: argparse.Namespace) -> Di
 
     out["subset_size"] = m
     out["acc_curated_subset"] = acc(cur_idx, final_lab)
+    kept_rand = kept_pos[rng.choice(kept_pos.size, m, replace=False)]
+    out["acc_kept_uniform_subset"] = acc(kept_rand, final_lab)   # cleaner + filter, no gain weighting
     out["acc_random_subset"] = acc(rand_idx, lab_given)
     out["acc_full_noisy"] = acc(np.arange(first.shape[0]), lab_given)
     out["acc_all_kept"] = acc(kept_pos, final_lab)
@@ -495,7 +516,7 @@ def ascmr_eval_seed(seed: int, args: argparse.Namespace, strategies: List[str]) 
 
 
 def run_ascmr(args: argparse.Namespace) -> Dict[str, Any]:
-    strategies = ["random", "entropy", "kcenter"] + [f"ascmr lam={lam:g}" for lam in args.lams]
+    strategies = [s for s in args.baselines] + [f"ascmr lam={lam:g}" for lam in args.lams]
     runs: List[Dict[str, Any]] = []
     it = range(args.seeds)
     if tqdm and not args.no_progress:
@@ -507,12 +528,14 @@ def run_ascmr(args: argparse.Namespace) -> Dict[str, Any]:
     print(f"ascmr: digits (real), two views (pixels | gradient histograms + profiles), {args.seeds} seeds, "
           f"{args.init_per_class}/class to start, batches of {args.batch} to {args.budget:.0%} of the pool, "
           f"joint logistic regression; k = {args.k}")
-    print("  " + "strategy".ljust(16) + "".join(c.rjust(24) for c in cols))
+    short = {"aubc": "AUBC", "batch_mean_pairwise_cosine": "batch diversity",
+             "selected_imbalance": "class imbalance"}
+    print("  " + "strategy".ljust(16) + "".join(short.get(c, c).rjust(16) for c in cols))
     summary = {}
     for name in strategies:
         rs = [r for r in runs if r["strategy"] == name]
         summary[name] = {c: (float(np.mean([r[c] for r in rs])), float(np.std([r[c] for r in rs]))) for c in cols}
-        print("  " + name.ljust(16) + "".join(f"{summary[name][c][0]:.3f} ± {summary[name][c][1]:.3f}".rjust(24)
+        print("  " + name.ljust(16) + "".join(f"{summary[name][c][0]:.3f} ± {summary[name][c][1]:.3f}".rjust(16)
                                                for c in cols))
     if args.plot:
         plot_ascmr(runs, strategies, Path(args.plot))
@@ -549,7 +572,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     t = sub.add_parser("throughput", help="items/s on a generated stream; HNSW vs own-code time")
     t.add_argument("--n", type=int, default=1_000_000)
     t.add_argument("--dim", type=int, default=256)
-    t.add_argument("--batch", type=int, default=4096)
+    t.add_argument("--batch", type=int, default=1024)
     t.add_argument("--k", type=int, default=4)
     t.add_argument("--M", type=int, default=48)
     t.add_argument("--ef-construction", type=int, default=100)
@@ -573,6 +596,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     z.add_argument("--delta", type=float, default=0.4)
     z.add_argument("--duplicate-below", type=float, default=0.01)
     z.add_argument("--cca-dim", type=int, default=9)
+    z.add_argument("--sweep", type=float, nargs="+", default=[0.001, 0.01, 0.02, 0.05],
+                   help="nearest-distance thresholds to tabulate")
     z.add_argument("--subset", type=float, default=0.5, help="subset size, share of the stream")
     z.set_defaults(func=run_noise)
     a = sub.add_parser("ascmr", help="ASCMR vs plain uncertainty on digits (two views)")
@@ -580,7 +605,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     a.add_argument("--init-per-class", type=int, default=2)
     a.add_argument("--batch", type=int, default=20)
     a.add_argument("--budget", type=float, default=0.2, help="stop at this share of the pool")
-    a.add_argument("--lams", type=float, nargs="+", default=[0.0, 0.5, 2.0])
+    a.add_argument("--lams", type=float, nargs="+", default=[0.0, 0.1, 0.3, 1.0])
+    a.add_argument("--baselines", nargs="*", default=["random", "entropy", "kcenter"],
+                   choices=["random", "entropy", "kcenter"])
     a.add_argument("--k", type=int, default=10)
     a.add_argument("--C", type=float, default=1.0, help="logistic-regression C")
     a.add_argument("--checkpoints", type=float, nargs="+", default=[0.05, 0.1, 0.2])

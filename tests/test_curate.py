@@ -183,6 +183,27 @@ def test_recaption_may_relabel_and_custom_similarity():
     assert rep.kept.all()
 
 
+def test_callbacks_receive_rows_as_streamed_not_normalised():
+    a, b = pairs_with_similarity([0.9, 0.1], seed=4)
+    seen = {}
+
+    def sim(f, s):
+        seen.setdefault("sim", []).append((np.linalg.norm(f, axis=1), np.linalg.norm(s, axis=1)))
+        return np.einsum("ij,ij->i", unit(f), unit(s))
+
+    def recaption(pos, f, s):
+        seen["recap"] = np.linalg.norm(f, axis=1)
+        return 5.0 * f
+
+    cur = InfoGrowth(8, 8, similarity=sim, recaption=recaption, backend="exact")
+    rep = cur.process(3.0 * a, 2.0 * b)
+    np.testing.assert_allclose(seen["sim"][0][0], 3.0, rtol=1e-5)
+    np.testing.assert_allclose(seen["sim"][0][1], 2.0, rtol=1e-5)
+    np.testing.assert_allclose(seen["recap"], [3.0], rtol=1e-5)
+    np.testing.assert_allclose(seen["sim"][1][1], [15.0], rtol=1e-5)   # the re-check sees the new row
+    assert rep.kept.all() and rep.recaptioned.tolist() == [False, True]
+
+
 def test_failing_or_bad_recaption_leaves_the_curator_unchanged():
     a, b = pairs_with_similarity([0.9, 0.1, 0.8], seed=3)
     cur = InfoGrowth(8, 8, backend="exact", recaption=lambda p, f, s: f)

@@ -508,7 +508,7 @@ class ASCMR(Strategy):
                 raise ValueError(f"second_embeddings has {self.second_embeddings.shape[0]} rows but the "
                                  f"pool has {state.n_samples} samples")
             emb = (state.embeddings[ids], self.second_embeddings[ids])
-        var = []
+        var: List[Optional[np.ndarray]] = []
         for i, v in enumerate(self.variances):
             if v is None:
                 var.append(None)

@@ -178,7 +178,7 @@ def _blas_limit(threads: Optional[int]) -> Any:
         return contextlib.nullcontext()
     if not _BLAS:
         try:
-            from threadpoolctl import ThreadpoolController
+            from threadpoolctl import ThreadpoolController  # type: ignore[import-untyped]
             _BLAS.append(ThreadpoolController())
         except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
             _BLAS.append(None)
@@ -458,7 +458,8 @@ class InfoGrowth:
         if _restore is not None:
             self.pools: List[NeighbourPool] = _restore["pools"]
         else:
-            dims = [self.dim] + ([self.second_dim] if self._uses_second_index() else [])
+            dims = [self.dim] + ([int(self.second_dim)] if self._uses_second_index()  # type: ignore[arg-type]
+                                 else [])
             self.pools = [self._new_pool(d, capacity) for d in dims]
         r = _restore or {}
         arr = r.get("arrays", {})
@@ -658,7 +659,7 @@ class InfoGrowth:
         raw = np.full(b, np.nan)
         ent = np.full(b, np.nan)
         near = np.full(b, np.nan)
-        mods = [x1] + ([x2] if len(self.pools) > 1 else [])
+        mods: List[np.ndarray] = [x1] + ([x2] if x2 is not None and len(self.pools) > 1 else [])
         if m:
             n_old = self.n_kept
             kk = min(self.k, n_old)
@@ -765,7 +766,7 @@ class InfoGrowth:
             raise ValueError(f"recaption returned shape {arr.shape}; expected ({a.shape[0]}, "
                              f"{self.second_dim}): one new second-modality embedding per item "
                              f"(a row of NaN for 'no caption')")
-        rows_nan = np.isnan(arr).any(axis=1)
+        rows_nan: np.ndarray = np.asarray(np.isnan(arr).any(axis=1))
         if np.isinf(arr[~rows_nan]).any():
             raise ValueError("recaption returned infinite values; return finite embeddings or a NaN "
                              "row for items it cannot caption")
@@ -912,7 +913,7 @@ class InfoGrowth:
         tmp = directory / f".{name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         tmp.mkdir()
         try:
-            arrays = dict(kept_pos=self._kept_pos.view(), kept_raw=self._kept_raw.view(),
+            arrays: Dict[str, Any] = dict(kept_pos=self._kept_pos.view(), kept_raw=self._kept_raw.view(),
                           kept_gain=self._kept_gain.view(), kept_entropy=self._kept_ent.view(),
                           kept_nearest=self._kept_near.view(),
                           kept_sim=self._kept_sim.view(), kept_recap=self._kept_recap.view(),
@@ -1071,7 +1072,7 @@ def curate(curator: InfoGrowth, first: Any, second: Any = None, labels: Any = No
     bar = None
     if progress:
         try:
-            from tqdm.auto import tqdm
+            from tqdm.auto import tqdm  # type: ignore[import-untyped]
             bar = tqdm(total=n, initial=start, desc="curate", unit="item", unit_scale=True, leave=False)
         except ImportError:  # pragma: no cover
             bar = None
