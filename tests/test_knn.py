@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from socbi.knn import (ExactPool, HNSWPool, exact_knn, load_pool, make_pool, recall_at_k)
+import socbi.knn as knn_module
 
 hnswlib = pytest.importorskip("hnswlib")
 
@@ -239,3 +240,27 @@ def test_save_load_roundtrip(tmp_path, backend):
 def test_exact_knn_function_rejects_k_above_candidates():
     with pytest.raises(ValueError, match="exceeds"):
         exact_knn(np.zeros((3, 2), np.float32), np.arange(3), np.zeros((1, 2), np.float32), 4)
+
+
+def test_crash_between_graph_and_metadata_leaves_the_previous_save(tmp_path, monkeypatch):
+    # Regression: the graph used to be renamed into place before the metadata, so a crash
+    # in between loaded the old labelled set with the new graph, silently inconsistent.
+    x = np.random.default_rng(0).normal(size=(500, 8)).astype(np.float32)  # generated
+    pool = make_pool("hnsw", 8, 500, num_threads=1, progress=False)
+    pool.add(np.arange(500), x)
+    prefix = tmp_path / "pool"
+    pool.save(prefix)
+    pool.mark_labelled(np.arange(100))
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt("simulated crash before the metadata rename")
+
+    monkeypatch.setattr(knn_module, "_atomic_savez", crash)
+    with pytest.raises(KeyboardInterrupt):
+        pool.save(prefix)
+    monkeypatch.undo()
+    loaded = load_pool(prefix, progress=False)
+    assert (loaded.state[:100] == pool.state[100:200]).all()  # all still unlabelled
+    ids, _ = loaded.query(x[:100], 1)
+    assert (ids[:, 0] == np.arange(100)).all()  # and the graph agrees: they are findable
+    assert len(list(tmp_path.glob("*.hnsw"))) == 1  # the aborted save left no graph behind

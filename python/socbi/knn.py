@@ -387,18 +387,31 @@ class NeighbourPool:
 
     # ---- persistence --------------------------------------------------------------
     def save(self, path: PathLike) -> None:
-        """Write the pool next to a session: ``<path>.meta.npz`` (+ ``<path>.hnsw``).
+        """Write the pool next to a session: ``<path>.meta.npz`` (+ a graph file for HNSW).
 
-        Files are written to a temporary name and renamed, so a crash never leaves a
-        half-written pool under the final name. O(pool size).
+        The HNSW graph goes to a new file named by a fresh token (``<path>.<token>.hnsw``),
+        then the metadata, which names that file, replaces the old metadata atomically
+        (temporary file, fsync, rename, fsync of the directory); only then is the previous
+        graph file removed. A crash at any point leaves the previous save loadable and
+        consistent. O(pool size).
         """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         meta: Dict[str, Any] = dict(backend=self.backend, space=self.space, dim=self.dim,
                                     capacity=self.capacity, state=self._state,
                                     **self._meta())
-        self._save(path)
-        _atomic_savez(Path(str(path) + ".meta.npz"), meta)
+        old_graph = _graph_file_of(path)
+        graph = self._save(path)
+        if graph is not None:
+            meta["graph_file"] = graph.name
+        try:
+            _atomic_savez(Path(str(path) + ".meta.npz"), meta)
+        except BaseException:
+            if graph is not None and graph.exists():
+                graph.unlink()
+            raise
+        if old_graph is not None and old_graph != graph and old_graph.exists():
+            old_graph.unlink()
 
     def _meta(self) -> Dict[str, Any]:
         return {}
@@ -421,8 +434,33 @@ class NeighbourPool:
     def _query(self, q: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:  # pragma: no cover
         raise NotImplementedError
 
-    def _save(self, path: Path) -> None:
-        pass
+    def _save(self, path: Path) -> Optional[Path]:
+        """Write backend files that the metadata must name; return the file or None."""
+        return None
+
+
+def _graph_file_of(path: Path) -> Optional[Path]:
+    """The graph file the current metadata at ``path`` names (None if none or unreadable)."""
+    meta_path = Path(str(path) + ".meta.npz")
+    try:
+        with np.load(meta_path, allow_pickle=False) as z:
+            if "graph_file" in z.files:
+                return path.with_name(str(z["graph_file"]))
+    except (OSError, ValueError):
+        return None
+    legacy = Path(str(path) + ".hnsw")
+    return legacy if legacy.exists() else None
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(str(directory), os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _tmp_path(target: Path) -> str:
@@ -435,7 +473,10 @@ def _atomic_savez(target: Path, arrays: Dict[str, Any]) -> None:
     try:
         with open(tmp, "xb") as fh:
             np.savez(fh, **{k: np.asarray(v) for k, v in arrays.items()})
+            fh.flush()
+            os.fsync(fh.fileno())
         os.replace(tmp, target)
+        _fsync_dir(target.parent)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -597,16 +638,19 @@ class HNSWPool(NeighbourPool):
         return dict(M=self.M, ef_construction=self.ef_construction, ef=self.ef, seed=self.seed,
                     add_chunk=self.add_chunk)
 
-    def _save(self, path: Path) -> None:
-        target = Path(str(path) + ".hnsw")
+    def _save(self, path: Path) -> Optional[Path]:
+        target = Path(f"{path}.{uuid.uuid4().hex[:16]}.hnsw")
         tmp = _tmp_path(target)
         try:
             self._index.save_index(tmp)
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
             os.replace(tmp, target)
         except BaseException:
             if os.path.exists(tmp):
                 os.unlink(tmp)
             raise
+        return target
 
 
 def make_pool(backend: str, dim: int, capacity: int, space: str = "l2", **kwargs: Any
@@ -645,7 +689,8 @@ def load_pool(path: PathLike, *, num_threads: Optional[int] = None, progress: bo
         pool._add(present, meta["data"].astype(np.float32))
     elif backend == "hnsw":
         import hnswlib
-        hnsw_path = Path(str(path) + ".hnsw")
+        hnsw_path = (path.with_name(str(meta["graph_file"])) if "graph_file" in meta
+                     else Path(str(path) + ".hnsw"))
         if not hnsw_path.exists():
             raise FileNotFoundError(f"no HNSW graph at {hnsw_path.name} next to {meta_path.name}")
         index = hnswlib.Index(space=space, dim=dim)
