@@ -140,6 +140,7 @@ def run_throughput(args: argparse.Namespace) -> Dict[str, Any]:
         pool._index = _TimedIndex(pool._index, clock)
     bar = tqdm(total=args.n, desc="curate", unit="item", unit_scale=True) if tqdm and not args.no_progress else None
     t_wall = time.perf_counter()
+    cpu0 = time.process_time()
     marks = []
     pending = sorted(args.marks_set)
     for x in generated_stream(args.n, args.dim, args.batch, args.clusters, args.spread, args.dup_rate,
@@ -153,6 +154,7 @@ def run_throughput(args: argparse.Namespace) -> Dict[str, Any]:
             marks.append(dict(items=cur.n_seen, process_s=cur.stats["total_s"],
                               hnsw_s=clock["hnsw_query"] + clock["hnsw_add"] + clock["hnsw_resize"]))
     wall = time.perf_counter() - t_wall
+    cpu = time.process_time() - cpu0
     if bar is not None:
         bar.close()
     st = cur.stats
@@ -175,6 +177,7 @@ def run_throughput(args: argparse.Namespace) -> Dict[str, Any]:
                       data="generated"),
         machine=machine(),
         items_per_s=args.n / st["total_s"], items_per_s_wall=args.n / wall,
+        cpu_s=cpu, items_per_cpu_s=args.n / cpu, load_end=os.getloadavg()[0],
         process_s=st["total_s"], wall_s=wall,
         hnswlib_s=hnsw, hnswlib_query_s=clock["hnsw_query"], hnswlib_add_s=clock["hnsw_add"],
         hnswlib_resize_s=clock["hnsw_resize"], knn_wrapper_s=wrapper, curate_own_s=own,
@@ -185,7 +188,8 @@ def run_throughput(args: argparse.Namespace) -> Dict[str, Any]:
     print(f"throughput: {args.n:,} generated {args.dim}-d items, batch {args.batch}, {threads} hnswlib "
           f"threads (machine load {res['machine']['load']:.1f} on {res['machine']['cpus']} CPUs)")
     print(f"  {res['items_per_s']:,.0f} items/s in process() ({st['total_s']:.1f} s; wall incl. data "
-          f"generation {wall:.1f} s)")
+          f"generation {wall:.1f} s); {res['items_per_cpu_s']:,.0f} items per CPU-second (all threads, "
+          f"{cpu:.1f} CPU-s); load at the end {res['load_end']:.1f}")
     print(f"  hnswlib {res['share_hnswlib']:.1%} (query {clock['hnsw_query']:.1f} s, add "
           f"{clock['hnsw_add']:.1f} s, resize {clock['hnsw_resize']:.2f} s), socbi.knn wrapper "
           f"{res['share_knn_wrapper']:.1%}, socbi.curate own code {res['share_curate_own']:.1%}")
@@ -324,6 +328,7 @@ def noise_eval_seed(seed: int, caps: np.ndarray, args: argparse.Namespace) -> Di
     out["mismatched_kept_wrong"] = frac(kept[mismatched] & (final_lab[mismatched] != true[mismatched]))
     sk = source_kept(kept)
     out["exact_copies_of_kept_rejected_as_duplicate"] = frac(reasons[exact & sk] == DUPLICATE)
+    out["exact_copies_of_kept_rejected_any_reason"] = frac(~kept[exact & sk])
     out["near_copies_of_kept_rejected_as_duplicate"] = frac(reasons[near & sk] == DUPLICATE)
     out["exact_dups_rejected_as_duplicate"] = frac(reasons[exact] == DUPLICATE)
     out["exact_dups_rejected_any_reason"] = frac(~kept[exact])
@@ -346,6 +351,9 @@ def noise_eval_seed(seed: int, caps: np.ndarray, args: argparse.Namespace) -> Di
     p_plain /= p_plain.sum()
     out["sampler_mass_on_copies_nofilter"] = float(p_plain[redundant].sum())
     out["share_of_copies_in_stream"] = float(redundant.mean())
+    out["_gains_nofilter"] = dict(clean=gp[clean_unique & kp].tolist(), exact=gp[exact & source_kept(kp) & kp].tolist(),
+                                  near=gp[near & source_kept(kp) & kp].tolist(),
+                                  mismatched=gp[mismatched & kp].tolist())
     # nearest-kept-item distance (no filter): how separable copies are from clean items
     nr = np.full(first.shape[0], np.nan)
     nr[plain.kept_positions] = plain.nearest
@@ -401,7 +409,7 @@ def run_noise(args: argparse.Namespace) -> Dict[str, Any]:
         it = tqdm(it, desc="noise eval (seeds)")
     for s in it:
         runs.append(noise_eval_seed(s, caps, args))
-    keys = [k for k in runs[0] if k != "seed"]
+    keys = [k for k in runs[0] if k != "seed" and not k.startswith("_")]
     summary = {k: (float(np.mean([r[k] for r in runs if r[k] is not None])),
                    float(np.std([r[k] for r in runs if r[k] is not None]))) for k in keys}
     print(f"noise: digits (real), {args.seeds} seeds; stream = {args.calibration:.0%}-calibration-free "
@@ -410,8 +418,30 @@ def run_noise(args: argparse.Namespace) -> Dict[str, Any]:
           f"{args.duplicate_below}")
     for k in keys:
         print(f"  {k:40s} {_ms([r[k] for r in runs])}")
+    if args.plot:
+        plot_gains(runs[0]["_gains_nofilter"], Path(args.plot))
     return dict(config={k: v for k, v in vars(args).items() if k not in ("func", "marks_set")},
                 machine=machine(), runs=runs, summary=summary)
+
+
+def plot_gains(g: Dict[str, List[float]], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    bins = np.linspace(0, 1, 41)
+    for name, label in (("clean", "clean items"), ("near", "near copies of kept items"),
+                        ("exact", "exact copies of kept items"), ("mismatched", "mismatched pairs kept")):
+        if g[name]:
+            ax.hist(g[name], bins=bins, histtype="step", density=True, lw=1.6, label=f"{label} ({len(g[name])})")
+    ax.set_xlabel("InfoGrowth gain G (no duplicate filter)")
+    ax.set_ylabel("density")
+    ax.set_title("digits stream with injected copies (seed 0)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"  plot: {path}")
 
 
 # =============================================================================== ASCMR eval
@@ -537,6 +567,21 @@ def run_ascmr(args: argparse.Namespace) -> Dict[str, Any]:
         summary[name] = {c: (float(np.mean([r[c] for r in rs])), float(np.std([r[c] for r in rs]))) for c in cols}
         print("  " + name.ljust(16) + "".join(f"{summary[name][c][0]:.3f} ± {summary[name][c][1]:.3f}".rjust(16)
                                                for c in cols))
+    ref = args.reference
+    if ref in strategies:
+        print(f"  paired differences to {ref!r} (same seed, split and initial labels), mean ± std over seeds:")
+        print("  " + "strategy".ljust(16) + "".join(f"Δ{short.get(c, c)}".rjust(16) for c in cols[:4]))
+        for name in strategies:
+            if name == ref:
+                continue
+            diffs = {}
+            for c in cols[:4]:
+                d = [r[c] - q[c] for r in runs if r["strategy"] == name
+                     for q in runs if q["strategy"] == ref and q["seed"] == r["seed"]]
+                diffs[c] = (float(np.mean(d)), float(np.std(d)), int(np.sum(np.asarray(d) > 0)), len(d))
+            summary[name]["paired_vs_" + ref] = diffs
+            print("  " + name.ljust(16) + "".join(f"{diffs[c][0]:+.3f} ± {diffs[c][1]:.3f}".rjust(16)
+                                                   for c in cols[:4]))
     if args.plot:
         plot_ascmr(runs, strategies, Path(args.plot))
     return dict(config={k: v for k, v in vars(args).items() if k not in ("func", "marks_set")},
@@ -563,6 +608,16 @@ def plot_ascmr(runs: List[Dict[str, Any]], strategies: List[str], path: Path) ->
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     print(f"  plot: {path}")
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (np.floating,)):
+        return float(v)
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    return str(v)
 
 
 # =============================================================================== main
@@ -599,6 +654,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     z.add_argument("--sweep", type=float, nargs="+", default=[0.001, 0.01, 0.02, 0.05],
                    help="nearest-distance thresholds to tabulate")
     z.add_argument("--subset", type=float, default=0.5, help="subset size, share of the stream")
+    z.add_argument("--plot", default=None, help="write a histogram of gains (seed 0) here (PNG)")
     z.set_defaults(func=run_noise)
     a = sub.add_parser("ascmr", help="ASCMR vs plain uncertainty on digits (two views)")
     a.add_argument("--seeds", type=int, default=5)
@@ -606,6 +662,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     a.add_argument("--batch", type=int, default=20)
     a.add_argument("--budget", type=float, default=0.2, help="stop at this share of the pool")
     a.add_argument("--lams", type=float, nargs="+", default=[0.0, 0.1, 0.3, 1.0])
+    a.add_argument("--reference", default="entropy", help="strategy for the paired differences")
     a.add_argument("--baselines", nargs="*", default=["random", "entropy", "kcenter"],
                    choices=["random", "entropy", "kcenter"])
     a.add_argument("--k", type=int, default=10)
@@ -621,7 +678,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         args.marks_set = {int(v) for v in args.marks.split(",") if v.strip()}
     res = args.func(args)
     if args.json is not None:
-        args.json.write_text(json.dumps(res, indent=1, default=float))
+        args.json.write_text(json.dumps(res, indent=1, default=_jsonable))
         print(f"  json: {args.json}")
     return 0
 
