@@ -233,7 +233,7 @@ def read_labels(path: Union[str, Path], *, n_samples: int, expected_ids: Optiona
                 problems.append(f"{where}: id {i} has no label")
             continue  # allow_partial: an empty label cell means "not labelled yet"
         if why is not None:
-            problems.append(f"{where}: {why}")
+            problems.append(f"{where}: id {i}: {why}")
             continue
         ids.append(i)
         labels.append(int(lab))  # type: ignore[arg-type]

@@ -389,14 +389,14 @@ def _as_labels(labels: Any, n: int, name: str = "labels") -> np.ndarray:
         bad = ~np.isfinite(arr) | (arr != np.round(arr))
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            raise ValueError(f"{name}[{i}] = {arr[i]!r} is not an integer; classes are integers >= 0 "
-                             f"and -1 marks unlabelled samples")
+            raise ValueError(f"{name}[{i}] = {arr[i].item()!r} is not an integer; pass a class >= 0, "
+                             f"or -1 for an unlabelled sample")
     out = arr.astype(np.int64)
     bad = out < -1
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"{name}[{i}] = {out[i]} is negative; classes are integers >= 0 and -1 "
-                         f"marks unlabelled samples")
+        raise ValueError(f"{name}[{i}] = {out[i]} is negative; pass a class >= 0, or -1 for an "
+                         f"unlabelled sample")
     return out
 
 

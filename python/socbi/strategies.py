@@ -217,7 +217,8 @@ def _check_proba(p: np.ndarray, name: str) -> np.ndarray:
         raise ValueError(f"{name} must have at least 2 class columns, got shape {p.shape}")
     if not np.isfinite(p).all():
         rows = np.flatnonzero(~np.isfinite(p).all(axis=1))
-        raise ValueError(f"{name} has NaN or infinite values in rows {rows[:5].tolist()}")
+        raise ValueError(f"{name} has NaN or infinite values in rows {rows[:5].tolist()}; pass finite "
+                         f"class probabilities (repair or drop those rows)")
     if (p < -1e-6).any() or (p > 1 + 1e-6).any():
         raise ValueError(f"{name} has values outside [0, 1] (min {p.min():.3g}, max {p.max():.3g}); "
                          f"these look like logits: apply softmax, or pass the model instead")
@@ -498,7 +499,7 @@ class KCenterGreedy(Strategy):
 def _need_scorer(state: PoolState, who: str) -> Any:
     if state.scorer is None:
         raise ValueError(f"strategy {who!r} needs PoolState.scorer, a socbi.scoring.BoundaryScorer "
-                         f"over these samples: BoundaryScorer(embeddings, k=10, labelled=...)")
+                         f"over these samples: pass scorer=BoundaryScorer(embeddings, k=10, labelled=...)")
     return state.scorer
 
 
