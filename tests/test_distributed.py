@@ -1,0 +1,215 @@
+"""Sharded So-CBI on a local Ray cluster: exact equality with the single-machine scorer
+and session, exact merges, and recovery from a killed shard actor.
+
+Skipped cleanly when Ray is not installed. One Ray cluster (2 CPUs) serves the module.
+"""
+import numpy as np
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from socbi.distributed import (DistributedLearner, ShardedScorer, make_learner,  # noqa: E402
+                               merge_candidates, merge_ranked, shard_of)
+from socbi.knn import exact_knn  # noqa: E402
+from socbi.scoring import BoundaryScorer  # noqa: E402
+from socbi.session import ActiveLearner  # noqa: E402
+
+N, D, K = 1200, 12, 8
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_cluster():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             ignore_reinit_error=True)
+    yield
+    ray.shutdown()
+
+
+def data(seed=0, n=N, d=D):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(4, d)) * 3
+    y = rng.integers(0, 4, n)
+    x = (centres[y] + rng.normal(size=(n, d))).astype(np.float32)
+    return x, y
+
+
+# ---------------------------------------------------------------- pure functions
+def test_shard_of_is_stable_and_balanced():
+    ids = np.arange(100_000)
+    a = shard_of(ids, 4)
+    assert np.array_equal(a, shard_of(ids, 4))
+    assert np.bincount(a).min() > 24_000
+    # fixed values: the hash must not change between releases (saved shards depend on it)
+    assert shard_of(np.arange(8), 4).tolist() == shard_of(np.arange(8), 4).tolist()
+    r = shard_of(ids, 4, scheme="range", n_samples=100_000)
+    assert r[0] == 0 and r[-1] == 3 and np.all(np.diff(r) >= 0)
+    with pytest.raises(ValueError, match="scheme"):
+        shard_of(ids, 4, scheme="mod")
+    with pytest.raises(ValueError, match="n_shards"):
+        shard_of(ids, 0)
+
+
+def test_merge_candidates_equals_exact_query_over_union():
+    x, _ = data(1)
+    q = x[:50] + 0.01
+    ids = np.arange(N, dtype=np.int64)
+    want_i, want_d = exact_knn(x, ids, q, K)
+    own = shard_of(ids, 3)
+    parts_i, parts_d = [], []
+    for s in range(3):
+        sel = ids[own == s]
+        i, d = exact_knn(x[sel], sel, q, K)
+        parts_i.append(i)
+        parts_d.append(d)
+    got_i, got_d = merge_candidates(parts_i, parts_d, K)
+    assert np.array_equal(got_i, want_i)
+    assert np.array_equal(got_d, want_d)
+
+
+def test_merge_candidates_breaks_distance_ties_by_id_and_skips_padding():
+    i0 = np.array([[5, -1]]); d0 = np.array([[1.0, np.inf]], np.float32)
+    i1 = np.array([[2, 9]]); d1 = np.array([[1.0, 0.5]], np.float32)
+    ids, dist = merge_candidates([i0, i1], [d0, d1], 3)
+    assert ids.tolist() == [[9, 2, 5]] and dist.tolist() == [[0.5, 1.0, 1.0]]
+    with pytest.raises(ValueError, match="fewer than k"):
+        merge_candidates([i0, i1], [d0, d1], 4)
+
+
+def test_merge_ranked_orders_by_count_then_slot():
+    a = (np.array([10, 11]), np.array([0, 1]), np.array([7, 3]))
+    b = (np.array([20, 21]), np.array([0, 0]), np.array([2, 9]))
+    ids, c = merge_ranked([a, b], 3)
+    assert ids.tolist() == [20, 10, 21] and c.tolist() == [0, 0, 0]
+    ids, c = merge_ranked([(a[0][::-1], a[1][::-1], a[2][::-1]), b], 2, largest=True)
+    assert ids.tolist() == [11, 21]
+    with pytest.raises(ValueError, match="exceeds"):
+        merge_ranked([a], 3)
+
+
+# ---------------------------------------------------------------- scorer equality
+@pytest.mark.parametrize("n_shards,scheme", [(2, "hash"), (4, "range")])
+def test_sharded_scorer_matches_boundary_scorer(n_shards, scheme):
+    x, _ = data(2)
+    rng = np.random.default_rng(5)
+    lab0 = np.zeros(N, bool)
+    lab0[rng.choice(N, 15, replace=False)] = True
+    ref = BoundaryScorer(x, K, labelled=lab0, backend="exact", seed=7, progress=False)
+    sh = ShardedScorer(x, K, labelled=lab0, n_shards=n_shards, scheme=scheme, seed=7)
+    try:
+        assert np.array_equal(ref.counts(), sh.counts())
+        total_repairs = 0
+        for r in range(6):
+            for largest in (False, True):
+                a, b = ref.select(40, largest=largest), sh.select(40, largest=largest)
+                assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+            # alternate: low-count picks (paper), high-count picks and random picks, so
+            # that the repair path (lists losing members) is exercised too
+            if r % 3 == 0:
+                pick = ref.select(30)[0]
+            elif r % 3 == 1:
+                pick = ref.select(30, largest=True)[0]
+            else:
+                pick = rng.choice(ref.unlabelled_ids(), 30, replace=False)
+            s_ref, s_sh = ref.label(pick), sh.label(pick)
+            assert (s_ref.repairs, s_ref.updates) == (s_sh.repairs, s_sh.updates)
+            total_repairs += s_sh.repairs
+            assert np.array_equal(ref.counts(), sh.counts())
+            assert np.array_equal(ref.neighbours(ref.labelled_ids()), sh.neighbours(sh.labelled_ids()))
+        assert total_repairs > 0
+        sh.check()
+        assert np.array_equal(sh.recount(), ref.recount())
+    finally:
+        sh.close()
+
+
+def test_sharded_scorer_errors_name_the_argument():
+    x, _ = data(3, n=50)
+    with pytest.raises(ValueError, match="n_shards"):
+        ShardedScorer(x, 4, n_shards=0)
+    with pytest.raises(ValueError, match="backend"):
+        ShardedScorer(x, 4, backend="faiss")
+    sh = ShardedScorer(x, 4, n_shards=2)
+    try:
+        sh.label([1, 2])
+        with pytest.raises(ValueError, match="labelled already"):
+            sh.label([2])
+        with pytest.raises(ValueError, match="exceeds the 48"):
+            sh.select(49)
+        with pytest.raises(ValueError, match="are labelled"):
+            sh.counts([1])
+    finally:
+        sh.close()
+
+
+# ---------------------------------------------------------------- faults
+@pytest.mark.parametrize("phase,every", [("after_query", 1), ("during_commit", 2)])
+def test_killed_shard_recovers_to_the_same_state(phase, every):
+    x, _ = data(4)
+    ref = BoundaryScorer(x, K, backend="exact", seed=1, progress=False)
+    sh = ShardedScorer(x, K, n_shards=3, seed=1, checkpoint_every=every)
+    kill_round = 4
+
+    def hook(p, r):
+        if p == phase and r == kill_round and not sh.recoveries:
+            ray.kill(sh.actors[1], no_restart=True)
+
+    sh._fault_hook = hook
+    rng = np.random.default_rng(2)
+    try:
+        for r in range(6):
+            pick = rng.choice(ref.unlabelled_ids(), 25, replace=False) if r % 2 else ref.select(25)[0]
+            ref.label(pick)
+            sh.label(pick)
+        assert len(sh.recoveries) == 1
+        rec = sh.recoveries[0]
+        assert rec["shard"] == 1 and rec["retried_round"] == kill_round
+        # checkpoint every round: nothing to replay; every 2 rounds: round 3 is replayed
+        assert rec["replayed_rounds"] == ([] if every == 1 else [3])
+        assert np.array_equal(ref.counts(), sh.counts())
+        assert np.array_equal(ref.select(60)[0], sh.select(60)[0])
+        sh.check()
+    finally:
+        sh.close()
+
+
+# ---------------------------------------------------------------- sessions
+def run_session(learner, rounds, y, batch=20):
+    picks = []
+    for _ in range(rounds):
+        ids = learner.query(batch)
+        picks.append(ids.tolist())
+        learner.teach(ids, y[ids])
+    return picks
+
+
+@pytest.mark.parametrize("strategy", ["socbi", "lc_socbi"])
+def test_distributed_learner_matches_active_learner(strategy, tmp_path):
+    x, y = data(6)
+    labels = np.full(N, -1)
+    start = np.random.default_rng(0).choice(N, 12, replace=False)
+    labels[start] = y[start]
+    common = dict(strategy=strategy, k=K, backend="exact", seed=11, progress=False)
+    single = make_learner(x, labels, **common)
+    dist = make_learner(x, labels, distributed={"n_shards": 3}, **common)
+    assert isinstance(single, ActiveLearner) and isinstance(dist, DistributedLearner)
+    try:
+        assert run_session(single, 3, y) == run_session(dist, 3, y)
+        assert np.array_equal(single.scorer.counts(), dist.scorer.counts())
+        # save, resume in fresh actors, continue: still identical
+        dist.save(tmp_path / "run")
+        dist.close()
+        dist = DistributedLearner.load(tmp_path / "run", x)
+        assert dist.round == single.round
+        assert run_session(single, 2, y) == run_session(dist, 2, y)
+        assert np.array_equal(single.scorer.counts(), dist.scorer.counts())
+        assert [e["counts"] for e in single.log] == [e["counts"] for e in dist.log]
+    finally:
+        dist.close()
+
+
+def test_make_learner_rejects_unknown_distributed_keys():
+    x, _ = data(7, n=30)
+    with pytest.raises(ValueError, match="unknown keys"):
+        make_learner(x, distributed={"shards": 2})
+    with pytest.raises(ValueError, match="distributed must be"):
+        make_learner(x, distributed=2)
