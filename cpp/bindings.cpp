@@ -126,17 +126,22 @@ std::vector<uint32_t> to_ids(const py::handle& obj, uint64_t capacity, const cha
 }
 
 // Values: a finite float scalar (broadcast) or a 1-D numeric array of length n.
+// The array case keeps a float64 C-contiguous view of the caller's array (no copy when
+// it already is one); the reference keeps the buffer alive while the GIL is released.
 struct Values {
   bool scalar = false;
   double value = 0.0;
-  std::vector<double> array;
+  py::array_t<double, py::array::c_style | py::array::forcecast> held;
+  const double* ptr = nullptr;
+  std::vector<double> broadcast;
   const double* data(size_t n) {
     if (scalar) {
-      array.assign(n, value);
-      scalar = false;
+      broadcast.assign(n, value);
+      return broadcast.data();
     }
-    return array.data();
+    return ptr;
   }
+  double at(size_t i) const { return scalar ? value : ptr[i]; }
 };
 
 Values to_values(const py::handle& obj, size_t n, const char* name, const char* ids_name) {
@@ -184,17 +189,15 @@ Values to_values(const py::handle& obj, size_t n, const char* name, const char* 
        << "; pass one value per id, or a scalar to use for every id";
     raise(PyExc_ValueError, os.str());
   }
-  py::array_t<double, py::array::c_style | py::array::forcecast> d(arr);
-  auto view = d.unchecked<1>();
-  v.array.resize(n);
+  v.held = py::array_t<double, py::array::c_style | py::array::forcecast>(arr);
+  v.ptr = v.held.data();
   for (size_t i = 0; i < n; ++i) {
-    const double x = view(py::ssize_t(i));
+    const double x = v.ptr[i];
     if (!std::isfinite(x)) {
       std::ostringstream os;
       os << name << "[" << i << "] = " << x << " is not finite; scores and deltas must be finite numbers";
       raise(PyExc_ValueError, os.str());
     }
-    v.array[i] = x;
   }
   return v;
 }
@@ -428,7 +431,7 @@ void bind_baseline_methods(py::class_<T>& c) {
             auto d = to_values(deltas, v.size(), "deltas", "ids");
             baseline_check_present(self, v, "ids", "updated");
             for (size_t i = 0; i < v.size(); ++i) {
-              const double delta = d.scalar ? d.value : d.array[i];
+              const double delta = d.at(i);
               if (!std::isfinite(self.score(v[i]) + delta)) {
                 std::ostringstream os;
                 os << "deltas[" << i << "] = " << delta << " would make the score of id " << v[i]
@@ -441,7 +444,7 @@ void bind_baseline_methods(py::class_<T>& c) {
               raise(PyExc_ValueError, "threads = " + std::to_string(threads) +
                                           " needs a thread-safe baseline; build it with sync='atomic' (arrays) or 'mutex'");
             py::gil_scoped_release release;
-            self.update(v.data(), d.scalar ? nullptr : d.array.data(), d.value, v.size(), t);
+            self.update(v.data(), d.scalar ? nullptr : d.ptr, d.value, v.size(), t);
           },
           py::arg("ids"), py::arg("deltas"), py::arg("threads") = 1,
           "Add deltas (a scalar is added to every id) to present ids; repeats allowed.")
@@ -643,22 +646,27 @@ TypeError (non-integer ids) before changing anything.)doc")
             auto v = to_ids(ids, self.capacity(), "ids");
             auto d = to_values(deltas, v.size(), "deltas", "ids");
             bool absent = false;
-            const size_t bad = self.find_bad_update(v.data(), d.scalar ? nullptr : d.array.data(), d.value, v.size(), &absent);
+            const unsigned t = to_threads(threads);
+            size_t bad;
+            {
+              // Reads only the C++ status table: no Python object is touched.
+              py::gil_scoped_release release;
+              bad = self.find_bad_update(v.data(), d.scalar ? nullptr : d.ptr, d.value, v.size(), &absent, t);
+            }
             if (bad < v.size()) {
               if (absent) check_present(self, v, "ids", "updated");  // raises KeyError naming it
-              const double delta = d.scalar ? d.value : d.array[bad];
+              const double delta = d.at(bad);
               std::ostringstream os;
               os << "deltas[" << bad << "] = " << delta << " would make the score of id " << v[bad]
                  << " overflow to infinity; keep scores within +/-1.7e308";
               raise(PyExc_ValueError, os.str());
             }
-            const unsigned t = to_threads(threads);
             const int b = to_bulk(bulk);
             py::gil_scoped_release release;
             if (d.scalar) {
               self.update_scalar(v.data(), d.value, v.size(), t, b);
             } else {
-              self.update(v.data(), d.array.data(), v.size(), t, b);
+              self.update(v.data(), d.ptr, v.size(), t, b);
             }
           },
           py::arg("ids"), py::arg("deltas"), py::arg("threads") = 1, py::arg("bulk") = py::none(),

@@ -281,7 +281,27 @@ class SemiOrderedIndex {
   // Returns the first i whose id is absent (sets *absent) or whose score + delta would not
   // be finite (deltas may be null: then `delta` is used for every id); n if all pass.
   // O(n), with prefetching, lock-free (racing erases are the caller's business).
-  size_t find_bad_update(const uint32_t* ids, const double* deltas, double delta, size_t n, bool* absent) const {
+  size_t find_bad_update(const uint32_t* ids, const double* deltas, double delta, size_t n, bool* absent,
+                         unsigned threads = 1) const {
+    const unsigned T = unsigned(std::max<size_t>(1, std::min<size_t>(threads, n / kMinPerThread)));
+    if (T > 1) {  // chunks in parallel; the first bad index overall wins
+      std::vector<size_t> first(T, n);
+      std::vector<char> why(T, 0);
+      detail::parallel_for(n, T, [&](unsigned t, size_t b, size_t e) {
+        bool a = false;
+        const size_t i = find_bad_update(ids + b, deltas ? deltas + b : nullptr, delta, e - b, &a, 1);
+        if (i < e - b) {
+          first[t] = b + i;
+          why[t] = a;
+        }
+      });
+      for (unsigned t = 0; t < T; ++t)
+        if (first[t] < n) {
+          *absent = why[t];
+          return first[t];
+        }
+      return n;
+    }
     for (size_t i = 0; i < n; ++i) {
 #if defined(__GNUC__)
       if (i + 16 < n) __builtin_prefetch(&entries_[ids[i + 16]], 0, 1);
@@ -1441,22 +1461,22 @@ class SemiOrderedIndex {
 
   void bulk_update(const uint32_t* ids, const double* vals, size_t n, unsigned threads, bool assign) {
     ExclusiveGuard ex(*this);
-    // Apply by id range per thread: no two threads touch one entry, so plain loads and
-    // stores suffice (we are exclusive) and duplicates in the batch stay exact.
-    const unsigned T = std::max(1u, threads);
-    detail::parallel_for(T, T, [&](unsigned, size_t tb, size_t te) {
-      for (size_t t = tb; t < te; ++t) {
-        const uint64_t lo_id = capacity_ * t / T, hi_id = capacity_ * (t + 1) / T;
-        for (size_t i = 0; i < n; ++i) {
-          if (i + 16 < n) {
-            uint32_t pid = ids[i + 16];
-            if (pid >= lo_id && pid < hi_id) __builtin_prefetch(&entries_[pid], 1, 1);
+    // Exclusive, so one thread applies with plain loads and stores. Several threads take
+    // contiguous chunks of the batch and add with a CAS (two chunks may share an id);
+    // assign needs no CAS because its ids are distinct.
+    const unsigned T = unsigned(std::max<size_t>(1, std::min<size_t>(threads, n / kMinPerThread)));
+    detail::parallel_for(n, T, [&](unsigned, size_t b, size_t e) {
+      for (size_t i = b; i < e; ++i) {
+        if (i + 16 < e) __builtin_prefetch(&entries_[ids[i + 16]], 1, 1);
+        std::atomic<double>& s = entries_[ids[i]].score;
+        if (assign) {
+          s.store(vals[i], std::memory_order_relaxed);
+        } else if (T == 1) {
+          s.store(detail::saturating_add(s.load(std::memory_order_relaxed), vals[i]), std::memory_order_relaxed);
+        } else {
+          double old = s.load(std::memory_order_relaxed);
+          while (!s.compare_exchange_weak(old, detail::saturating_add(old, vals[i]), std::memory_order_relaxed)) {
           }
-          const uint32_t id = ids[i];
-          if (id < lo_id || id >= hi_id) continue;
-          std::atomic<double>& s = entries_[id].score;
-          s.store(assign ? vals[i] : detail::saturating_add(s.load(std::memory_order_relaxed), vals[i]),
-                  std::memory_order_relaxed);
         }
       }
     });
