@@ -79,6 +79,16 @@ _ALIASES = {"lc": "least_confidence", "k_center": "kcenter", "kcentre": "kcenter
             "lcsocbi": "lc_socbi", "kcentersocbi": "kcenter_socbi"}
 
 
+# Fields ActiveLearner.load reads; a file lacking one is refused by read_file.
+_META_KEYS = ("n_samples", "dim", "round", "strategy", "strategy_options", "k", "backend", "space",
+              "pool_options", "threads", "model", "seed", "rng_state", "round_seed", "budget",
+              "target_accuracy", "max_rounds", "class_names", "fingerprint", "features_is_embeddings",
+              "log", "pending", "checksums")
+_META_TYPES = {"n_samples": int, "dim": int, "round": int, "round_seed": int, "strategy": str,
+               "strategy_options": dict, "pool_options": dict, "model": dict, "rng_state": dict,
+               "fingerprint": str, "log": list, "checksums": dict}
+
+
 class SessionFileError(ValueError):
     """A session file is missing, truncated, corrupt, or from another format version."""
 
@@ -985,9 +995,11 @@ class ActiveLearner:
         if not path.is_file():
             raise SessionFileError(f"no session file at {str(path)!r}; pass the path given to save()")
         try:
-            with np.load(path, allow_pickle=False) as z:
-                if not hasattr(z, "files"):
-                    raise SessionFileError(f"{str(path)!r} is a single .npy array, not a socbi session file")
+            z = np.load(path, allow_pickle=False)
+            if not isinstance(z, np.lib.npyio.NpzFile):
+                raise SessionFileError(f"{str(path)!r} is a single .npy array, not a socbi session file; "
+                                       f"pass the path given to save()")
+            with z:
                 arrays = {k: z[k] for k in z.files}
         except SessionFileError:
             raise
@@ -1002,13 +1014,28 @@ class ActiveLearner:
         digest = arrays.pop("__meta_sha256__").tobytes().decode(errors="replace")
         if hashlib.sha256(meta_bytes).hexdigest() != digest:
             raise SessionFileError(f"{str(path)!r}: metadata checksum mismatch; the file is corrupt")
-        meta = json.loads(meta_bytes.decode())
+        try:
+            meta = json.loads(meta_bytes.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise SessionFileError(f"{str(path)!r}: the metadata is not JSON ({type(exc).__name__}); it is "
+                                   f"not a socbi session file, or it is corrupt") from exc
+        if not isinstance(meta, dict):
+            raise SessionFileError(f"{str(path)!r}: the metadata is a JSON {type(meta).__name__}, not an "
+                                   f"object; it is not a socbi session file")
         if meta.get("format") != FORMAT:
             raise SessionFileError(f"{str(path)!r} is a {meta.get('format')!r} file, not a socbi session")
         if meta.get("version") != FORMAT_VERSION:
             raise SessionFileError(f"{str(path)!r} has session format version {meta.get('version')}, this "
                                    f"socbi reads version {FORMAT_VERSION}; use a matching socbi version")
-        sums = meta.get("checksums", {})
+        missing_keys = [k for k in _META_KEYS if k not in meta]
+        if missing_keys:
+            raise SessionFileError(f"{str(path)!r}: the metadata lacks {missing_keys[:5]}; the file is corrupt "
+                                   f"or was not written by ActiveLearner.save()")
+        for k, kind in _META_TYPES.items():
+            if not isinstance(meta[k], kind):
+                raise SessionFileError(f"{str(path)!r}: metadata field {k!r} has type "
+                                       f"{type(meta[k]).__name__}; the file is corrupt")
+        sums = meta["checksums"]
         if set(sums) != set(arrays):
             missing = sorted(set(sums) ^ set(arrays))
             raise SessionFileError(f"{str(path)!r}: arrays {missing[:5]} missing or unexpected; the file "
@@ -1016,6 +1043,10 @@ class ActiveLearner:
         for k, v in arrays.items():
             if _sha256(v) != sums[k]:
                 raise SessionFileError(f"{str(path)!r}: checksum mismatch in array {k!r}; the file is corrupt")
+        lacking = [k for k in ("labels", "index/ids", "index/counts") if k not in arrays]
+        if lacking or "kind" not in meta["model"]:
+            raise SessionFileError(f"{str(path)!r}: no {lacking or ['model kind']} in the file; it is corrupt "
+                                   f"or was not written by ActiveLearner.save()")
         return meta, arrays
 
     @classmethod
