@@ -274,6 +274,11 @@ def machine_info() -> Dict[str, object]:
                              timeout=10)
         if rev.returncode == 0:
             info["git_commit"] = rev.stdout.strip()
+            dirty = subprocess.run(["git", "-C", here, "status", "--porcelain", "--", "../../cpp", "."],
+                                   capture_output=True, text=True, timeout=10)
+            # uncommitted changes to the core or the package: the commit alone does not
+            # say what was measured
+            info["git_dirty"] = bool(dirty.stdout.strip()) if dirty.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         pass
     return info
@@ -1050,7 +1055,8 @@ def format_machine(m: Dict[str, object]) -> str:
             f"software: Python {m.get('python')}, numpy {m.get('numpy')}, BTrees {m.get('BTrees')}, "
             f"sortedcontainers {m.get('sortedcontainers')}, extension built by {b.get('compiler')} "
             f"(C++ {b.get('cplusplus')}, optimized={b.get('optimized')}), socbi {m.get('socbi')}"
-            + (f" at {m['git_commit']}" if m.get("git_commit") else ""))
+            + (f" at {m['git_commit']}" if m.get("git_commit") else "")
+            + (" with uncommitted changes" if m.get("git_dirty") else ""))
 
 
 def format_targets(targets: Sequence[Dict[str, object]]) -> str:
