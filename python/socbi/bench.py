@@ -924,9 +924,10 @@ def evaluate_targets(report: Dict[str, object]) -> List[Dict[str, object]]:
                    if r["params"]["pool"] == pool and r["structure"] == "socbi"}
             ths = sorted(t for t in soc if t <= cores)
             if len(ths) >= 2:
-                falling = all(soc[b] < soc[a] for a, b in zip(ths, ths[1:]))
+                # "falls" = by at least 5 % per step, so that noise does not count as scaling
+                falling = all(soc[b] * 1.05 <= soc[a] for a, b in zip(ths, ths[1:]))
                 target(f"paper round {pool}: socbi T_update falls with threads up to {cores} cores",
-                       soc[ths[0]] / soc[ths[-1]], f"T_update(1)/T_update({ths[-1]}) > 1", falling,
+                       soc[ths[0]] / soc[ths[-1]], f"T_update falls >= 5% per added thread up to {cores}", falling,
                        "; ".join(f"{t} threads {soc[t] * 1e3:.2f} ms" for t in sorted(soc)))
     else:
         target("paper round: socbi faster than every baseline at every thread count", None, "> 1 everywhere", None)
