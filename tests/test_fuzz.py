@@ -209,6 +209,110 @@ def test_fuzz_regressions() -> None:
         run_one(data)
 
 
+# ------------------------------------------------------------------ concurrent mixes
+import threading  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+@pytest.mark.parametrize("threads", [2, 4, 8, 16])
+def test_python_threads_mixing_every_mutation(threads: int) -> None:
+    """Python threads (GIL released inside each call) mix update, assign, insert, erase,
+    top and bottom for a fixed number of operations. Shared ids only get integer
+    increments from every thread; each thread assigns, inserts and erases in its own id
+    range. After joining: each shared score equals the exact sum applied, each owned id
+    holds what its thread last wrote, no id is lost or duplicated, check() passes; every
+    concurrent query was sorted and free of duplicate ids."""
+    shared, per = 1000, 200
+    cap = shared + threads * per
+    idx = SemiOrderedIndex(cap, node_size=16)
+    idx.insert(np.arange(shared), 0.0)
+    applied = np.zeros((threads, shared), np.int64)
+    owned: List[Dict[int, float]] = [dict() for _ in range(threads)]
+    errors: List[str] = []
+    ops_per_thread = 24000 // threads
+
+    def work(t: int) -> None:
+        rng = np.random.default_rng(100 + t)
+        mine = owned[t]
+        base = shared + t * per
+        try:
+            for _ in range(ops_per_thread):
+                k = int(rng.integers(0, 10))
+                if k < 4:
+                    ids = rng.integers(0, shared, 16)
+                    d = rng.integers(-2, 5, 16).astype(np.float64)
+                    idx.update(ids, d, threads=1 + (k == 0), bulk=False)
+                    np.add.at(applied[t], ids, d.astype(np.int64))
+                elif k == 4 and mine:
+                    ids = np.array(sorted(mine)[: int(rng.integers(1, 8))])
+                    s = rng.integers(-50, 50, ids.size).astype(np.float64)
+                    idx.assign(ids, s)
+                    mine.update(zip(ids.tolist(), s.tolist()))
+                elif k in (4, 5):
+                    new = [i for i in base + rng.choice(per, 8, replace=False) if int(i) not in mine]
+                    s = rng.integers(-50, 50, len(new)).astype(np.float64)
+                    idx.insert(np.asarray(new, np.int64), s)
+                    mine.update(zip((int(i) for i in new), s.tolist()))
+                elif k == 6 and mine:
+                    gone = sorted(mine)[:: 3][:8]
+                    idx.erase(np.asarray(gone, np.int64))
+                    for i in gone:
+                        del mine[i]
+                else:
+                    ids, sc = idx.top(50) if k % 2 else idx.bottom(50)
+                    if np.unique(ids).size != ids.size:
+                        errors.append("duplicate ids in a concurrent query")
+                    if not (np.all(np.diff(sc) <= 0) if k % 2 else np.all(np.diff(sc) >= 0)):
+                        errors.append("unsorted concurrent query")
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(repr(exc))
+
+    ts = [threading.Thread(target=work, args=(t,)) for t in range(threads)]
+    for th in ts:
+        th.start()
+    for th in ts:
+        th.join()
+    assert not errors, errors[:5]
+    idx.check()
+    assert np.array_equal(idx.score(np.arange(shared)), applied.sum(axis=0).astype(np.float64))
+    want = {i: s for m in owned for i, s in m.items()}
+    ids, sc = idx.items()
+    got = dict(zip(ids.tolist(), sc.tolist()))
+    assert len(idx) == shared + len(want) == ids.size
+    assert {i: got[i] for i in want} == want
+
+
+def test_bottom_during_monotone_decrements_is_bounded() -> None:
+    """Issue item 3 for bottom(): with monotone (negative) increments running, every
+    (id, score) a concurrent bottom() returns lies between the id's score after and before
+    the call; sorted ascending, no duplicate ids."""
+    n_ids = 4000
+    idx = SemiOrderedIndex(n_ids, node_size=16)
+    idx.insert(np.arange(n_ids), 0.0)
+    stop = threading.Event()
+    plan = np.random.default_rng(2).integers(0, n_ids, size=600_000)
+
+    def writer() -> None:
+        for s in range(0, len(plan), 5000):
+            idx.update(plan[s: s + 5000], -1.0, bulk=False)
+        stop.set()
+
+    w = threading.Thread(target=writer)
+    w.start()
+    checked = 0
+    while not stop.is_set() or checked == 0:
+        before = idx.score(np.arange(n_ids))
+        ids, scores = idx.bottom(150)
+        after = idx.score(np.arange(n_ids))
+        assert np.unique(ids).size == ids.size
+        assert (np.diff(scores) >= 0).all()
+        assert (scores <= before[ids]).all() and (scores >= after[ids]).all()
+        checked += 1
+    w.join()
+    idx.check()
+
+
 if __name__ == "__main__":  # pragma: no cover
     ap = argparse.ArgumentParser(description="fuzz SemiOrderedIndex operation sequences")
     ap.add_argument("--seconds", type=float, default=60)
