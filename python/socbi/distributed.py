@@ -195,7 +195,7 @@ class ShardCore:
     applies the round's deltas at most once (``marked_round`` / ``applied_round``).
 
     Memory: the pool (exact: 4 d bytes per id; HNSW: 4 d + ~8 M bytes) plus the index
-    (16 bytes per id up front + nodes) plus 24 bytes per id of maps.
+    (16 bytes per id up front + nodes) plus 32 bytes per id of maps (4 int64 arrays).
     Thread safety: none; one call at a time (Ray actors run calls serially).
     """
 
