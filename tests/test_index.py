@@ -175,14 +175,27 @@ def test_ties_break_by_id_and_stay_cheap():
     idx.check()
 
 
-def test_bulk_insert_then_lazy_refinement():
+def test_bulk_insert_cuts_tie_runs_into_node_sized_pieces():
     n = 200_000
     idx = socbi.SemiOrderedIndex(n, node_size=64)
     scores = (np.arange(n) % 5).astype(float)
-    idx.insert(np.arange(n), scores)  # bulk path: 5 huge buckets
-    assert idx.stats()["oversized_nodes"] > 0
+    idx.insert(np.arange(n), scores)  # bulk path: 5 runs of equal scores
+    st_ = idx.stats()
+    assert st_["oversized_nodes"] == 0 and st_["nodes"] >= n // 64
     ids, sc = idx.top(10)
     assert (sc == 4.0).all() and ids.tolist() == sorted(np.flatnonzero(scores == 4.0))[-10:][::-1]
+    idx.check()
+
+
+def test_bulk_insert_of_skewed_scores_then_lazy_refinement():
+    n = 200_000
+    idx = socbi.SemiOrderedIndex(n, node_size=64)
+    scores = np.arange(n) * 1e-9
+    scores[-1] = 1e9  # one outlier: linear bucketing crowds the rest into one bucket
+    idx.insert(np.arange(n), scores)
+    assert idx.stats()["oversized_nodes"] > 0
+    ids, sc = idx.bottom(10)
+    assert ids.tolist() == list(range(10))
     assert idx.stats()["splits"] > 0  # the query split the boundary node
     idx.check()
 

@@ -167,27 +167,44 @@ void test_ties_and_edges() {
     idx.check();
   }
   {
-    // Bulk insert into an empty index, then lazy refinement of oversized nodes.
+    // Bulk insert of tied scores: each run of equal scores is cut into node-sized pieces.
     const uint32_t n = 100000;
     Index idx(n, 64);
     std::vector<uint32_t> ids(n);
     std::vector<double> sc(n);
     for (uint32_t i = 0; i < n; ++i) {
       ids[i] = i;
-      sc[i] = double(i % 7);  // 7 distinct values: 7 huge buckets
+      sc[i] = double(i % 7);  // 7 distinct values
     }
     idx.insert(ids.data(), sc.data(), n, 2, 1);
     idx.check();
-    uint64_t oversized = idx.stats().oversized_nodes;
-    EXPECT(oversized > 0, "bulk leaves oversized nodes");
+    EXPECT(idx.stats().oversized_nodes == 0, "tie runs are cut into pieces");
     std::vector<uint32_t> out(100);
     std::vector<double> os(100);
     idx.top(100, out.data(), os.data());
     uint32_t want_top = n - 1;
     while (want_top % 7 != 6) --want_top;
     EXPECT(os[0] == 6.0 && out[0] == want_top && os[99] == 6.0, "top after bulk");
+  }
+  {
+    // Skewed scores crowd one bucket (not ties): an oversized node, refined by queries.
+    const uint32_t n = 100000;
+    Index idx(n, 64);
+    std::vector<uint32_t> ids(n);
+    std::vector<double> sc(n);
+    for (uint32_t i = 0; i < n; ++i) {
+      ids[i] = i;
+      sc[i] = i + 1 < n ? double(i) * 1e-9 : 1e9;
+    }
+    idx.insert(ids.data(), sc.data(), n, 2, 1);
     idx.check();
-    EXPECT(idx.stats().splits > 0, "query refined the boundary node");
+    EXPECT(idx.stats().oversized_nodes > 0, "skewed bulk leaves an oversized node");
+    std::vector<uint32_t> out(100);
+    std::vector<double> os(100);
+    idx.bottom(100, out.data(), os.data());
+    EXPECT(out[0] == 0 && out[99] == 99, "bottom after skewed bulk");
+    idx.check();
+    EXPECT(idx.stats().splits > 0, "the query refined the boundary node");
   }
 }
 

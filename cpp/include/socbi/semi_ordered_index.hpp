@@ -1612,9 +1612,11 @@ class SemiOrderedIndex {
     const size_t nb = bucket_of.nb;
     std::vector<std::vector<uint32_t>> hist(T, std::vector<uint32_t>(nb, 0));
     std::vector<std::vector<Packed>> tmin_key(T, std::vector<Packed>(nb, ~Packed(0)));
+    std::vector<std::vector<double>> tmax_score(T, std::vector<double>(nb, -std::numeric_limits<double>::infinity()));
     detail::parallel_for(size_t(cap), T, [&](unsigned t, size_t b, size_t e) {
       auto& hh = hist[t];
       auto& mk = tmin_key[t];
+      auto& mx = tmax_score[t];
       for (size_t id = b; id < e; ++id) {
         if (status_of(entries_[id].meta.load(std::memory_order_relaxed)) == ABSENT) continue;
         const double v = entries_[id].score.load(std::memory_order_relaxed);
@@ -1622,35 +1624,50 @@ class SemiOrderedIndex {
         ++hh[bk];
         const Packed k = pack(v, uint32_t(id));
         if (k < mk[bk]) mk[bk] = k;
+        if (v > mx[bk]) mx[bk] = v;
       }
     });
-    std::vector<uint64_t> size_of(nb, 0);
-    for (size_t bk = 0; bk < nb; ++bk)
-      for (unsigned t = 0; t < T; ++t) size_of[bk] += hist[t][bk];
-    for (uint64_t sz : size_of)
-      if (sz > kMaxNodeCap) return false;
+    // A bucket of equal scores (ties: counts) is filled in id order, which is its key
+    // order, so it is cut into node-sized pieces right away instead of being left as
+    // one huge node for queries to split. Other buckets become one node each.
+    const uint64_t piece_cap = std::max<uint32_t>(1, node_size_ - node_size_ / 4);
+    std::vector<uint64_t> size_of(nb, 0), piece_of(nb, 0);
+    std::vector<Packed> lo_of(nb, ~Packed(0));
+    for (size_t bk = 0; bk < nb; ++bk) {
+      double top = -std::numeric_limits<double>::infinity();
+      for (unsigned t = 0; t < T; ++t) {
+        size_of[bk] += hist[t][bk];
+        lo_of[bk] = std::min(lo_of[bk], tmin_key[t][bk]);
+        top = std::max(top, tmax_score[t][bk]);
+      }
+      if (size_of[bk] == 0) continue;
+      const bool ties = unpack_score(lo_of[bk]) == top;
+      piece_of[bk] = ties ? piece_cap : size_of[bk];
+      if (!ties && size_of[bk] > kMaxNodeCap) return false;
+    }
     reset_chain_locked();
     if (n == 0) return true;
-    // One node per non-empty bucket, the head first; per-thread write cursors.
-    std::vector<uint32_t> node_of_bucket(nb, kNil), nodes;
+    // Nodes in key order (the head first); first_node[bk] indexes the bucket's first piece.
+    std::vector<uint32_t> nodes;
+    std::vector<size_t> first_node(nb, 0);
     Node& h = node(head_);
     for (size_t bk = 0; bk < nb; ++bk) {
       if (size_of[bk] == 0) continue;
-      const uint32_t c = std::max<uint32_t>(node_size_, uint32_t(size_of[bk]));
-      uint32_t xi;
-      if (nodes.empty()) {
-        xi = head_;
-        if (h.cap < c) h.allocate(c);
-      } else {
-        xi = alloc_node(c);
-        Node& x = node(xi);
-        Packed lo = ~Packed(0);
-        for (unsigned t = 0; t < T; ++t) lo = std::min(lo, tmin_key[t][bk]);
-        x.lo = detail::Key{unpack_score(lo), uint32_t(lo)};
-        x.height = random_height();
+      first_node[bk] = nodes.size();
+      for (uint64_t done = 0; done < size_of[bk]; done += piece_of[bk]) {
+        const uint32_t c = std::max<uint32_t>(node_size_, uint32_t(std::min(piece_of[bk], size_of[bk] - done)));
+        uint32_t xi;
+        if (nodes.empty()) {
+          xi = head_;
+          if (h.cap < c) h.allocate(c);
+        } else {
+          xi = alloc_node(c);
+          Node& x = node(xi);
+          x.lo = detail::Key{unpack_score(lo_of[bk]), uint32_t(lo_of[bk])};  // pieces after the first: below
+          x.height = random_height();
+        }
+        nodes.push_back(xi);
       }
-      node_of_bucket[bk] = xi;
-      nodes.push_back(xi);
       uint32_t run = 0;
       for (unsigned t = 0; t < T; ++t) {
         const uint32_t c2 = hist[t][bk];
@@ -1665,17 +1682,26 @@ class SemiOrderedIndex {
         const uint64_t m = mm.load(std::memory_order_relaxed);
         if (status_of(m) == ABSENT) continue;
         const size_t bk = bucket_of(entries_[id].score.load(std::memory_order_relaxed));
-        const uint32_t xi = node_of_bucket[bk];
-        const uint32_t slot = cur[bk]++;
+        const uint64_t g = cur[bk]++;
+        const uint64_t piece = g / piece_of[bk];
+        const uint32_t xi = nodes[first_node[bk] + piece];
+        const uint32_t slot = uint32_t(g - piece * piece_of[bk]);
         node(xi).items[slot].store(uint32_t(id), std::memory_order_relaxed);
         mm.store(make_meta(IDLE, xi, slot, tag_of(m) + 1), std::memory_order_relaxed);
       }
     });
     for (size_t bk = 0; bk < nb; ++bk) {
-      if (node_of_bucket[bk] == kNil) continue;
-      Node& x = node(node_of_bucket[bk]);
-      x.hwm.store(uint32_t(size_of[bk]), std::memory_order_relaxed);
-      x.count.store(uint32_t(size_of[bk]), std::memory_order_relaxed);
+      if (size_of[bk] == 0) continue;
+      uint64_t piece = 0;
+      for (uint64_t done = 0; done < size_of[bk]; done += piece_of[bk], ++piece) {
+        const uint32_t xi = nodes[first_node[bk] + piece];
+        Node& x = node(xi);
+        const uint32_t c = uint32_t(std::min(piece_of[bk], size_of[bk] - done));
+        x.hwm.store(c, std::memory_order_relaxed);
+        x.count.store(c, std::memory_order_relaxed);
+        // A later piece of a tie run starts at its smallest id (slots are in id order).
+        if (piece > 0) x.lo = detail::Key{unpack_score(lo_of[bk]), x.items[0].load(std::memory_order_relaxed)};
+      }
     }
     link_chain_locked(nodes);
     return true;
