@@ -144,6 +144,8 @@ class BoundaryScorer:
         if n > np.iinfo(np.int32).max:
             raise ValueError(f"embeddings has {n} rows; at most {np.iinfo(np.int32).max} are supported")
         self.k = _positive_int("k", k)
+        if self.k > n:  # the (n, k) neighbour table would be mostly padding, or not fit in memory
+            raise ValueError(f"k={self.k} exceeds the {n} samples; pass k <= {n}")
         if threads == -1:
             self.threads = -1  # the core index's "all cores"
         else:

@@ -521,6 +521,9 @@ class ActiveLearner:
         self.threads = threads
         self._model_arg, self._model_desc = _model_spec(model)
         if features is not None:
+            if not hasattr(features, "__len__") or isinstance(features, (str, bytes)):
+                raise ValueError(f"features must be an array with one model input per sample, got "
+                                 f"{type(features).__name__}; pass an (n, ...) array or leave it None")
             if len(features) != n:
                 raise ValueError(f"features has {len(features)} rows but embeddings has {n}; pass one "
                                  f"model input per sample")
@@ -535,6 +538,10 @@ class ActiveLearner:
                 raise ValueError("target_accuracy needs eval_set=(X_test, y_test) to measure accuracy")
         self.target_accuracy = None if target_accuracy is None else float(target_accuracy)
         self.max_rounds = None if max_rounds is None else _positive_int("max_rounds", max_rounds)
+        for arg, val in (("sources", sources), ("class_names", class_names)):
+            if val is not None and (isinstance(val, (str, bytes)) or not hasattr(val, "__iter__")):
+                raise ValueError(f"{arg} must be a sequence of strings, got {type(val).__name__} "
+                                 f"{val!r:.40}; pass a list")
         if sources is not None:
             sources = [str(s) for s in sources]
             if len(sources) != n:
@@ -588,6 +595,9 @@ class ActiveLearner:
         if not isinstance(eval_set, (tuple, list)) or len(eval_set) != 2:
             raise ValueError("eval_set must be a pair (X_test, y_test)")
         xe, ye = eval_set
+        if not hasattr(xe, "__len__"):
+            raise ValueError(f"eval_set[0] must be an array of held-out inputs, got {type(xe).__name__}; "
+                             f"pass (X_test, y_test)")
         ye = np.asarray(ye)
         if ye.ndim != 1 or len(xe) != ye.shape[0] or ye.shape[0] == 0:
             raise ValueError(f"eval_set has {len(xe)} inputs and labels of shape {ye.shape}; pass "
@@ -642,6 +652,8 @@ class ActiveLearner:
 
     def source(self, i: int) -> str:
         """The reference of sample ``i`` (``sources[i]`` or ``"row:<i>"``)."""
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not 0 <= i < self.n_samples:
+            raise ValueError(f"i must be a sample id in [0, {self.n_samples}), got {i!r}")
         return self.sources[i] if self.sources is not None else f"row:{i}"
 
     def stop_reason(self) -> Optional[str]:

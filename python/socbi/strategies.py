@@ -90,6 +90,9 @@ class PoolState:
             n = self._same_n(n, p.shape[0], "probabilities")
             self.probabilities = _check_proba(p, "probabilities")
         if self.features is not None:
+            if not hasattr(self.features, "__len__"):
+                raise ValueError(f"features must be an array of model inputs, one row per sample, got "
+                                 f"{type(self.features).__name__}; pass an (n, ...) array")
             n = self._same_n(n, len(self.features), "features")
         if self.labelled is None:
             if self.scorer is not None:
@@ -675,7 +678,11 @@ def make_strategy(name: str, **kwargs: Any) -> Strategy:
     key = {"k_center": "kcenter", "kcentre": "kcenter", "k_center_socbi": "kcenter_socbi"}.get(key, key)
     if key not in STRATEGIES:
         raise ValueError(f"unknown strategy {name!r}; choose one of {sorted(STRATEGIES)}")
-    return STRATEGIES[key](**kwargs)
+    try:
+        return STRATEGIES[key](**kwargs)
+    except TypeError as exc:
+        raise TypeError(f"options {sorted(kwargs)} do not fit strategy {key!r} ({exc}); pass only "
+                        f"that strategy's keyword arguments") from exc
 
 
 def select(strategy: Any, state: PoolState, n: int, *, seed: Optional[int] = 0,
