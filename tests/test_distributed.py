@@ -3,6 +3,8 @@ and session, exact merges, and recovery from a killed shard actor.
 
 Skipped cleanly when Ray is not installed. One Ray cluster (2 CPUs) serves the module.
 """
+import time
+
 import numpy as np
 import pytest
 
@@ -23,6 +25,15 @@ def ray_cluster():
              ignore_reinit_error=True)
     yield
     ray.shutdown()
+
+
+def kill_and_wait(actor):
+    """ray.kill is asynchronous: return only once calls to the actor fail."""
+    ray.kill(actor, no_restart=True)
+    with pytest.raises(ray.exceptions.RayActorError):
+        for _ in range(600):
+            ray.get(actor.size.remote())
+            time.sleep(0.05)
 
 
 def data(seed=0, n=N, d=D):
@@ -158,7 +169,8 @@ def test_hnsw_shards_run_and_stay_consistent():
 
 
 # ---------------------------------------------------------------- faults
-@pytest.mark.parametrize("phase,every", [("after_query", 1), ("during_commit", 2)])
+@pytest.mark.parametrize("phase,every", [("after_query", 1), ("after_query", 2),
+                                         ("during_commit", 2)])
 def test_killed_shard_recovers_to_the_same_state(phase, every):
     x, _ = data(4)
     ref = BoundaryScorer(x, K, backend="exact", seed=1, progress=False)
@@ -167,7 +179,10 @@ def test_killed_shard_recovers_to_the_same_state(phase, every):
 
     def hook(p, r):
         if p == phase and r == kill_round and not sh.recoveries:
-            ray.kill(sh.actors[1], no_restart=True)
+            if p == "during_commit":
+                # actor calls from one caller run in order: shard 0 has committed round 4
+                ray.get(sh.actors[0].size.remote())
+            kill_and_wait(sh.actors[1])
 
     sh._fault_hook = hook
     rng = np.random.default_rng(2)
@@ -178,12 +193,40 @@ def test_killed_shard_recovers_to_the_same_state(phase, every):
             sh.label(pick)
         assert len(sh.recoveries) == 1
         rec = sh.recoveries[0]
-        assert rec["shard"] == 1 and rec["retried_round"] == kill_round
-        # checkpoint every round: nothing to replay; every 2 rounds: round 3 is replayed
-        assert rec["replayed_rounds"] == ([] if every == 1 else [3])
+        assert rec["shard"] == 1
+        if phase == "after_query":
+            # the victim died before committing round 4: it is restored from its last
+            # checkpoint (round 3 or 2), replays the journal, and round 4 is retried
+            assert rec["retried_round"] == kill_round
+            assert rec["replayed_rounds"] == ([] if every == 1 else [3])
+        else:
+            # killed while the commits are in flight: either its commit result was lost
+            # (round 4 retried; survivors' commits are idempotent) or it arrived and the
+            # death shows at the next checkpoint (rounds 3 and 4 replayed from the journal)
+            assert (rec["retried_round"], rec["replayed_rounds"]) in ((4, [3]), (None, [3, 4]))
         assert np.array_equal(ref.counts(), sh.counts())
         assert np.array_equal(ref.select(60)[0], sh.select(60)[0])
         sh.check()
+    finally:
+        sh.close()
+
+
+def test_shard_killed_between_rounds_is_restarted_on_the_next_call():
+    x, _ = data(9)
+    ref = BoundaryScorer(x, K, backend="exact", seed=4, progress=False)
+    sh = ShardedScorer(x, K, n_shards=2, seed=4, checkpoint_every=3)
+    try:
+        for _ in range(4):  # checkpoints at rounds 0 and 3; round 4 is only journaled
+            ids = ref.select(30, largest=True)[0]
+            ref.label(ids)
+            sh.label(ids)
+        kill_and_wait(sh.actors[0])
+        assert np.array_equal(ref.select(50)[0], sh.select(50)[0])
+        assert sh.recoveries[0]["shard"] == 0
+        assert sh.recoveries[0]["checkpoint_round"] == 3
+        assert sh.recoveries[0]["replayed_rounds"] == [4]
+        assert sh.recoveries[0]["retried_round"] is None
+        assert np.array_equal(ref.counts(), sh.counts())
     finally:
         sh.close()
 

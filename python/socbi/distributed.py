@@ -62,6 +62,7 @@ import numpy as np
 from . import knn as _knn
 from .knn import _check_embeddings, _check_ids
 from .scoring import RoundStats, default_index_factory
+from .session import ActiveLearner
 
 __all__ = [
     "shard_of", "merge_candidates", "merge_ranked", "ShardCore", "ShardedScorer",
@@ -544,7 +545,6 @@ class ShardedScorer:
     def counts(self, ids: Any = None) -> np.ndarray:
         """Counts (int64) of unlabelled ``ids`` (default all, ascending), asked of their
         owning shards in parallel. O(len(ids)) plus one round trip."""
-        ray = _require_ray()
         if ids is None:
             ids = self.unlabelled_ids()
         else:
@@ -555,9 +555,9 @@ class ShardedScorer:
                                  f"pass unlabelled ids")
         out = np.empty(ids.size, np.int64)
         own = self.owner[ids]
-        refs = {s: self.actors[s].counts.remote(ids[own == s]) for s in np.unique(own).tolist()}
-        for s, ref in refs.items():
-            out[own == s] = self._get(ref, s)
+        got = self._fan_out("counts", {s: (ids[own == s],) for s in np.unique(own).tolist()})
+        for s, c in got.items():
+            out[own == s] = c
         return out
 
     def select(self, n: int, *, largest: bool = False) -> Tuple[np.ndarray, np.ndarray]:
@@ -570,9 +570,8 @@ class ShardedScorer:
             raise ValueError("the unlabelled pool is empty: every sample is labelled; nothing to select")
         if n > avail:
             raise ValueError(f"n={n} exceeds the {avail} unlabelled samples; ask for at most {avail}")
-        refs = [a.ranked.remote(int(n), bool(largest)) for a in self.actors]
-        parts = [self._get(r, s) for s, r in enumerate(refs)]
-        return merge_ranked(parts, int(n), largest=largest)
+        got = self._fan_out("ranked", {s: (int(n), bool(largest)) for s in range(self.n_shards)})
+        return merge_ranked([got[s] for s in range(self.n_shards)], int(n), largest=largest)
 
     def label(self, ids: Any) -> RoundStats:
         """Label ``ids`` (distinct, unlabelled) in one sharded round; see the module
@@ -594,6 +593,18 @@ class ShardedScorer:
     def _get(self, ref: Any, s: int) -> Any:
         ray = _require_ray()
         return ray.get(ref)
+
+    def _fan_out(self, method: str, args: Dict[int, Tuple[Any, ...]]) -> Dict[int, Any]:
+        """Call ``method(*args[s])`` on shards ``s`` in parallel and gather the answers.
+        A dead shard (between rounds) is restarted from its checkpoint, replayed to the
+        current round (see :meth:`_recover`), and the whole call is retried."""
+        ray = _require_ray()
+        while True:
+            try:
+                refs = {s: getattr(self.actors[s], method).remote(*a) for s, a in args.items()}
+                return {s: ray.get(ref) for s, ref in refs.items()}
+            except ray.exceptions.RayActorError:
+                self._recover(self.round + 1, retry=False)
 
     def _round(self, new: np.ndarray, *, initial: bool) -> RoundStats:
         ray = _require_ray()
@@ -692,10 +703,13 @@ class ShardedScorer:
         except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
             return False
 
-    def _recover(self, r: int) -> None:
+    def _recover(self, r: int, *, retry: bool = True) -> None:
         """Restart every dead shard from its checkpoint and replay its journaled rounds
         (``ckpt+1 .. r-1``) so that it stands at round ``r - 1``; the caller retries
-        round ``r``. Appends one entry per restarted shard to :attr:`recoveries`."""
+        round ``r`` (``retry=True``) or, between rounds, its read / checkpoint call.
+        Appends one entry per restarted shard to :attr:`recoveries`: ``shard``,
+        ``checkpoint_round``, ``replayed_rounds``, ``retried_round`` (None between
+        rounds), ``seconds``. O(shard size) to reload plus the replayed updates."""
         ray = _require_ray()
         dead = [s for s in range(self.n_shards) if not self._alive(s)]
         if not dead:
@@ -713,7 +727,8 @@ class ShardedScorer:
                 ray.get(actor.commit.remote(q, mine_new, j["upd"][sel], j["delta"][sel]))
             self.actors[s] = actor
             self.recoveries.append(dict(shard=s, round=r, checkpoint_round=base,
-                                        replayed_rounds=replay, retried_round=r,
+                                        replayed_rounds=replay,
+                                        retried_round=r if retry else None,
                                         seconds=time.perf_counter() - t0))
 
     def checkpoint(self) -> None:
@@ -725,7 +740,7 @@ class ShardedScorer:
                 rounds = ray.get([a.save.remote(str(self._shard_dir(s))) for s, a in enumerate(self.actors)])
                 break
             except ray.exceptions.RayActorError:
-                self._recover(self.round + 1)
+                self._recover(self.round + 1, retry=False)
         self._ckpt_round = [int(x) for x in rounds]
         low = min(self._ckpt_round)
         for q in [q for q in self._journal if q <= low]:
@@ -742,17 +757,17 @@ class ShardedScorer:
         total = np.zeros(self.n_samples, np.int64)
         if lab.size and k_eff > 0:
             q_ref = ray.put(np.ascontiguousarray(self.embeddings[lab]))
-            parts = ray.get([a.begin.remote(self.round, np.empty(0, np.int64), q_ref, k_eff)
-                             for a in self.actors])
+            got = self._fan_out("begin", {s: (self.round, np.empty(0, np.int64), q_ref, k_eff)
+                                          for s in range(self.n_shards)})
+            parts = [got[s] for s in range(self.n_shards)]
             nbr, _ = merge_candidates([p[0] for p in parts], [p[1] for p in parts], k_eff)
             total += np.bincount(nbr.ravel(), minlength=self.n_samples)
         return total[unl]
 
     def check(self, *, recount: bool = True) -> None:
         """Shard invariants, index counts vs stored lists, and (``recount``) vs a recount."""
-        ray = _require_ray()
-        ray.get([a.check.remote() for a in self.actors])
-        sizes = ray.get([a.size.remote() for a in self.actors])
+        self._fan_out("check", {s: () for s in range(self.n_shards)})
+        sizes = self._fan_out("size", {s: () for s in range(self.n_shards)}).values()
         if sum(sizes) != len(self):
             raise AssertionError(f"shards hold {sum(sizes)} unlabelled samples, driver {len(self)}")
         lab = self.labelled_ids()
@@ -774,10 +789,9 @@ class ShardedScorer:
         """Save every shard (``shard-XXXX/``) and the driver state (``scorer.npz``) under
         ``directory``. Driver state is written last, so an interrupted save leaves the
         previous ``scorer.npz`` (whose shards may then be newer: :meth:`load` refuses)."""
-        ray = _require_ray()
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        ray.get([a.save.remote(str(d / f"shard-{s:04d}")) for s, a in enumerate(self.actors)])
+        self._fan_out("save", {s: (str(d / f"shard-{s:04d}"),) for s in range(self.n_shards)})
         _knn._atomic_savez(d / "scorer.npz", dict(
             k=self.k, n_shards=self.n_shards, scheme=self.scheme, backend=self.backend,
             space=self.space, tie_break=self.tie_break, seed=self.seed, round=self.round,
@@ -836,11 +850,6 @@ def _spawn_loaded(options: Dict[str, Any], directory: str) -> Any:
 
 
 # ---------------------------------------------------------------------------- the session
-def _session_cls() -> Any:
-    from .session import ActiveLearner
-    return ActiveLearner
-
-
 def _fresh_restore(scorer: ShardedScorer, seed: int) -> Dict[str, Any]:
     """The ``_restore`` dict that makes ActiveLearner start exactly like a fresh session
     (same generator draws as its own constructor) but with ``scorer``."""
@@ -850,16 +859,7 @@ def _fresh_restore(scorer: ShardedScorer, seed: int) -> Dict[str, Any]:
                 round=0, log=[], pending=None, model=None, fingerprint=None)
 
 
-_SESSION_KEYS = ("strategy", "strategy_options", "k", "backend", "space", "pool_options",
-                 "threads", "model", "features", "eval_set", "budget", "target_accuracy",
-                 "max_rounds", "sources", "class_names", "seed", "progress")
-
-
-def _learner_base() -> Any:
-    return _session_cls()
-
-
-class DistributedLearner(_learner_base()):  # type: ignore[misc]
+class DistributedLearner(ActiveLearner):
     """:class:`socbi.session.ActiveLearner` whose So-CBI scorer is a :class:`ShardedScorer`.
 
     Same ``query`` / ``teach`` / ``run`` / ``log`` as the single-machine session and, for
@@ -960,7 +960,7 @@ def make_learner(embeddings: Any, labels: Any = None, *, distributed: Optional[D
     of :class:`ShardedScorer` such as ``scheme``, ``actor_options``, ``checkpoint_dir``).
     Everything else goes to the session unchanged, so a configuration switches one key."""
     if distributed is None:
-        return _session_cls()(embeddings, labels, **kwargs)
+        return ActiveLearner(embeddings, labels, **kwargs)
     if not isinstance(distributed, dict):
         raise ValueError(f"distributed must be None or a dict of ShardedScorer options "
                          f"(e.g. {{'n_shards': 4}}), got {type(distributed).__name__}")
