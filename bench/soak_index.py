@@ -39,7 +39,8 @@ def rss_bytes() -> int:
         return r if sys.platform == "darwin" else r * 1024
 
 
-def soak(n: int, max_ops: int, seconds: float, threads: int, seed: int, check_every: float) -> Dict[str, Any]:
+def soak(n: int, max_ops: int, seconds: float, threads: int, seed: int, check_every: float,
+         batch_sizes: Any = (1, 64, 4096, 65536)) -> Dict[str, Any]:
     rng = np.random.default_rng(seed)
     idx = SemiOrderedIndex(n)
     shadow = rng.integers(-1000, 1000, n).astype(np.float64)
@@ -52,12 +53,12 @@ def soak(n: int, max_ops: int, seconds: float, threads: int, seed: int, check_ev
     last_sample = last_check = time.perf_counter()
     checks = 0
     deadline = t_start + seconds if seconds > 0 else float("inf")
-    sizes = np.array([1, 64, 4096, 65536])
+    sizes = np.asarray(batch_sizes, dtype=np.int64)
     calls = 0
     while ops < max_ops and time.perf_counter() < deadline:
         calls += 1
         r = rng.random()
-        size = int(sizes[rng.integers(0, 4)])
+        size = int(sizes[rng.integers(0, sizes.size)])
         if r < 0.70:  # update, repeats allowed, integer deltas
             ids = rng.integers(0, n, size)
             ids = ids[present[ids]]
@@ -120,7 +121,7 @@ def soak(n: int, max_ops: int, seconds: float, threads: int, seed: int, check_ev
         tenths.append(max(vals) if vals else None)
     valid = [t for t in tenths[1:] if t is not None]
     growth = (valid[-1] - valid[0]) / valid[0] if len(valid) >= 2 else float("nan")
-    return dict(n=n, ops=ops, calls=calls, seconds=wall, ops_per_s=ops / wall, threads=threads, seed=seed, counts=counts,
+    return dict(n=n, ops=ops, calls=calls, batch_sizes=[int(s) for s in sizes], seconds=wall, ops_per_s=ops / wall, threads=threads, seed=seed, counts=counts,
                 checks=checks + 1, peak_rss_by_tenth_mib=[None if t is None else round(t / 2**20, 1) for t in tenths],
                 rss_growth_after_warmup=growth, index_memory_mib=round(st["memory_bytes"] / 2**20, 1),
                 nodes=st["nodes"], splits=st["splits"], node_removals=st["node_removals"], rebuilds=st["rebuilds"],
@@ -135,11 +136,14 @@ def main(argv: Any = None) -> int:
     ap.add_argument("--threads", type=int, default=2, help="update threads for batches >= 4096 (default 2)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--check-every", type=float, default=60, help="seconds between check() calls (default 60)")
+    ap.add_argument("--batch-sizes", default="1,64,4096,65536",
+                    help="batch sizes drawn uniformly per call (default 1,64,4096,65536)")
     ap.add_argument("--json", default=None, help="also write the figures to this file")
     a = ap.parse_args(argv)
-    r = soak(a.n, a.ops, a.seconds, a.threads, a.seed, a.check_every)
+    r = soak(a.n, a.ops, a.seconds, a.threads, a.seed, a.check_every,
+             [int(s) for s in a.batch_sizes.split(",")])
     print(f"soak: n = {r['n']:,}, {r['ops']:,} operations ({r['calls']:,} calls) in {r['seconds']:.0f} s "
-          f"({r['ops_per_s']:,.0f} ops/s), threads {r['threads']}, {r['checks']} check() passes, "
+          f"({r['ops_per_s']:,.0f} ops/s), batch sizes {r['batch_sizes']}, threads {r['threads']}, {r['checks']} check() passes, "
           f"all scores exact, no id lost")
     print("operations:", ", ".join(f"{k} {v:,}" for k, v in r["counts"].items()))
     print("peak RSS by tenth of the run (MiB):", r["peak_rss_by_tenth_mib"])
