@@ -26,6 +26,7 @@ Times are wall-clock seconds; the report prints the CPU count.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -54,7 +55,8 @@ def picks(n: int, rounds: int, batch: int, seed: int):
     """Rounds alternate: None = take the lowest counts, array = these random ids."""
     rng = np.random.default_rng(seed)
     perm = rng.permutation(n)
-    out, pos = [], 0
+    out: list = []
+    pos = 0
     for r in range(rounds):
         if r % 2:
             out.append(perm[pos:pos + batch])
@@ -122,6 +124,9 @@ def main(argv=None) -> int:
     ap.add_argument("--num-cpus", type=int, default=2)
     ap.add_argument("--merge-queries", type=int, default=10_000)
     ap.add_argument("--json", type=str, default=None)
+    ap.add_argument("--baseline-blas-threads", type=int, default=1,
+                    help="BLAS threads for the single-machine baseline (threadpoolctl); 1 matches "
+                         "the Ray actors, which get OMP_NUM_THREADS=1 with num_cpus=0; 0 = no limit")
     args = ap.parse_args(argv)
     import ray
 
@@ -131,11 +136,21 @@ def main(argv=None) -> int:
     res = dict(n=args.n, dim=args.dim, k=args.k, batch=args.batch, rounds=args.rounds,
                backend=args.backend, cpus=os.cpu_count(), machine=platform.machine(),
                ray=ray.__version__, runs=[])
+    limit = contextlib.nullcontext()
+    if args.baseline_blas_threads > 0:
+        try:
+            from threadpoolctl import threadpool_limits
+            limit = threadpool_limits(limits=args.baseline_blas_threads, user_api="blas")
+        except ImportError:
+            print("threadpoolctl is not installed: the baseline runs with numpy's default BLAS threads")
+    res["loadavg_before"] = os.getloadavg()
     t0 = time.perf_counter()
-    ref = BoundaryScorer(x, args.k, backend=args.backend, pool_options=pool_opts, seed=0,
-                         progress=False)
-    base = dict(shards=0, label="single machine (BoundaryScorer)", build_s=time.perf_counter() - t0)
-    base.update(run_rounds(ref, plan, args.batch))
+    with limit:
+        ref = BoundaryScorer(x, args.k, backend=args.backend, pool_options=pool_opts, seed=0,
+                             progress=False)
+        base = dict(shards=0, label="single machine (BoundaryScorer)", build_s=time.perf_counter() - t0,
+                    blas_threads=args.baseline_blas_threads or "default")
+        base.update(run_rounds(ref, plan, args.batch))
     t0 = time.perf_counter()
     ref.select(args.select)
     base["select_s"] = time.perf_counter() - t0
@@ -170,6 +185,8 @@ def main(argv=None) -> int:
     res["merge"] = [merge_bench(args.merge_queries, args.k, s, args.select) for s in (2, 4, 16, 64)]
     for m in res["merge"]:
         print(json.dumps(m))
+    res["loadavg_after"] = os.getloadavg()
+    print(json.dumps({"loadavg_before": res["loadavg_before"], "loadavg_after": res["loadavg_after"]}))
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1))
     return 0

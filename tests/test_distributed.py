@@ -262,6 +262,8 @@ def test_distributed_learner_matches_active_learner(strategy, tmp_path):
         assert run_session(single, 2, y) == run_session(dist, 2, y)
         assert np.array_equal(single.scorer.counts(), dist.scorer.counts())
         assert [e["counts"] for e in single.log] == [e["counts"] for e in dist.log]
+        dist.check()
+        assert dist.recoveries == []
     finally:
         dist.close()
 
