@@ -10,8 +10,8 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from socbi.distributed import (DistributedLearner, ShardedScorer, make_learner,  # noqa: E402
-                               merge_candidates, merge_ranked, shard_of)
+from socbi.distributed import (DistributedLearner, ShardedScorer, embed,  # noqa: E402
+                               make_learner, merge_candidates, merge_ranked, shard_of)
 from socbi.knn import exact_knn  # noqa: E402
 from socbi.scoring import BoundaryScorer  # noqa: E402
 from socbi.session import ActiveLearner  # noqa: E402
@@ -274,3 +274,23 @@ def test_make_learner_rejects_unknown_distributed_keys():
         make_learner(x, distributed={"shards": 2})
     with pytest.raises(ValueError, match="distributed must be"):
         make_learner(x, distributed=2)
+
+
+# ---------------------------------------------------------------- embedding on actors
+def test_embed_on_actors_keeps_order():
+    # encoders defined inside the test are pickled by value (workers cannot import tests/)
+    class Doubler:
+        def __call__(self, batch):
+            return np.stack([np.array([float(v), 2.0 * v, 1.0]) for v in batch])
+
+    def bad_shape():
+        return lambda batch: np.zeros((len(batch) + 1, 3))
+
+    items = list(range(103))
+    x = embed(items, Doubler, batch_size=10, n_actors=2, actor_options={"num_cpus": 0})
+    assert x.dtype == np.float32 and x.shape == (103, 3)
+    assert np.array_equal(x[:, 0], np.arange(103)) and np.array_equal(x[:, 1], 2 * np.arange(103))
+    with pytest.raises(ValueError, match="one row per item"):
+        embed(items, bad_shape, batch_size=50, n_actors=1, actor_options={"num_cpus": 0})
+    with pytest.raises(ValueError, match="batch_size"):
+        embed(items, Doubler, batch_size=0)

@@ -66,7 +66,7 @@ from .session import ActiveLearner
 
 __all__ = [
     "shard_of", "merge_candidates", "merge_ranked", "ShardCore", "ShardedScorer",
-    "DistributedLearner", "make_learner",
+    "DistributedLearner", "make_learner", "embed",
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -847,6 +847,75 @@ def _spawn_loaded(options: Dict[str, Any], directory: str) -> Any:
     """A shard actor started from a saved shard folder."""
     ray = _require_ray()
     return ray.remote(**options)(_LoadedShard).remote(directory)
+
+
+# ---------------------------------------------------------------------------- embedding
+class _Encoder:
+    """Ray actor body: builds the encoder once, then embeds batches."""
+
+    def __init__(self, factory: Callable[[], Callable[[Any], Any]]) -> None:
+        self._encode = factory()
+
+    def encode(self, start: int, batch: Any) -> Tuple[int, np.ndarray]:
+        out = np.asarray(self._encode(batch), dtype=np.float32)
+        return start, out
+
+
+def embed(items: Sequence[Any], encoder_factory: Callable[[], Callable[[Any], Any]], *,
+          batch_size: int = 1024, n_actors: int = 2,
+          actor_options: Optional[Dict[str, Any]] = None) -> np.ndarray:
+    """Embed ``items`` on a pool of Ray actors; returns (len(items), d) float32 in order.
+
+    ``encoder_factory()`` is called once per actor (load the model there, not in the
+    driver) and must return ``encode(batch) -> (len(batch), d)`` array-like; it must be
+    picklable (a module-level function or class). Batches of ``batch_size`` items are
+    handed out to ``n_actors`` actors as they free up (``ray.util.ActorPool``), so a slow
+    actor does not hold the others back. ``actor_options`` go to ``ray.remote`` (e.g.
+    ``{"num_gpus": 1}``; default ``{"num_cpus": 1}``). The actors end when this returns.
+
+    Cost: len(items) / batch_size encoder calls spread over the actors, plus 4 d bytes
+    per item back to the driver. Thread safety: drive from one thread. For pools too large
+    for the driver's memory, write each batch to shared storage instead (not built here).
+    """
+    ray = _require_ray()
+    if not ray.is_initialized():
+        raise RuntimeError("Ray is not initialised; call ray.init() before socbi.distributed.embed")
+    if not callable(encoder_factory):
+        raise ValueError(f"encoder_factory must be a callable returning an encoder, got "
+                         f"{type(encoder_factory).__name__}")
+    batch_size = _positive_int("batch_size", batch_size)
+    n_actors = _positive_int("n_actors", n_actors)
+    n = len(items)
+    if n == 0:
+        raise ValueError("items is empty; pass at least one item to embed")
+    from ray.util import ActorPool
+    opts = {"num_cpus": 1} if actor_options is None else dict(actor_options)
+    actor_cls = ray.remote(**opts)(_Encoder)
+    actors = [actor_cls.remote(encoder_factory) for _ in range(min(n_actors, -(-n // batch_size)))]
+    try:
+        pool = ActorPool(actors)
+        starts = list(range(0, n, batch_size))
+        results = pool.map_unordered(lambda a, st: a.encode.remote(st, items[st:st + batch_size]), starts)
+        out: Optional[np.ndarray] = None
+        for start, block in results:
+            want = min(batch_size, n - start)
+            if block.ndim != 2 or block.shape[0] != want:
+                raise ValueError(f"the encoder returned shape {block.shape} for a batch of {want} "
+                                 f"items; it must return one row per item, (batch, d)")
+            if out is None:
+                out = np.empty((n, block.shape[1]), np.float32)
+            elif block.shape[1] != out.shape[1]:
+                raise ValueError(f"the encoder returned rows of dimension {block.shape[1]} and "
+                                 f"{out.shape[1]}; it must return one fixed dimension")
+            if not np.isfinite(block).all():
+                raise ValueError(f"the encoder returned non-finite values for items "
+                                 f"{start}..{start + want - 1}")
+            out[start:start + want] = block
+        assert out is not None
+        return out
+    finally:
+        for a in actors:
+            ray.kill(a)
 
 
 # ---------------------------------------------------------------------------- the session
