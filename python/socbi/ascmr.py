@@ -69,7 +69,7 @@ def _proba(p: Any, name: str, n: Optional[int] = None) -> np.ndarray:
 
 
 def predictive_entropy(p: Any) -> np.ndarray:
-    """Normalised predictive entropy H(p) / log C of each row, in [0, 1]. O(n C)."""
+    """Normalised predictive entropy H(p) / log C of each row, in [0, 1]. O(n C); pure function."""
     p = _proba(p, "probabilities")
     with np.errstate(divide="ignore", invalid="ignore"):
         logp = np.where(p > 0, np.log(np.where(p > 0, p, 1.0)), 0.0)
@@ -79,7 +79,8 @@ def predictive_entropy(p: Any) -> np.ndarray:
 def prediction_disagreement(probabilities: Sequence[Any]) -> np.ndarray:
     """Mean pairwise Jensen-Shannon divergence / log 2 of per-modality predictions, in [0, 1].
 
-    ``probabilities``: two or more (n, C) arrays over the same classes. O(M^2 n C).
+    ``probabilities``: two or more (n, C) arrays over the same classes. O(M^2 n C);
+    pure function.
     """
     ps = [_proba(p, f"probabilities[{i}]") for i, p in enumerate(probabilities)]
     if len(ps) < 2:
@@ -105,7 +106,10 @@ def prediction_disagreement(probabilities: Sequence[Any]) -> np.ndarray:
 
 
 def cosine_disagreement(a: Any, b: Any) -> np.ndarray:
-    """(1 - cos(a_i, b_i)) / 2 per row, in [0, 1]; a and b must share one embedding space. O(n d)."""
+    """(1 - cos(a_i, b_i)) / 2 per row, in [0, 1]; a and b must share one embedding space.
+
+    O(n d); pure function.
+    """
     x = _check_embeddings(a, None, name="embeddings[0]")
     y = _check_embeddings(b, x.shape[1], name="embeddings[1]", rows=x.shape[0])
     nx = np.linalg.norm(x.astype(np.float64), axis=1)
@@ -117,7 +121,10 @@ def cosine_disagreement(a: Any, b: Any) -> np.ndarray:
 
 
 def variance_uncertainty(variance: Any, quantile: float = 0.99) -> np.ndarray:
-    """Embedding variance (n,) or (n, d) (mean over d) scaled by its ``quantile`` and clipped to [0, 1]."""
+    """Embedding variance (n,) or (n, d) (mean over d) scaled by its ``quantile`` and clipped to [0, 1].
+
+    O(n d) (a partition for the quantile); pure function.
+    """
     v = np.asarray(variance, dtype=np.float64)
     if v.ndim == 2:
         v = v.mean(axis=1)
@@ -399,7 +406,7 @@ def density_aware_select(values: Any, embeddings: Any, n: int, *, lam: float = 0
 def mean_pairwise_distance(embeddings: Any, metric: str = "cosine") -> float:
     """Mean distance over all pairs of rows (cosine 1 - cos, or Euclidean). O(m^2 d).
 
-    A diversity measure for a selection; NaN for fewer than 2 rows.
+    A diversity measure for a selection; NaN for fewer than 2 rows. Pure function.
     """
     x = np.asarray(embeddings, dtype=np.float64)
     if x.ndim != 2:

@@ -1116,7 +1116,7 @@ def _check_gains(gains: Any) -> np.ndarray:
 def static_probabilities(gains: Any) -> np.ndarray:
     """InfoGrowth's static sampler: P(x_i) = G_i / sum_j G_j. O(n).
 
-    Items with G = 0 (exact duplicates) are never drawn. ValueError if every G is 0.
+    Items with G = 0 are never drawn. ValueError if every G is 0. Pure function.
     """
     g = _check_gains(gains)
     total = g.sum()
@@ -1165,7 +1165,7 @@ def sample_indices(p: Any, num_samples: int, *, replacement: bool = True,
 
 def static_indices(gains: Any, num_samples: Optional[int] = None, *, replacement: bool = True,
                    seed: int = 0) -> np.ndarray:
-    """Indices (into the kept items) drawn by the static sampler. O(n + num_samples log n)."""
+    """Indices (into the kept items) drawn by the static sampler. O(n + num_samples log n); pure."""
     g = _check_gains(gains)
     return sample_indices(static_probabilities(g), g.size if num_samples is None else num_samples,
                           replacement=replacement, seed=seed)
@@ -1176,7 +1176,7 @@ def dynamic_indices(gains: Any, epochs: int, num_samples: Optional[int] = None, 
                     ) -> Iterator[np.ndarray]:
     """Per-epoch index arrays of the dynamic sampler (epoch e uses seed ``(seed, e)``).
 
-    A generator of ``epochs`` arrays; each costs O(n + num_samples log n).
+    A generator of ``epochs`` arrays; each costs O(n + num_samples log n). Pure (seeded).
     """
     epochs = _int_param("epochs", epochs, 0)
     g = _check_gains(gains)
