@@ -249,7 +249,12 @@ class ShardCore:
         return len(self.pool)
 
     def pid(self) -> int:
+        """OS process id of the actor (for operators and fault-injection tests)."""
         return os.getpid()
+
+    def rounds(self) -> Tuple[int, int]:
+        """``(marked_round, applied_round)``: how far this shard is. O(1)."""
+        return self.marked_round, self.applied_round
 
     # -- a round
     def begin(self, r: int, new_gids: np.ndarray, queries: np.ndarray, k: int
@@ -465,8 +470,7 @@ class ShardedScorer:
             self._nbr[:] = _restore["neighbours"]
             self.actors = [_spawn_loaded(self.actor_options, str(_restore["shard_dirs"][s]))
                            for s in range(self.n_shards)]
-            rounds = ray.get([a.commit.remote(-1, np.empty(0, np.int64), np.empty(0, np.int64),
-                                              np.empty(0)) for a in self.actors])
+            rounds = [applied for _, applied in ray.get([a.rounds.remote() for a in self.actors])]
             if any(r != self.round for r in rounds):
                 raise ValueError(f"saved shards are at rounds {rounds} but the session at round "
                                  f"{self.round}; the save is incomplete")
