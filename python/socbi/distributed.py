@@ -939,6 +939,9 @@ class DistributedLearner(ActiveLearner):
     the same seed and the exact backend, the same selections and counts. Extra keyword
     arguments: ``n_shards``, ``scheme``, ``actor_options``, ``checkpoint_dir``,
     ``checkpoint_every`` (see :class:`ShardedScorer`). Ray must be initialised.
+    ``backend`` defaults to ``"exact"`` here (``"hnsw"`` in ActiveLearner): exact is the
+    backend whose sharded answers equal the single machine's; pass ``backend="hnsw"``
+    for large pools.
 
     Persistence is a folder (not the single-file format): :meth:`save` writes every
     shard, the driver's scorer state and the session state (labels, generator, round,
