@@ -164,6 +164,12 @@ def test_hnsw_shards_run_and_stay_consistent():
             sh.label(sh.select(20, largest=True)[0])
         sh.check(recount=False)
         assert len(sh) == N - 60
+        before = sh.counts()
+        kill_and_wait(sh.actors[1])  # restart from the saved HNSW graph
+        assert np.array_equal(sh.counts(), before)
+        assert sh.recoveries[0]["replayed_rounds"] == []
+        sh.label(sh.select(20)[0])
+        sh.check(recount=False)
     finally:
         sh.close()
 
