@@ -529,3 +529,23 @@ def test_import_class_names_and_already_labelled(digits, tmp_path):
     path.write_text("{not json")
     with pytest.raises(ValueError, match="not valid JSON"):
         lrn.import_labels(path)
+
+
+def test_ascmr_is_selectable_by_name_in_a_session():
+    # Issue 7: ASCMR must be usable as a strategy in the active-learning session.
+    from sklearn.datasets import load_digits
+
+    from socbi.session import ActiveLearner
+
+    d = load_digits()
+    x = (d.data / 16.0).astype(np.float32)[:400]
+    y = d.target[:400]
+    labels = np.full(400, -1)
+    start = np.concatenate([np.flatnonzero(y == c)[:2] for c in range(10)])
+    labels[start] = y[start]
+    learner = ActiveLearner(x, labels, strategy="ascmr", k=5, backend="exact", seed=0,
+                            strategy_options={"lam": 0.3, "w_inter": 0.0})  # one modality
+    ids = learner.query(10)
+    assert len(set(ids.tolist())) == 10 and (labels[ids] == -1).all()
+    learner.teach(ids, y[ids])
+    assert learner.query(10).size == 10

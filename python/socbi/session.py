@@ -68,11 +68,11 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 # Canonical strategy keys (make_strategy accepts them) and their table names.
 STRATEGY_NAMES = ("random", "least_confidence", "margin", "entropy", "kcenter", "seals",
-                  "lc_socbi", "kcenter_socbi", "socbi")
+                  "lc_socbi", "kcenter_socbi", "socbi", "ascmr")
 DISPLAY_NAMES = {
     "random": "random", "least_confidence": "LC", "margin": "margin", "entropy": "entropy",
     "kcenter": "KCenter", "seals": "SEALS", "lc_socbi": "LC-So-CBI",
-    "kcenter_socbi": "KCenter-So-CBI", "socbi": "So-CBI",
+    "kcenter_socbi": "KCenter-So-CBI", "socbi": "So-CBI", "ascmr": "ASCMR",
 }
 _ALIASES = {"lc": "least_confidence", "k_center": "kcenter", "kcentre": "kcenter",
             "k_center_socbi": "kcenter_socbi", "least_confidence_socbi": "lc_socbi",
@@ -752,7 +752,12 @@ class ActiveLearner:
             return np.sqrt(d2.astype(np.float64)), "distance_to_labelled"
         if isinstance(base, SoCBI):
             return self.scorer.counts(ids).astype(np.float64), "boundary_count"
-        assert isinstance(base, RandomSampling)
+        informativeness = getattr(base, "informativeness", None)
+        if type(base).__name__ == "ASCMR" and callable(informativeness):
+            try:
+                return np.asarray(informativeness(state, ids).total, dtype=np.float64), "informativeness"
+            except (TypeError, ValueError):
+                pass
         return np.full(ids.size, np.nan), "none"
 
     def pending(self) -> Optional[Dict[str, Any]]:
@@ -1278,6 +1283,9 @@ def _select_main(args: argparse.Namespace) -> int:
                 return _err("select", f"--out {args.out!r}: use a .csv or .json file name")
             if not Path(args.out).resolve().parent.is_dir():
                 return _err("select", f"--out {args.out!r}: directory does not exist")
+        if args.save_session is not None and not Path(args.save_session).resolve().parent.is_dir():
+            return _err("select", f"--save-session {args.save_session!r}: directory "
+                                  f"{str(Path(args.save_session).parent)!r} does not exist; create it first")
         backend = args.backend
         if backend == "auto":
             backend = "exact" if x.shape[0] <= 20000 else "hnsw"

@@ -669,6 +669,8 @@ STRATEGIES: Dict[str, Callable[..., Strategy]] = {
     "kcenter_socbi": lambda **kw: SoCBIPrefilter(
         KCenterGreedy(**{k: kw.pop(k) for k in ("metric", "chunk", "progress") if k in kw}), **kw),
     "seals": SEALS,
+    # socbi.ascmr imports this module, so it is imported when first asked for.
+    "ascmr": lambda **kw: __import__("socbi.ascmr", fromlist=["ASCMR"]).ASCMR(**kw),
 }
 
 
