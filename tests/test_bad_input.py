@@ -365,6 +365,7 @@ CLI_CASES = [
     ("select", "wrong type", lambda t: _select_args(t, extra=["--out", str(t / "o.txt")]), ["--out", "o.txt", ".csv"]),
     ("select", "absent", lambda t: _select_args(t, extra=["--out", str(t / "nodir" / "o.csv")]), ["--out", "directory does not exist"]),
     ("select", "wrong type", lambda t: _select_args(t, extra=["--candidate-factor", "2", "--strategy", "random"]), ["--candidate-factor", "random"]),
+    ("select", "absent", lambda t: _select_args(t, extra=["--save-session", str(t / "nodir" / "s.socbi")]), ["--save-session", "nodir", "does not exist"]),
     ("embed", "absent", lambda t: ["embed", str(t / "none.npy"), "-o", str(t / "e.npy")], ["none.npy", "does not exist"]),
     ("embed", "wrong type", lambda t: ["embed", str(t / "x.npy"), "-o", str(t / "e.txt")], ["--output", "e.txt", ".npy"]),
     ("run", "absent", lambda t: ["run", str(t / "none.toml")], ["none.toml"]),
@@ -380,8 +381,9 @@ def test_cli_exit_2(tmp_path: Path, capsys: Any, cmd: str, kind: str, argv: Any,
     (tmp_path / "x.npy").write_bytes(b"")
     args = argv(tmp_path)
     rc = main(args)
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
     assert rc == 2, err
+    assert out == "", "a failing command must not print a partial result"
     assert err.startswith(f"socbi {cmd}: error:"), err
     for w in words:
         assert w in err, f"{err!r} lacks {w!r}"
