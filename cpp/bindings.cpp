@@ -257,6 +257,15 @@ unsigned to_threads(int threads) {
   return unsigned(std::min(threads, 1024));
 }
 
+// `threads` as any Python integer, with socbi's message for anything else.
+int threads_arg(const py::object& threads) {
+  if (!is_integer_scalar(threads))
+    raise(PyExc_TypeError, "threads must be an integer (a positive count, or -1 for all cores), got " + short_repr(threads));
+  py::int_ v = threads;
+  if (v < py::int_(-1)) raise(PyExc_ValueError, "threads = " + short_repr(threads) + " is invalid; pass a positive count, or -1 for all cores");
+  return v > py::int_(1024) ? 1024 : v.cast<int>();
+}
+
 int to_bulk(const py::object& bulk) {
   if (bulk.is_none()) return -1;
   if (!PyBool_Check(bulk.ptr())) raise(PyExc_TypeError, "bulk must be None (automatic), True or False, got " + short_repr(bulk));
@@ -604,8 +613,11 @@ concurrent updates return, for each id, a score it held during the call.
 >>> idx.top(2)
 (array([2, 3]), array([2. , 0.5]))
 )doc")
-      .def(py::init([](const py::object& capacity, const py::object& node_size, double bulk_fraction) {
-             return make_index(capacity, node_size, bulk_fraction);
+      .def(py::init([](const py::object& capacity, const py::object& node_size, const py::object& bulk_fraction) {
+             if (PyBool_Check(bulk_fraction.ptr()) || !(PyFloat_Check(bulk_fraction.ptr()) || is_integer_scalar(bulk_fraction) ||
+                                                        py::isinstance(bulk_fraction, py::module_::import("numpy").attr("floating"))))
+               raise(PyExc_TypeError, "bulk_fraction must be a number >= 0 (0 disables the bulk path), got " + short_repr(bulk_fraction));
+             return make_index(capacity, node_size, py::cast<double>(bulk_fraction));
            }),
            py::arg("capacity"), py::arg("node_size") = py::none(), py::arg("bulk_fraction") = 0.25)
       .def_property_readonly("capacity", &SemiOrderedIndex::capacity, "ids must lie in [0, capacity).")
@@ -622,7 +634,8 @@ concurrent updates return, for each id, a score it held during the call.
           py::arg("id"), "True if id is present. O(1), lock-free.")
       .def(
           "insert",
-          [](SemiOrderedIndex& self, const py::object& ids, const py::object& scores, int threads, const py::object& bulk) {
+          [](SemiOrderedIndex& self, const py::object& ids, const py::object& scores, const py::object& threads_obj, const py::object& bulk) {
+            const int threads = threads_arg(threads_obj);
             auto v = to_ids(ids, self.capacity(), "ids");
             auto s = to_values(scores, v.size(), "scores", "ids");
             check_distinct(v, self.capacity(), "ids");
@@ -642,7 +655,8 @@ Raises ValueError (out of range, repeated, already present, non-finite score) or
 TypeError (non-integer ids) before changing anything.)doc")
       .def(
           "update",
-          [](SemiOrderedIndex& self, const py::object& ids, const py::object& deltas, int threads, const py::object& bulk) {
+          [](SemiOrderedIndex& self, const py::object& ids, const py::object& deltas, const py::object& threads_obj, const py::object& bulk) {
+            const int threads = threads_arg(threads_obj);
             auto v = to_ids(ids, self.capacity(), "ids");
             auto d = to_values(deltas, v.size(), "deltas", "ids");
             bool absent = false;
@@ -680,7 +694,8 @@ while it runs); bulk=False forbids it, bulk=True forces it.
 Raises KeyError for absent ids, ValueError for bad values, before changing anything.)doc")
       .def(
           "assign",
-          [](SemiOrderedIndex& self, const py::object& ids, const py::object& scores, int threads, const py::object& bulk) {
+          [](SemiOrderedIndex& self, const py::object& ids, const py::object& scores, const py::object& threads_obj, const py::object& bulk) {
+            const int threads = threads_arg(threads_obj);
             auto v = to_ids(ids, self.capacity(), "ids");
             auto s = to_values(scores, v.size(), "scores", "ids");
             check_distinct(v, self.capacity(), "ids");

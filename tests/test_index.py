@@ -419,3 +419,30 @@ def test_sorted_node_fast_path_notices_in_place_reordering():
     for n in (1, 10, 60, 100):
         assert_same(idx, ref, n)
     idx.check()
+
+
+@pytest.mark.parametrize(
+    "call, exc, words",
+    [
+        (lambda i: i.update([0], 1.0, threads="a"), TypeError, ["threads must be an integer", "'a'"]),
+        (lambda i: i.update([0], 1.0, threads=2.5), TypeError, ["threads must be an integer", "2.5"]),
+        (lambda i: i.insert([5], 1.0, threads=None), TypeError, ["threads must be an integer", "None"]),
+        (lambda i: i.assign([0], 1.0, threads=-7), ValueError, ["threads = -7", "-1 for all cores"]),
+    ],
+)
+def test_threads_argument_is_checked_with_a_named_message(call, exc, words):
+    # Regression: a wrong type for threads used to get pybind11's generic message.
+    idx = _prepared()
+    before = idx.items()
+    with pytest.raises(exc) as info:
+        call(idx)
+    for w in words:
+        assert w in str(info.value), (w, str(info.value))
+    np.testing.assert_array_equal(idx.items()[1], before[1])
+
+
+def test_bulk_fraction_type_is_checked():
+    with pytest.raises(TypeError, match="bulk_fraction must be a number"):
+        socbi.SemiOrderedIndex(10, bulk_fraction="x")
+    with pytest.raises(ValueError, match="bulk_fraction must be a finite number >= 0"):
+        socbi.SemiOrderedIndex(10, bulk_fraction=-1.0)
