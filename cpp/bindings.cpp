@@ -250,6 +250,20 @@ void check_absent(SemiOrderedIndex& idx, const std::vector<uint32_t>& ids, const
   }
 }
 
+// score(ids) for any index-like class: a float for a scalar id, else a float64 array.
+// check_present(v) raises for absent ids before anything is read.
+template <class Index, class CheckPresent>
+py::object scores_of(Index& self, const py::object& ids, CheckPresent check_present_ids) {
+  bool scalar = false;
+  auto v = to_ids(ids, self.capacity(), "ids", &scalar);
+  check_present_ids(v);
+  if (scalar) return py::float_(self.score(v[0]));
+  py::array_t<double> out{py::ssize_t(v.size())};
+  auto o = out.mutable_unchecked<1>();
+  for (size_t i = 0; i < v.size(); ++i) o(py::ssize_t(i)) = self.score(v[i]);
+  return std::move(out);
+}
+
 unsigned to_threads(int threads) {
   if (threads == -1 || threads == 0) return std::max(1u, std::thread::hardware_concurrency());
   if (threads < -1)
@@ -482,14 +496,7 @@ void bind_baseline_methods(py::class_<T>& c) {
       .def(
           "score",
           [](T& self, const py::object& ids) -> py::object {
-            bool scalar = false;
-            auto v = to_ids(ids, self.capacity(), "ids", &scalar);
-            baseline_check_present(self, v, "ids", "scored");
-            if (scalar) return py::float_(self.score(v[0]));
-            py::array_t<double> out{py::ssize_t(v.size())};
-            auto o = out.mutable_unchecked<1>();
-            for (size_t i = 0; i < v.size(); ++i) o(py::ssize_t(i)) = self.score(v[i]);
-            return std::move(out);
+            return scores_of(self, ids, [&](const std::vector<uint32_t>& v) { baseline_check_present(self, v, "ids", "scored"); });
           },
           py::arg("ids"), "Current scores of present ids.")
       .def(
@@ -721,14 +728,7 @@ Raises KeyError for absent ids, ValueError for bad values, before changing anyth
       .def(
           "score",
           [](SemiOrderedIndex& self, const py::object& ids) -> py::object {
-            bool scalar = false;
-            auto v = to_ids(ids, self.capacity(), "ids", &scalar);
-            check_present(self, v, "ids", "scored");
-            if (scalar) return py::float_(self.score(v[0]));
-            py::array_t<double> out{py::ssize_t(v.size())};
-            auto o = out.mutable_unchecked<1>();
-            for (size_t i = 0; i < v.size(); ++i) o(py::ssize_t(i)) = self.score(v[i]);
-            return std::move(out);
+            return scores_of(self, ids, [&](const std::vector<uint32_t>& v) { check_present(self, v, "ids", "scored"); });
           },
           py::arg("ids"), "Current scores of present ids (a float for a scalar id). O(1) each, lock-free.")
       .def(
