@@ -297,22 +297,19 @@ size_t to_count(const py::handle& n) {
 py::tuple run_query(SemiOrderedIndex& idx, const py::handle& n_obj, bool top) {
   size_t n = to_count(n_obj);
   n = std::min<size_t>(n, idx.size() + 64);  // room for inserts that land meanwhile
-  std::vector<uint32_t> ids(n);
-  std::vector<double> scores(n);
+  // The query writes straight into the new arrays (no other thread can see them yet).
+  py::array_t<int64_t> out_ids{py::ssize_t(n)};
+  py::array_t<double> out_scores{py::ssize_t(n)};
+  int64_t* oi = out_ids.mutable_data();
+  double* os = out_scores.mutable_data();
   size_t k;
   {
     py::gil_scoped_release release;
-    k = top ? idx.top(n, ids.data(), scores.data()) : idx.bottom(n, ids.data(), scores.data());
+    k = top ? idx.top(n, oi, os) : idx.bottom(n, oi, os);
   }
-  py::array_t<int64_t> out_ids{py::ssize_t(k)};
-  py::array_t<double> out_scores{py::ssize_t(k)};
-  auto oi = out_ids.mutable_unchecked<1>();
-  auto os = out_scores.mutable_unchecked<1>();
-  for (size_t i = 0; i < k; ++i) {
-    oi(py::ssize_t(i)) = int64_t(ids[i]);
-    os(py::ssize_t(i)) = scores[i];
-  }
-  return py::make_tuple(out_ids, out_scores);
+  if (k == n) return py::make_tuple(out_ids, out_scores);
+  py::slice first(0, py::ssize_t(k), 1);  // fewer than asked (erased meanwhile)
+  return py::make_tuple(out_ids[first], out_scores[first]);
 }
 
 std::unique_ptr<SemiOrderedIndex> make_index(const py::handle& capacity, const py::object& node_size, double bulk_fraction) {

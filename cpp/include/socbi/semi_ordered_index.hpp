@@ -404,9 +404,16 @@ class SemiOrderedIndex {
 
   // Writes the min(n, size) smallest (score, id) keys, ascending, to out_ids/out_scores
   // and returns how many. O(n log n + B) (+ a one-off O(M) split of an oversized node).
-  size_t bottom(size_t n, uint32_t* out_ids, double* out_scores) { return query(n, false, out_ids, out_scores); }
+  // IdT: any integer type wide enough for ids (uint32_t, int64_t for numpy output, ...).
+  template <class IdT>
+  size_t bottom(size_t n, IdT* out_ids, double* out_scores) {
+    return query(n, false, out_ids, out_scores);
+  }
   // The min(n, size) largest keys, descending.
-  size_t top(size_t n, uint32_t* out_ids, double* out_scores) { return query(n, true, out_ids, out_scores); }
+  template <class IdT>
+  size_t top(size_t n, IdT* out_ids, double* out_scores) {
+    return query(n, true, out_ids, out_scores);
+  }
 
   // Verifies every invariant in O(capacity + size + #nodes * levels); throws
   // std::logic_error naming the first broken one. Runs exclusively (waits for batches).
@@ -1343,7 +1350,8 @@ class SemiOrderedIndex {
     return s;
   }
 
-  size_t query(size_t n, bool from_top, uint32_t* out_ids, double* out_scores) {
+  template <class IdT>
+  size_t query(size_t n, bool from_top, IdT* out_ids, double* out_scores) {
     if (n == 0) return 0;
     Pin pin(*this);
     Shard& sh = my_shard();
@@ -1423,7 +1431,7 @@ class SemiOrderedIndex {
       if (ordered) {
         const size_t k = std::min(n, keys.size());
         for (size_t i = 0; i < k; ++i) {
-          out_ids[i] = uint32_t(keys[i]);
+          out_ids[i] = IdT(uint32_t(keys[i]));
           out_scores[i] = unpack_score(keys[i]);
         }
         return k;
@@ -1445,7 +1453,7 @@ class SemiOrderedIndex {
       std::sort(keys.begin(), keys.begin() + k);
     }
     for (size_t i = 0; i < k; ++i) {
-      out_ids[i] = uint32_t(keys[i]);
+      out_ids[i] = IdT(uint32_t(keys[i]));
       out_scores[i] = unpack_score(keys[i]);
     }
     return k;
