@@ -64,6 +64,8 @@
 #include <thread>
 #include <vector>
 
+#include <socbi/semi_ordered_index.hpp>  // detail::parallel_for
+
 namespace socbi {
 namespace baselines {
 
@@ -99,32 +101,11 @@ inline bool operator<(const Item& a, const Item& b) noexcept {
 
 namespace detail {
 
-// fn(begin, end) over [0, n) split into `threads` contiguous parts; the first exception
-// thrown by a worker is re-thrown on the caller.
+// fn(begin, end) over [0, n) split into `threads` contiguous parts: the core's thread
+// runner (worker exceptions re-thrown on the caller), without the thread index.
 template <class Fn>
 void parallel_for(size_t n, unsigned threads, Fn&& fn) {
-  if (threads <= 1 || n < 2) {
-    fn(size_t(0), n);
-    return;
-  }
-  threads = unsigned(std::min<size_t>(threads, n));
-  std::vector<std::thread> pool;
-  std::exception_ptr error;
-  std::mutex error_mu;
-  pool.reserve(threads);
-  for (unsigned t = 0; t < threads; ++t) {
-    const size_t b = n * t / threads, e = n * (t + 1) / threads;
-    pool.emplace_back([&, b, e] {
-      try {
-        fn(b, e);
-      } catch (...) {
-        std::lock_guard<std::mutex> g(error_mu);
-        if (!error) error = std::current_exception();
-      }
-    });
-  }
-  for (auto& th : pool) th.join();
-  if (error) std::rethrow_exception(error);
+  socbi::detail::parallel_for(n, threads, [&](unsigned, size_t b, size_t e) { fn(b, e); });
 }
 
 // A lock that is a no-op unless the structure is kMutex.
