@@ -61,7 +61,7 @@ import numpy as np
 
 from . import knn as _knn
 from .knn import _check_embeddings, _check_ids
-from .scoring import RoundStats, default_index_factory
+from .scoring import RoundStats, default_index_factory, round_deltas
 from .session import ActiveLearner
 
 __all__ = [
@@ -655,23 +655,7 @@ class ShardedScorer:
             nbr = np.empty((queries.size, 0), np.int64)
         t2 = time.perf_counter()
         new_nbr, rep_nbr = nbr[:new.size], nbr[new.size:]
-        parts_ids = [new_nbr.ravel()]
-        parts_d = [np.ones(new_nbr.size)]
-        if affected.size:
-            nn = np.int64(self.n_samples)
-            rows = np.arange(affected.size, dtype=np.int64)
-            old_tab = self._nbr[affected].astype(np.int64)
-            keep = old_tab >= 0
-            keep[keep] = ~self._labelled[old_tab[keep]]
-            keep[keep] &= ~np.isin(old_tab[keep], new)
-            old_keys = (rows[:, None] * nn + old_tab)[keep]
-            new_keys = (rows[:, None] * nn + rep_nbr).ravel()
-            added = np.setdiff1d(new_keys, old_keys, assume_unique=True) % nn
-            removed = np.setdiff1d(old_keys, new_keys, assume_unique=True) % nn
-            parts_ids += [added, removed]
-            parts_d += [np.ones(added.size), -np.ones(removed.size)]
-        upd_ids = np.concatenate(parts_ids).astype(np.int64)
-        upd_d = np.concatenate(parts_d).astype(np.float64)
+        upd_ids, upd_d = round_deltas(self._nbr, self._labelled, new, new_nbr, affected, rep_nbr)
         upd_own = self.owner[upd_ids]
         journal = {"new": new.copy(), "upd": upd_ids, "delta": upd_d}
         t3 = time.perf_counter()

@@ -51,7 +51,7 @@ import numpy as np
 from . import knn as _knn
 from .knn import NeighbourPool, _check_embeddings, _check_ids
 
-__all__ = ["BoundaryScorer", "RoundStats", "default_index_factory"]
+__all__ = ["BoundaryScorer", "RoundStats", "default_index_factory", "round_deltas"]
 
 
 def default_index_factory() -> Callable[..., Any]:
@@ -389,23 +389,7 @@ class BoundaryScorer:
 
         # Deltas: +1 for every neighbour of a new sample, and the list changes of repairs.
         t_b = time.perf_counter()
-        parts_ids = [new_nbr.ravel()]
-        parts_d = [np.ones(new_nbr.size)]
-        if affected.size:
-            n = np.int64(self.n_samples)
-            rows = np.arange(affected.size, dtype=np.int64)
-            old_tab = self._nbr[affected].astype(np.int64)
-            keep = old_tab >= 0
-            keep[keep] = ~self._labelled[old_tab[keep]]
-            keep[keep] &= ~np.isin(old_tab[keep], new)
-            old_keys = (rows[:, None] * n + old_tab)[keep]
-            new_keys = (rows[:, None] * n + rep_nbr).ravel()
-            added = np.setdiff1d(new_keys, old_keys, assume_unique=True) % n
-            removed = np.setdiff1d(old_keys, new_keys, assume_unique=True) % n
-            parts_ids += [added, removed]
-            parts_d += [np.ones(added.size), -np.ones(removed.size)]
-        upd_ids = np.concatenate(parts_ids).astype(np.int64)
-        upd_d = np.concatenate(parts_d).astype(np.float64)
+        upd_ids, upd_d = round_deltas(self._nbr, self._labelled, new, new_nbr, affected, rep_nbr)
         t2 = time.perf_counter()
         if in_pool:
             self.index.erase(self._slot(new))
@@ -513,3 +497,31 @@ class BoundaryScorer:
     def __repr__(self) -> str:
         return (f"BoundaryScorer(n={self.n_samples}, k={self.k}, labelled={int(self._labelled.sum())}, "
                 f"pool={type(self.pool).__name__}, index={type(self.index).__name__})")
+
+
+def round_deltas(nbr: np.ndarray, labelled: np.ndarray, new: np.ndarray, new_nbr: np.ndarray,
+                 affected: np.ndarray, rep_nbr: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """The (ids, deltas) one labelling round sends to the index.
+
+    +1 for every neighbour of a newly labelled sample (rows of ``new_nbr``), and for each
+    repaired list (``affected`` labelled samples, their stored lists in ``nbr``, their new
+    lists ``rep_nbr``): +1 for a member that entered it, -1 for a member that left it
+    (members that are labelled now, or in ``new``, have left the pool and are not counted).
+    Used by :class:`BoundaryScorer` and the sharded scorer. O(K (|new| + |affected|) log).
+    """
+    parts_ids = [new_nbr.ravel()]
+    parts_d = [np.ones(new_nbr.size)]
+    if affected.size:
+        n = np.int64(labelled.shape[0])
+        rows = np.arange(affected.size, dtype=np.int64)
+        old_tab = nbr[affected].astype(np.int64)
+        keep = old_tab >= 0
+        keep[keep] = ~labelled[old_tab[keep]]
+        keep[keep] &= ~np.isin(old_tab[keep], new)
+        old_keys = (rows[:, None] * n + old_tab)[keep]
+        new_keys = (rows[:, None] * n + rep_nbr).ravel()
+        added = np.setdiff1d(new_keys, old_keys, assume_unique=True) % n
+        removed = np.setdiff1d(old_keys, new_keys, assume_unique=True) % n
+        parts_ids += [added, removed]
+        parts_d += [np.ones(added.size), -np.ones(removed.size)]
+    return np.concatenate(parts_ids).astype(np.int64), np.concatenate(parts_d).astype(np.float64)
