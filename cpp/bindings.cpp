@@ -41,39 +41,67 @@ bool is_integer_scalar(const py::handle& obj) {
   return py::isinstance(obj, np.attr("integer"));
 }
 
-// Converts ids (int scalar, list, or any integer numpy array, 0-d or 1-d) to uint32,
-// checking range in the same pass (buffer dtype dispatch, no intermediate int64 copy).
+// The message for ids[i] = v outside [0, capacity).
 template <class T>
-void convert_ids(const py::array& a, uint64_t capacity, const char* name, std::vector<uint32_t>& out) {
-  auto view = a.unchecked<T, 1>();
-  const py::ssize_t n = view.shape(0);
-  out.resize(size_t(n));
-  for (py::ssize_t i = 0; i < n; ++i) {
-    const T v = view(i);
-    if constexpr (std::is_signed<T>::value) {
-      if (v < 0) {
-        std::ostringstream os;
-        os << name << "[" << i << "] = " << int64_t(v) << " is negative; ids must lie in [0, capacity=" << capacity
-           << ")";
-        raise(PyExc_ValueError, os.str());
-      }
-    }
-    if (uint64_t(v) >= capacity) {
-      std::ostringstream os;
-      os << name << "[" << i << "] = " << uint64_t(v) << " is out of range; ids must lie in [0, capacity=" << capacity
-         << "): create the index with a larger capacity";
+[[noreturn]] void raise_bad_id(const char* name, size_t i, T v, uint64_t capacity) {
+  std::ostringstream os;
+  if constexpr (std::is_signed<T>::value) {
+    if (v < 0) {
+      os << name << "[" << i << "] = " << int64_t(v) << " is negative; ids must lie in [0, capacity=" << capacity << ")";
       raise(PyExc_ValueError, os.str());
     }
-    out[size_t(i)] = uint32_t(v);
   }
+  os << name << "[" << i << "] = " << uint64_t(v) << " is out of range; ids must lie in [0, capacity=" << capacity
+     << "): create the index with a larger capacity";
+  raise(PyExc_ValueError, os.str());
 }
 
-std::vector<uint32_t> to_ids(const py::handle& obj, uint64_t capacity, const char* name, bool* was_scalar = nullptr) {
-  py::module_ np = py::module_::import("numpy");
-  if (was_scalar) *was_scalar = false;
+// Ids as one contiguous 1-D integer buffer: the caller's numpy array itself when it
+// already is one (any integer dtype, no copy), else numpy's conversion of the list or
+// scalar. visit(fn) calls fn(const T* ids) with the buffer's own element type. Range is
+// not checked here (the C++ pass that reads the ids does it), except for Python int
+// scalars, which may not fit any dtype.
+struct IdBuffer {
   py::array arr;
+  uint32_t scalar_id = 0;
+  bool scalar = false;  // a Python or numpy integer scalar (or 0-d array)
+  bool from_int = false;  // the id is scalar_id (a Python int, range-checked)
+  size_t n = 0;
+
+  template <class Fn>
+  void visit(Fn&& fn) const {
+    if (from_int) return fn(&scalar_id);
+    const void* p = arr.data();
+    const char kind = arr.dtype().kind();
+    switch (arr.dtype().itemsize() * (kind == 'i' ? 1 : -1)) {
+      case 1: return fn(static_cast<const int8_t*>(p));
+      case 2: return fn(static_cast<const int16_t*>(p));
+      case 4: return fn(static_cast<const int32_t*>(p));
+      case 8: return fn(static_cast<const int64_t*>(p));
+      case -1: return fn(static_cast<const uint8_t*>(p));
+      case -2: return fn(static_cast<const uint16_t*>(p));
+      case -4: return fn(static_cast<const uint32_t*>(p));
+      case -8: return fn(static_cast<const uint64_t*>(p));
+      default: raise(PyExc_TypeError, "unsupported integer dtype " + py::str(arr.dtype()).cast<std::string>());
+    }
+  }
+  // With the GIL held: raises the range error for position i.
+  [[noreturn]] void raise_out_of_range(size_t i, uint64_t capacity, const char* name) const {
+    visit([&](const auto* ids) { raise_bad_id(name, i, ids[i], capacity); });
+    throw std::logic_error("unreachable");
+  }
+  uint64_t id_at(size_t i) const {
+    uint64_t v = 0;
+    visit([&](const auto* ids) { v = uint64_t(ids[i]); });
+    return v;
+  }
+};
+
+IdBuffer id_buffer(const py::handle& obj, uint64_t capacity, const char* name) {
+  py::module_ np = py::module_::import("numpy");
+  IdBuffer out;
   if (is_integer_scalar(obj)) {
-    if (was_scalar) *was_scalar = true;
+    out.scalar = true;
     py::int_ v = py::reinterpret_borrow<py::object>(obj);
     // Python ints may exceed int64: compare as Python objects first.
     if (v < py::int_(0) || v >= py::int_(capacity)) {
@@ -81,8 +109,12 @@ std::vector<uint32_t> to_ids(const py::handle& obj, uint64_t capacity, const cha
       os << name << " = " << short_repr(obj) << " is out of range; ids must lie in [0, capacity=" << capacity << ")";
       raise(PyExc_ValueError, os.str());
     }
-    return {uint32_t(v.cast<uint64_t>())};
+    out.from_int = true;
+    out.scalar_id = uint32_t(v.cast<uint64_t>());
+    out.n = 1;
+    return out;
   }
+  py::array arr;
   try {
     arr = np.attr("asarray")(obj);
   } catch (py::error_already_set&) {
@@ -91,7 +123,8 @@ std::vector<uint32_t> to_ids(const py::handle& obj, uint64_t capacity, const cha
   }
   const char kind = arr.dtype().kind();
   if (arr.size() == 0 && (kind == 'f' || kind == 'O')) {  // [] arrives as float64
-    return {};
+    out.arr = np.attr("empty")(0, "int64");
+    return out;
   }
   if (kind != 'i' && kind != 'u') {
     std::string dt = py::str(arr.dtype()).cast<std::string>();
@@ -106,22 +139,26 @@ std::vector<uint32_t> to_ids(const py::handle& obj, uint64_t capacity, const cha
     raise(PyExc_ValueError, os.str());
   }
   if (arr.ndim() == 0) {
-    if (was_scalar) *was_scalar = true;
+    out.scalar = true;
     arr = np.attr("atleast_1d")(arr);
   }
-  std::vector<uint32_t> out;
-  const auto dt = arr.dtype();
-  switch (dt.itemsize() * (kind == 'i' ? 1 : -1)) {
-    case 1: convert_ids<int8_t>(arr, capacity, name, out); break;
-    case 2: convert_ids<int16_t>(arr, capacity, name, out); break;
-    case 4: convert_ids<int32_t>(arr, capacity, name, out); break;
-    case 8: convert_ids<int64_t>(arr, capacity, name, out); break;
-    case -1: convert_ids<uint8_t>(arr, capacity, name, out); break;
-    case -2: convert_ids<uint16_t>(arr, capacity, name, out); break;
-    case -4: convert_ids<uint32_t>(arr, capacity, name, out); break;
-    case -8: convert_ids<uint64_t>(arr, capacity, name, out); break;
-    default: raise(PyExc_TypeError, std::string(name) + ": unsupported integer dtype");
-  }
+  // Native byte order and contiguous (no copy when it already is).
+  out.arr = np.attr("ascontiguousarray")(arr, arr.dtype().attr("newbyteorder")("="));
+  out.n = size_t(out.arr.size());
+  return out;
+}
+
+// Ids converted to uint32 with their range checked (buffer dtype dispatch, one pass).
+std::vector<uint32_t> to_ids(const py::handle& obj, uint64_t capacity, const char* name, bool* was_scalar = nullptr) {
+  const IdBuffer b = id_buffer(obj, capacity, name);
+  if (was_scalar) *was_scalar = b.scalar;
+  std::vector<uint32_t> out(b.n);
+  b.visit([&](const auto* ids) {
+    for (size_t i = 0; i < b.n; ++i) {
+      if (uint64_t(ids[i]) >= capacity) raise_bad_id(name, i, ids[i], capacity);  // negatives wrap to huge
+      out[i] = uint32_t(ids[i]);
+    }
+  });
   return out;
 }
 
@@ -661,30 +698,31 @@ TypeError (non-integer ids) before changing anything.)doc")
           "update",
           [](SemiOrderedIndex& self, const py::object& ids, const py::object& deltas, const py::object& threads_obj, const py::object& bulk) {
             const int threads = threads_arg(threads_obj);
-            auto v = to_ids(ids, self.capacity(), "ids");
-            auto d = to_values(deltas, v.size(), "deltas", "ids");
-            bool absent = false;
+            const IdBuffer b = id_buffer(ids, self.capacity(), "ids");
+            auto d = to_values(deltas, b.n, "deltas", "ids");
             const unsigned t = to_threads(threads);
-            size_t bad;
-            {
-              // Reads only the C++ status table: no Python object is touched.
+            const int bk = to_bulk(bulk);
+            // Range, presence and overflow are checked in C++ in the pass that applies the
+            // batch (rolled back if refused), on the caller's buffer, without the GIL.
+            SemiOrderedIndex::BatchError err{b.n, SemiOrderedIndex::BadInput::kNone};
+            b.visit([&](const auto* p) {
               py::gil_scoped_release release;
-              bad = self.find_bad_update(v.data(), d.scalar ? nullptr : d.ptr, d.value, v.size(), &absent, t);
-            }
-            if (bad < v.size()) {
-              if (absent) check_present(self, v, "ids", "updated");  // raises KeyError naming it
-              const double delta = d.at(bad);
-              std::ostringstream os;
-              os << "deltas[" << bad << "] = " << delta << " would make the score of id " << v[bad]
-                 << " overflow to infinity; keep scores within +/-1.7e308";
-              raise(PyExc_ValueError, os.str());
-            }
-            const int b = to_bulk(bulk);
-            py::gil_scoped_release release;
-            if (d.scalar) {
-              self.update_scalar(v.data(), d.value, v.size(), t, b);
-            } else {
-              self.update(v.data(), d.ptr, v.size(), t, b);
+              err = self.update_checked(p, d.scalar ? nullptr : d.ptr, d.value, b.n, t, bk);
+            });
+            if (err.index >= b.n) return;
+            std::ostringstream os;
+            switch (err.what) {
+              case SemiOrderedIndex::BadInput::kOutOfRange:
+                b.raise_out_of_range(err.index, self.capacity(), "ids");
+              case SemiOrderedIndex::BadInput::kAbsent:
+                os << "ids[" << err.index << "] = " << b.id_at(err.index) << " is not in the index, so it cannot be updated"
+                   << "; insert it first (see `id in index`)";
+                PyErr_SetObject(PyExc_KeyError, py::str(os.str()).ptr());
+                throw py::error_already_set();
+              default:
+                os << "deltas[" << err.index << "] = " << d.at(err.index) << " would make the score of id "
+                   << b.id_at(err.index) << " overflow to infinity; keep scores within +/-1.7e308";
+                raise(PyExc_ValueError, os.str());
             }
           },
           py::arg("ids"), py::arg("deltas"), py::arg("threads") = 1, py::arg("bulk") = py::none(),

@@ -218,6 +218,92 @@ def test_bulk_update_matches_item_by_item():
     assert a.stats()["rebuilds"] >= 1
 
 
+def _pool(n=40_000, seed=11):
+    rng = np.random.default_rng(seed)
+    idx = socbi.SemiOrderedIndex(n + 100)
+    idx.insert(np.arange(n), rng.normal(size=n) * 1e3)  # distinct floats: rounding shows
+    return idx, rng
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize(
+    "bad, exc, words",
+    [
+        (("absent", 30_000), KeyError, ["ids[30000] = 40050", "not in the index"]),
+        (("range", 30_000), ValueError, ["ids[30000] = 40100", "out of range"]),
+        (("negative", 30_000), ValueError, ["ids[30000] = -3", "negative"]),
+        (("overflow", 30_000), ValueError, ["deltas[30000]", "overflow"]),
+    ],
+)
+def test_refused_bulk_update_is_rolled_back_bit_for_bit(threads, bad, exc, words):
+    # The bulk path checks while it applies and undoes from a log: ids repeat, so only a
+    # newest-first undo by the thread that owns each id restores the exact old scores.
+    idx, rng = _pool()
+    ids = rng.integers(0, 40_000, size=60_000)
+    ids[:1000] = 7  # one id updated 1000 times
+    deltas = rng.normal(size=60_000)
+    kind, at = bad
+    if kind == "absent":
+        ids[at] = 40_050
+    elif kind == "range":
+        ids[at] = 40_100
+    elif kind == "negative":
+        ids[at] = -3
+    else:
+        ids[at] = 7
+        deltas[at] = 1.7e308
+        idx.assign(7, 1.0e308)
+    ids[at + 5000] = 40_099  # a later bad id must not be the one reported
+    before = idx.items()
+    rebuilds = idx.stats()["rebuilds"]
+    with pytest.raises(exc) as info:
+        idx.update(ids, deltas, threads=threads, bulk=True)
+    for w in words:
+        assert w in str(info.value), (w, str(info.value))
+    after = idx.items()
+    np.testing.assert_array_equal(before[0], after[0])
+    np.testing.assert_array_equal(before[1], after[1])  # bit for bit
+    assert idx.stats()["rebuilds"] == rebuilds  # refused before the rebuild
+    idx.check()
+
+
+def test_bulk_update_sums_are_the_same_for_any_thread_count():
+    results = []
+    for threads in (1, 2, 3, 4):
+        idx, rng = _pool(seed=5)
+        ids = rng.integers(0, 2_000, size=100_000)  # about 50 repeats per id
+        idx.update(ids, rng.normal(size=100_000) * 1e-3, threads=threads, bulk=True)
+        idx.check()
+        results.append(idx.items())
+    for ids, scores in results[1:]:
+        np.testing.assert_array_equal(ids, results[0][0])
+        np.testing.assert_array_equal(scores, results[0][1])  # bit for bit
+
+
+@pytest.mark.parametrize("bulk", [True, False])
+def test_update_reads_any_integer_buffer_in_place(bulk):
+    n = 20_000
+    rng = np.random.default_rng(2)
+    raw = rng.integers(0, 120, size=n)  # fits int8
+    want = None
+    for form in (np.int8, np.uint8, np.int16, np.uint32, np.uint64, ">i8", "strided", "list"):
+        idx = socbi.SemiOrderedIndex(300)
+        idx.insert(np.arange(300), 0.0)
+        if form == "strided":
+            ids = np.repeat(raw, 2)[::2]
+            assert not ids.flags.c_contiguous
+        elif form == "list":
+            ids = raw.tolist()
+        else:
+            ids = raw.astype(form)
+        idx.update(ids, 1.0, bulk=bulk)
+        got = idx.score(np.arange(300))
+        if want is None:
+            want = np.bincount(raw, minlength=300).astype(float)
+        np.testing.assert_array_equal(got, want, err_msg=str(form))
+        idx.check()
+
+
 def test_input_forms_and_dtypes():
     idx = socbi.SemiOrderedIndex(300)
     for k, dt in enumerate([np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64]):

@@ -13,6 +13,7 @@
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <map>
 #include <random>
 #include <set>
@@ -322,6 +323,72 @@ void test_parallel_batch() {
   for (uint32_t i = 0; i < cap; ++i) EXPECT(idx.score(i) == double(2 * want[i]), "bulk parallel sum");
 }
 
+// update_checked on a caller's int64 buffer: a refused bulk batch (absent id, id out of
+// range, negative id, overflow) is undone bit for bit by every thread; an accepted one
+// gives the same sums for any thread count.
+void test_checked_bulk_update() {
+  using Bad = Index::BadInput;
+  const uint32_t n = 50000, cap = n + 10;
+  std::mt19937_64 rng(9);
+  std::normal_distribution<double> normal(0.0, 1e3);
+  std::vector<uint32_t> all(n);
+  std::vector<double> start(n);
+  for (uint32_t i = 0; i < n; ++i) {
+    all[i] = i;
+    start[i] = normal(rng);
+  }
+  const size_t m = 70000;
+  std::vector<int64_t> ids(m);
+  std::vector<double> d(m);
+  for (size_t i = 0; i < m; ++i) {
+    ids[i] = int64_t(i < 500 ? 3 : rng() % 2000);  // heavy repeats
+    d[i] = normal(rng);
+  }
+  std::vector<double> accepted;
+  for (unsigned threads : {1u, 2u, 4u}) {
+    struct Case {
+      int64_t id;
+      double delta;
+      Bad want;
+    };
+    for (const Case& c : {Case{int64_t(n + 5), 1.0, Bad::kAbsent}, Case{int64_t(cap), 1.0, Bad::kOutOfRange},
+                          Case{-1, 1.0, Bad::kOutOfRange}, Case{3, 1.7e308, Bad::kNotFinite}}) {
+      Index idx(cap, 64);
+      idx.insert(all.data(), start.data(), n);
+      if (c.want == Bad::kNotFinite) {
+        const uint32_t three = 3;
+        const double big = 1e308;
+        idx.assign(&three, &big, 1);
+      }
+      std::vector<double> before(n);
+      for (uint32_t i = 0; i < n; ++i) before[i] = idx.score(i);
+      std::vector<int64_t> bad_ids(ids);
+      std::vector<double> bad_d(d);
+      bad_ids[40000] = c.id;
+      bad_d[40000] = c.delta;
+      bad_ids[60000] = -7;  // later: must not be the one reported
+      const auto err = idx.update_checked(bad_ids.data(), bad_d.data(), 0.0, m, threads, 1);
+      EXPECT(err.index == 40000 && err.what == c.want, "checked bulk update reports the first bad position");
+      bool same = true;
+      for (uint32_t i = 0; i < n; ++i) {
+        const double now = idx.score(i);
+        same = same && std::memcmp(&before[i], &now, sizeof(double)) == 0;
+      }
+      EXPECT(same, "refused bulk update restores every score bit for bit");
+      idx.check();
+    }
+    Index idx(cap, 64);
+    idx.insert(all.data(), start.data(), n);
+    const auto ok = idx.update_checked(ids.data(), d.data(), 0.0, m, threads, 1);
+    EXPECT(ok.index == m, "valid checked bulk update is applied");
+    idx.check();
+    std::vector<double> got(n);
+    for (uint32_t i = 0; i < n; ++i) got[i] = idx.score(i);
+    if (accepted.empty()) accepted = got;
+    EXPECT(std::memcmp(got.data(), accepted.data(), n * sizeof(double)) == 0, "bulk sums do not depend on threads");
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -330,6 +397,7 @@ int main(int argc, char** argv) {
     for (uint64_t seed = 1; seed <= (quick ? 2u : 4u); ++seed) test_random_sequences(b, seed * 7919 + b);
   test_ties_and_edges();
   test_parallel_batch();
+  test_checked_bulk_update();
   for (int threads : {2, 4, 8, 16}) test_concurrent_stress(threads, (quick ? 24000 : 120000) / threads);
   if (g_failures) {
     std::fprintf(stderr, "%d failure(s)\n", g_failures);

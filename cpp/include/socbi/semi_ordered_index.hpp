@@ -95,6 +95,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #if defined(__linux__)
@@ -193,6 +194,34 @@ void parallel_for(size_t n, unsigned threads, Fn&& fn) {
   for (auto& th : pool) th.join();
   if (error) std::rethrow_exception(error);
 }
+
+// An uninitialised scratch array; big ones are 2 MiB-aligned and ask for transparent
+// huge pages, so filling it costs a few page faults instead of one per 4 KiB.
+template <class T>
+class HugeBuffer {
+ public:
+  explicit HugeBuffer(size_t n) {
+    constexpr size_t kHuge = size_t(2) << 20;
+    const size_t bytes = std::max<size_t>(sizeof(T), n * sizeof(T));
+    if (bytes >= kHuge) {
+      const size_t rounded = (bytes + kHuge - 1) / kHuge * kHuge;
+      p_ = static_cast<T*>(std::aligned_alloc(kHuge, rounded));
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+      if (p_) madvise(p_, rounded, MADV_HUGEPAGE);  // a hint: failure only costs speed
+#endif
+    } else {
+      p_ = static_cast<T*>(std::malloc(bytes));
+    }
+    if (!p_) throw std::bad_alloc();
+  }
+  ~HugeBuffer() { std::free(p_); }
+  HugeBuffer(const HugeBuffer&) = delete;
+  HugeBuffer& operator=(const HugeBuffer&) = delete;
+  T* data() noexcept { return p_; }
+
+ private:
+  T* p_ = nullptr;
+};
 
 }  // namespace detail
 
@@ -319,6 +348,50 @@ class SemiOrderedIndex {
     }
     return n;
   }
+  // Why a checked batch was refused: the first bad position and what was wrong there.
+  enum class BadInput : uint8_t { kNone, kOutOfRange, kAbsent, kNotFinite };
+  struct BatchError {
+    size_t index;  // n when the batch was applied
+    BadInput what;
+  };
+
+  // Checked update straight from the caller's id buffer, of any integer type (no
+  // conversion copy). Every id must lie in [0, capacity) and be present, and every
+  // resulting score must be finite; otherwise nothing changes and the first bad position
+  // is returned. deltas may be null: then `delta` is added to every id.
+  // On the bulk path (see use_bulk) the checks ride along with the apply pass, which keeps
+  // an undo log, so a refused batch is rolled back exactly; each thread owns a pseudo-random
+  // share of the id space, so repeated ids are summed in batch order and the result does
+  // not depend on `threads`. Otherwise the ids are checked first, then applied.
+  // Thread safety as update().
+  template <class IdT>
+  BatchError update_checked(const IdT* ids, const double* deltas, double delta, size_t n, unsigned threads = 1,
+                            int bulk = -1) {
+    static_assert(std::is_integral<IdT>::value, "ids must be integers");
+    if (use_bulk(n, bulk)) return bulk_apply(ids, deltas, delta, n, threads, /*assign=*/false);
+    std::vector<uint32_t> v(n);
+    for (size_t i = 0; i < n; ++i) {
+      if (!id_in_range(ids[i])) return {i, BadInput::kOutOfRange};
+      v[i] = uint32_t(ids[i]);
+    }
+    bool absent = false;
+    const size_t bad = find_bad_update(v.data(), deltas, delta, n, &absent, threads);
+    if (bad < n) return {bad, absent ? BadInput::kAbsent : BadInput::kNotFinite};
+    if (deltas) {
+      update(v.data(), deltas, n, threads, 0);
+    } else {
+      update_scalar(v.data(), delta, n, threads, 0);
+    }
+    return {n, BadInput::kNone};
+  }
+  template <class IdT>
+  bool id_in_range(IdT id) const noexcept {
+    if constexpr (std::is_signed<IdT>::value) {
+      if (id < 0) return false;
+    }
+    return uint64_t(id) < capacity_;
+  }
+
   // The first i with ids[i] absent (present_wanted) or present (!present_wanted); n if none.
   size_t find_status(const uint32_t* ids, size_t n, bool present_wanted) const {
     for (size_t i = 0; i < n; ++i) {
@@ -357,8 +430,7 @@ class SemiOrderedIndex {
   // Same as update with one delta for every id.
   void update_scalar(const uint32_t* ids, double delta, size_t n, unsigned threads = 1, int bulk = -1) {
     if (use_bulk(n, bulk)) {
-      std::vector<double> d(n, delta);
-      bulk_update(ids, d.data(), n, threads, false);
+      bulk_apply(ids, nullptr, delta, n, threads, /*assign=*/false);
       return;
     }
     std::vector<uint32_t> sid;
@@ -1468,27 +1540,113 @@ class SemiOrderedIndex {
   }
 
   void bulk_update(const uint32_t* ids, const double* vals, size_t n, unsigned threads, bool assign) {
+    bulk_apply(ids, vals, 0.0, n, threads, assign);  // preconditions hold: it cannot refuse
+  }
+
+  // Exclusive. One pass applies the batch to the status table and checks it (id range,
+  // presence, finite result), logging each old score; a refused batch is rolled back from
+  // the log in reverse order, which restores every score bit for bit. With T threads,
+  // thread t owns the ids whose 16-id block hashes to t: each id has one writer (no CAS,
+  // no shared cache lines, sums in batch order whatever T is) and every thread reads the
+  // whole id array, 64 positions at a time: a branch-free pass makes the block's mask of
+  // owned positions, whose entries are prefetched one block ahead. Then the rebuild.
+  template <class IdT>
+  BatchError bulk_apply(const IdT* ids, const double* vals, double scalar, size_t n, unsigned threads, bool assign) {
     ExclusiveGuard ex(*this);
-    // Exclusive, so one thread applies with plain loads and stores. Several threads take
-    // contiguous chunks of the batch and add with a CAS (two chunks may share an id);
-    // assign needs no CAS because its ids are distinct.
     const unsigned T = unsigned(std::max<size_t>(1, std::min<size_t>(threads, n / kMinPerThread)));
-    detail::parallel_for(n, T, [&](unsigned, size_t b, size_t e) {
-      for (size_t i = b; i < e; ++i) {
-        if (i + 16 < e) __builtin_prefetch(&entries_[ids[i + 16]], 1, 1);
-        std::atomic<double>& s = entries_[ids[i]].score;
-        if (assign) {
-          s.store(vals[i], std::memory_order_relaxed);
-        } else if (T == 1) {
-          s.store(detail::saturating_add(s.load(std::memory_order_relaxed), vals[i]), std::memory_order_relaxed);
-        } else {
-          double old = s.load(std::memory_order_relaxed);
-          while (!s.compare_exchange_weak(old, detail::saturating_add(old, vals[i]), std::memory_order_relaxed)) {
+    const uint64_t cap = capacity_;
+    auto owner = [T](uint64_t id) noexcept -> unsigned {
+      return unsigned((uint64_t(uint32_t((id >> 4) * 0x9E3779B1u)) * T) >> 32);
+    };
+    // Bits of the positions [b, e) (e - b <= 64) that this thread owns, and of ids out of range.
+    auto block_masks = [&](unsigned t, size_t b, size_t e, uint64_t& own, uint64_t& bad) {
+      own = 0;
+      bad = 0;
+      for (size_t j = b; j < e; ++j) {
+        const uint64_t id = uint64_t(ids[j]);  // negative signed ids wrap to huge values
+        const uint64_t in = id < cap;
+        bad |= (in ^ 1) << (j - b);
+        own |= uint64_t(in & (T == 1 || owner(id) == t)) << (j - b);
+      }
+    };
+    std::vector<std::vector<double>> undo(T);  // thread t's old scores, in position order
+    std::vector<BatchError> err(T, BatchError{n, BadInput::kNone});
+    std::vector<size_t> stopped_at(T, n);  // thread t applied its owned positions below this
+    std::atomic<size_t> first_bad{n};      // lets the other threads stop early
+    detail::parallel_for(T, T, [&](unsigned t, size_t, size_t) {
+      std::vector<double>& log = undo[t];
+      log.reserve(T == 1 ? n : n / T + n / (4 * T) + 64);
+      size_t stop = n;
+      uint64_t own_next = 0, bad_next = 0;
+      block_masks(t, 0, std::min<size_t>(64, n), own_next, bad_next);
+      for (size_t b = 0; b < n && stop == n; b += 64) {
+        uint64_t own = own_next;
+        const uint64_t bad = bad_next;
+        const size_t e = std::min(b + 64, n);
+        if (e < n) {
+          block_masks(t, e, std::min(e + 64, n), own_next, bad_next);
+          for (uint64_t m = own_next; m; m &= m - 1) __builtin_prefetch(&entries_[uint64_t(ids[e + size_t(__builtin_ctzll(m))])], 1, 1);
+        }
+        if ((b & 4095) == 0 && first_bad.load(std::memory_order_relaxed) < b) {
+          stop = b;
+          break;
+        }
+        size_t out_of_range = n;  // thread 0 reports ids out of range
+        if (bad && t == 0) {
+          const unsigned j = unsigned(__builtin_ctzll(bad));
+          out_of_range = b + j;
+          own &= j == 0 ? 0 : ~uint64_t(0) >> (64 - j);
+        }
+        for (; own; own &= own - 1) {
+          const size_t i = b + size_t(__builtin_ctzll(own));
+          Entry& en = entries_[uint64_t(ids[i])];
+          if (status_of(en.meta.load(std::memory_order_relaxed)) == ABSENT) {
+            err[t] = {i, BadInput::kAbsent};
+            stop = i;
+            break;
           }
+          const double v = vals ? vals[i] : scalar;
+          const double old = en.score.load(std::memory_order_relaxed);
+          const double now = assign ? v : old + v;
+          if (!std::isfinite(now)) {
+            err[t] = {i, BadInput::kNotFinite};
+            stop = i;
+            break;
+          }
+          log.push_back(old);
+          en.score.store(now, std::memory_order_relaxed);
+        }
+        if (stop == n && out_of_range < n) {
+          err[t] = {out_of_range, BadInput::kOutOfRange};
+          stop = out_of_range;
+        }
+      }
+      stopped_at[t] = stop;
+      if (stop < n) {  // publish, keeping the smallest
+        size_t cur = first_bad.load(std::memory_order_relaxed);
+        while (stop < cur && !first_bad.compare_exchange_weak(cur, stop, std::memory_order_relaxed)) {
         }
       }
     });
+    BatchError bad{n, BadInput::kNone};
+    for (const auto& e : err)
+      if (e.index < bad.index) bad = e;
+    if (bad.index < n) {
+      // Each thread undoes what it applied, newest first, so a repeated id ends at the
+      // score it had before the batch.
+      detail::parallel_for(T, T, [&](unsigned t, size_t, size_t) {
+        const std::vector<double>& log = undo[t];
+        size_t k = log.size();
+        for (size_t i = stopped_at[t]; i-- > 0;) {
+          const uint64_t id = uint64_t(ids[i]);
+          if (id >= cap || (T > 1 && owner(id) != t)) continue;
+          entries_[id].score.store(log[--k], std::memory_order_relaxed);
+        }
+      });
+      return bad;
+    }
     rebuild_any_locked(threads);
+    return bad;
   }
 
   void bulk_insert(const uint32_t* ids, const double* scores, size_t n, unsigned threads) {
@@ -1536,9 +1694,9 @@ class SemiOrderedIndex {
       scale = (span > 0 && std::isfinite(span)) ? double(nb) / span : 0.0;
     }
     size_t operator()(double v) const noexcept {
-      const double f = (v - mn) * scale;
-      const size_t b = f <= 0 ? 0 : size_t(f);
-      return b >= nb ? nb - 1 : b;
+      // Clamped with min/max, not branches: in a pool of small counts most ids hit the
+      // bottom bucket and a branch on it would mispredict about once per id.
+      return size_t(std::min(std::max((v - mn) * scale, 0.0), double(nb - 1)));
     }
   };
 
@@ -1618,22 +1776,31 @@ class SemiOrderedIndex {
     const Bucketing bucket_of(*std::min_element(tmin.begin(), tmin.end()), *std::max_element(tmax.begin(), tmax.end()),
                               std::max<size_t>(1, size_t(n / std::max<uint32_t>(1, node_size_ / 2))));
     const size_t nb = bucket_of.nb;
+    // Per thread and bucket: the count, the smallest score with the first (smallest) id
+    // holding it, and the largest score. Counts go to 4 interleaved copies, so runs of
+    // ids in one bucket (a pool of small counts) do not wait on each other's increments.
     std::vector<std::vector<uint32_t>> hist(T, std::vector<uint32_t>(nb, 0));
-    std::vector<std::vector<Packed>> tmin_key(T, std::vector<Packed>(nb, ~Packed(0)));
+    std::vector<std::vector<double>> tmin_score(T, std::vector<double>(nb, std::numeric_limits<double>::infinity()));
+    std::vector<std::vector<uint32_t>> tmin_id(T, std::vector<uint32_t>(nb, 0));
     std::vector<std::vector<double>> tmax_score(T, std::vector<double>(nb, -std::numeric_limits<double>::infinity()));
     detail::parallel_for(size_t(cap), T, [&](unsigned t, size_t b, size_t e) {
-      auto& hh = hist[t];
-      auto& mk = tmin_key[t];
+      std::vector<uint32_t> h4(nb * 4, 0);
+      auto& mn = tmin_score[t];
+      auto& mi = tmin_id[t];
       auto& mx = tmax_score[t];
       for (size_t id = b; id < e; ++id) {
         if (status_of(entries_[id].meta.load(std::memory_order_relaxed)) == ABSENT) continue;
         const double v = entries_[id].score.load(std::memory_order_relaxed);
         const size_t bk = bucket_of(v);
-        ++hh[bk];
-        const Packed k = pack(v, uint32_t(id));
-        if (k < mk[bk]) mk[bk] = k;
+        ++h4[bk * 4 + (id & 3)];
+        if (v < mn[bk]) {  // strictly: ids ascend, so the first id at the minimum is kept
+          mn[bk] = v;
+          mi[bk] = uint32_t(id);
+        }
         if (v > mx[bk]) mx[bk] = v;
       }
+      auto& hh = hist[t];
+      for (size_t bk = 0; bk < nb; ++bk) hh[bk] = h4[bk * 4] + h4[bk * 4 + 1] + h4[bk * 4 + 2] + h4[bk * 4 + 3];
     });
     // A bucket of equal scores (ties: counts) is filled in id order, which is its key
     // order, so it is cut into node-sized pieces right away instead of being left as
@@ -1644,8 +1811,9 @@ class SemiOrderedIndex {
     for (size_t bk = 0; bk < nb; ++bk) {
       double top = -std::numeric_limits<double>::infinity();
       for (unsigned t = 0; t < T; ++t) {
+        if (hist[t][bk] == 0) continue;
         size_of[bk] += hist[t][bk];
-        lo_of[bk] = std::min(lo_of[bk], tmin_key[t][bk]);
+        lo_of[bk] = std::min(lo_of[bk], pack(tmin_score[t][bk], tmin_id[t][bk]));
         top = std::max(top, tmax_score[t][bk]);
       }
       if (size_of[bk] == 0) continue;
@@ -1683,17 +1851,33 @@ class SemiOrderedIndex {
         run += c2;
       }
     }
+    // Each thread's write position per bucket as (index into nodes, slot): advanced by one
+    // per id, wrapping to the next piece, so the hot loop has no division.
+    struct Cursor {
+      uint32_t piece;
+      uint32_t slot;
+    };
+    std::vector<std::vector<Cursor>> cursors(T, std::vector<Cursor>(nb));
+    for (unsigned t = 0; t < T; ++t)
+      for (size_t bk = 0; bk < nb; ++bk) {
+        if (size_of[bk] == 0) continue;
+        const uint64_t g = hist[t][bk];
+        cursors[t][bk] = Cursor{uint32_t(first_node[bk] + g / piece_of[bk]), uint32_t(g % piece_of[bk])};
+      }
     detail::parallel_for(size_t(cap), T, [&](unsigned t, size_t b, size_t e) {
-      auto& cur = hist[t];
+      auto& cur = cursors[t];
       for (size_t id = b; id < e; ++id) {
         std::atomic<uint64_t>& mm = entries_[id].meta;
         const uint64_t m = mm.load(std::memory_order_relaxed);
         if (status_of(m) == ABSENT) continue;
         const size_t bk = bucket_of(entries_[id].score.load(std::memory_order_relaxed));
-        const uint64_t g = cur[bk]++;
-        const uint64_t piece = g / piece_of[bk];
-        const uint32_t xi = nodes[first_node[bk] + piece];
-        const uint32_t slot = uint32_t(g - piece * piece_of[bk]);
+        Cursor& c = cur[bk];
+        if (c.slot == piece_of[bk]) {  // this piece is full: on to the next
+          ++c.piece;
+          c.slot = 0;
+        }
+        const uint32_t xi = nodes[c.piece];
+        const uint32_t slot = c.slot++;
         node(xi).items[slot].store(uint32_t(id), std::memory_order_relaxed);
         mm.store(make_meta(IDLE, xi, slot, tag_of(m) + 1), std::memory_order_relaxed);
       }
