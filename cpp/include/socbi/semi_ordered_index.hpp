@@ -168,7 +168,9 @@ inline double saturating_add(double a, double b) noexcept {
 }
 
 // Runs fn(thread_index, begin, end) over [0, n) split into `threads` contiguous parts;
-// the first exception thrown by any worker is re-thrown on the caller (as hnswlib does).
+// part 0 runs on the calling thread (its core is awake and its caches warm; one thread
+// fewer to start). The first exception thrown by any part is re-thrown on the caller
+// after every part has finished (as hnswlib does).
 template <class Fn>
 void parallel_for(size_t n, unsigned threads, Fn&& fn) {
   if (threads <= 1 || n < 2) {
@@ -179,48 +181,75 @@ void parallel_for(size_t n, unsigned threads, Fn&& fn) {
   std::vector<std::thread> pool;
   std::exception_ptr error;
   std::mutex error_mu;
-  pool.reserve(threads);
-  for (unsigned t = 0; t < threads; ++t) {
-    size_t begin = n * t / threads, end = n * (t + 1) / threads;
-    pool.emplace_back([&, t, begin, end] {
-      try {
-        fn(t, begin, end);
-      } catch (...) {
-        std::lock_guard<std::mutex> g(error_mu);
-        if (!error) error = std::current_exception();
-      }
-    });
+  auto run = [&](unsigned t) {
+    try {
+      fn(t, n * t / threads, n * (t + 1) / threads);
+    } catch (...) {
+      std::lock_guard<std::mutex> g(error_mu);
+      if (!error) error = std::current_exception();
+    }
+  };
+  pool.reserve(threads - 1);
+  try {
+    for (unsigned t = 1; t < threads; ++t) pool.emplace_back(run, t);
+  } catch (...) {  // could not start a thread: finish the started ones, then report
+    for (auto& th : pool) th.join();
+    throw;
   }
+  run(0);
   for (auto& th : pool) th.join();
   if (error) std::rethrow_exception(error);
 }
 
-// An uninitialised scratch array; big ones are 2 MiB-aligned and ask for transparent
-// huge pages, so filling it costs a few page faults instead of one per 4 KiB.
+// An append-only scratch array of trivially copyable T (the bulk path's undo log). Big
+// ones are 2 MiB-aligned and ask for transparent huge pages: filling 8 MB of 4 KiB pages
+// costs ~2000 page faults, which threads of one process take one at a time.
 template <class T>
-class HugeBuffer {
+class ScratchLog {
  public:
-  explicit HugeBuffer(size_t n) {
-    constexpr size_t kHuge = size_t(2) << 20;
-    const size_t bytes = std::max<size_t>(sizeof(T), n * sizeof(T));
-    if (bytes >= kHuge) {
-      const size_t rounded = (bytes + kHuge - 1) / kHuge * kHuge;
-      p_ = static_cast<T*>(std::aligned_alloc(kHuge, rounded));
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-      if (p_) madvise(p_, rounded, MADV_HUGEPAGE);  // a hint: failure only costs speed
-#endif
-    } else {
-      p_ = static_cast<T*>(std::malloc(bytes));
-    }
-    if (!p_) throw std::bad_alloc();
+  ScratchLog() = default;
+  explicit ScratchLog(size_t n) { reserve(n); }
+  void reserve(size_t n) {
+    if (n > cap_) grow(std::max<size_t>(n, 64));
   }
-  ~HugeBuffer() { std::free(p_); }
-  HugeBuffer(const HugeBuffer&) = delete;
-  HugeBuffer& operator=(const HugeBuffer&) = delete;
-  T* data() noexcept { return p_; }
+  ~ScratchLog() { std::free(p_); }
+  ScratchLog(const ScratchLog&) = delete;
+  ScratchLog& operator=(const ScratchLog&) = delete;
+  void push_back(const T& v) {
+    if (size_ == cap_) grow(std::max<size_t>(64, cap_ * 2));
+    p_[size_++] = v;
+  }
+  size_t size() const noexcept { return size_; }
+  const T& operator[](size_t i) const noexcept { return p_[i]; }
+  // For use as a plain array of n elements (written by index, not appended).
+  T* data_for_writes(size_t n) {
+    if (n > cap_) grow(n);
+    size_ = n;
+    return p_;
+  }
 
  private:
+  void grow(size_t cap) {
+    constexpr size_t kHuge = size_t(2) << 20;
+    const size_t bytes = cap * sizeof(T);
+    T* q;
+    if (bytes >= kHuge) {
+      const size_t rounded = (bytes + kHuge - 1) / kHuge * kHuge;
+      q = static_cast<T*>(std::aligned_alloc(kHuge, rounded));
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+      if (q) madvise(q, rounded, MADV_HUGEPAGE);  // a hint: failure only costs speed
+#endif
+    } else {
+      q = static_cast<T*>(std::malloc(bytes));
+    }
+    if (!q) throw std::bad_alloc();
+    if (size_) std::memcpy(q, p_, size_ * sizeof(T));
+    std::free(p_);
+    p_ = q;
+    cap_ = cap;
+  }
   T* p_ = nullptr;
+  size_t size_ = 0, cap_ = 0;
 };
 
 }  // namespace detail
@@ -1543,109 +1572,153 @@ class SemiOrderedIndex {
     bulk_apply(ids, vals, 0.0, n, threads, assign);  // preconditions hold: it cannot refuse
   }
 
-  // Exclusive. One pass applies the batch to the status table and checks it (id range,
-  // presence, finite result), logging each old score; a refused batch is rolled back from
-  // the log in reverse order, which restores every score bit for bit. With T threads,
-  // thread t owns the ids whose 16-id block hashes to t: each id has one writer (no CAS,
-  // no shared cache lines, sums in batch order whatever T is) and every thread reads the
-  // whole id array, 64 positions at a time: a branch-free pass makes the block's mask of
-  // owned positions, whose entries are prefetched one block ahead. Then the rebuild.
+  // Exclusive. The batch is applied to the status table and checked in the same pass (id
+  // range, presence, finite result), each old score going to an undo log; a refused batch
+  // is rolled back from the log newest first, which restores every score bit for bit.
+  // Then the rebuild.
   template <class IdT>
   BatchError bulk_apply(const IdT* ids, const double* vals, double scalar, size_t n, unsigned threads, bool assign) {
     ExclusiveGuard ex(*this);
     const unsigned T = unsigned(std::max<size_t>(1, std::min<size_t>(threads, n / kMinPerThread)));
+    const BatchError bad = (T == 1 || n > UINT32_MAX) ? apply_serial(ids, vals, scalar, n, assign)
+                                                      : apply_partitioned(ids, vals, scalar, n, T, assign);
+    if (bad.index == n) rebuild_any_locked(threads);
+    return bad;
+  }
+
+  // Adds (or assigns) v to a present id's score, logging the old one; or says why not.
+  BadInput apply_logged(Entry& en, double v, bool assign, detail::ScratchLog<double>& log) noexcept(false) {
+    if (status_of(en.meta.load(std::memory_order_relaxed)) == ABSENT) return BadInput::kAbsent;
+    const double old = en.score.load(std::memory_order_relaxed);
+    const double now = assign ? v : old + v;
+    if (!std::isfinite(now)) return BadInput::kNotFinite;
+    log.push_back(old);
+    en.score.store(now, std::memory_order_relaxed);
+    return BadInput::kNone;
+  }
+
+  // One thread, 64 positions at a time: a branch-free pass makes the block's mask of ids
+  // in range, whose entries are prefetched one block ahead.
+  template <class IdT>
+  BatchError apply_serial(const IdT* ids, const double* vals, double scalar, size_t n, bool assign) {
+    const uint64_t cap = capacity_;
+    auto in_range_mask = [&](size_t b, size_t e) {
+      uint64_t m = 0;
+      for (size_t j = b; j < e; ++j) m |= uint64_t(uint64_t(ids[j]) < cap) << (j - b);  // negatives wrap to huge
+      return m;
+    };
+    detail::ScratchLog<double> log(n);
+    BatchError bad{n, BadInput::kNone};
+    uint64_t next = in_range_mask(0, std::min<size_t>(64, n));
+    for (size_t b = 0; b < n && bad.index == n; b += 64) {
+      const size_t e = std::min(b + 64, n);
+      const uint64_t in = next;
+      if (e < n) {
+        next = in_range_mask(e, std::min(e + 64, n));
+        for (uint64_t m = next; m; m &= m - 1) __builtin_prefetch(&entries_[uint64_t(ids[e + size_t(__builtin_ctzll(m))])], 1, 1);
+      }
+      const uint64_t full = e - b == 64 ? ~uint64_t(0) : (uint64_t(1) << (e - b)) - 1;
+      const size_t stop = in == full ? e : b + size_t(__builtin_ctzll(~in));  // first id out of range
+      for (size_t i = b; i < stop; ++i) {
+        const BadInput why = apply_logged(entries_[uint64_t(ids[i])], vals ? vals[i] : scalar, assign, log);
+        if (why != BadInput::kNone) {
+          bad = {i, why};
+          break;
+        }
+      }
+      if (bad.index == n && stop < e) bad = {stop, BadInput::kOutOfRange};
+    }
+    if (bad.index < n) {
+      size_t k = log.size();
+      for (size_t i = bad.index; i-- > 0;) entries_[uint64_t(ids[i])].score.store(log[--k], std::memory_order_relaxed);
+    }
+    return bad;
+  }
+
+  // T threads. Thread t owns the ids whose 16-id block hashes to t, so each id has one
+  // writer (no CAS, whose lock prefix would stall the cache misses this pass lives on; no
+  // shared cache lines) and repeated ids are summed in batch order whatever T is. Two
+  // parallel passes over contiguous chunks group the positions by owner, in order (a
+  // counting sort); then each thread applies its own, prefetching ahead.
+  template <class IdT>
+  BatchError apply_partitioned(const IdT* ids, const double* vals, double scalar, size_t n, unsigned T, bool assign) {
     const uint64_t cap = capacity_;
     auto owner = [T](uint64_t id) noexcept -> unsigned {
       return unsigned((uint64_t(uint32_t((id >> 4) * 0x9E3779B1u)) * T) >> 32);
     };
-    // Bits of the positions [b, e) (e - b <= 64) that this thread owns, and of ids out of range.
-    auto block_masks = [&](unsigned t, size_t b, size_t e, uint64_t& own, uint64_t& bad) {
-      own = 0;
-      bad = 0;
-      for (size_t j = b; j < e; ++j) {
-        const uint64_t id = uint64_t(ids[j]);  // negative signed ids wrap to huge values
-        const uint64_t in = id < cap;
-        bad |= (in ^ 1) << (j - b);
-        own |= uint64_t(in & (T == 1 || owner(id) == t)) << (j - b);
-      }
-    };
-    std::vector<std::vector<double>> undo(T);  // thread t's old scores, in position order
-    std::vector<BatchError> err(T, BatchError{n, BadInput::kNone});
-    std::vector<size_t> stopped_at(T, n);  // thread t applied its owned positions below this
-    std::atomic<size_t> first_bad{n};      // lets the other threads stop early
-    detail::parallel_for(T, T, [&](unsigned t, size_t, size_t) {
-      std::vector<double>& log = undo[t];
-      log.reserve(T == 1 ? n : n / T + n / (4 * T) + 64);
-      size_t stop = n;
-      uint64_t own_next = 0, bad_next = 0;
-      block_masks(t, 0, std::min<size_t>(64, n), own_next, bad_next);
-      for (size_t b = 0; b < n && stop == n; b += 64) {
-        uint64_t own = own_next;
-        const uint64_t bad = bad_next;
-        const size_t e = std::min(b + 64, n);
-        if (e < n) {
-          block_masks(t, e, std::min(e + 64, n), own_next, bad_next);
-          for (uint64_t m = own_next; m; m &= m - 1) __builtin_prefetch(&entries_[uint64_t(ids[e + size_t(__builtin_ctzll(m))])], 1, 1);
+    std::vector<size_t> count(size_t(T) * T, 0);  // [chunk * T + owner]
+    std::vector<size_t> out_of_range(T, n);       // first position out of range, per chunk
+    detail::parallel_for(n, T, [&](unsigned c, size_t b, size_t e) {
+      std::vector<size_t> local(T, 0);
+      for (size_t i = b; i < e; ++i) {
+        const uint64_t id = uint64_t(ids[i]);
+        if (id >= cap) {
+          out_of_range[c] = i;
+          break;  // nothing at or past it is applied
         }
-        if ((b & 4095) == 0 && first_bad.load(std::memory_order_relaxed) < b) {
-          stop = b;
+        ++local[owner(id)];
+      }
+      std::copy(local.begin(), local.end(), count.begin() + size_t(c) * T);
+    });
+    const size_t range_bad = *std::min_element(out_of_range.begin(), out_of_range.end());
+    std::vector<size_t> offset(size_t(T) * T), start(T + 1, 0);  // owner-major, then chunk
+    size_t run = 0;
+    for (unsigned o = 0; o < T; ++o) {
+      start[o] = run;
+      for (unsigned c = 0; c < T; ++c) {
+        offset[size_t(c) * T + o] = run;
+        run += count[size_t(c) * T + o];
+      }
+    }
+    start[T] = run;
+    detail::ScratchLog<uint32_t> pos(run);
+    uint32_t* P = pos.data_for_writes(run);
+    detail::parallel_for(n, T, [&](unsigned c, size_t b, size_t e) {
+      std::vector<size_t> at(offset.begin() + size_t(c) * T, offset.begin() + size_t(c + 1) * T);
+      const size_t end = std::min(e, out_of_range[c]);
+      for (size_t i = b; i < end; ++i) P[at[owner(uint64_t(ids[i]))]++] = uint32_t(i);
+    });
+    // Per-thread logs on their own cache lines: each push_back writes the log's size.
+    struct alignas(64) PaddedLog {
+      detail::ScratchLog<double> log;
+    };
+    std::unique_ptr<PaddedLog[]> undo(new PaddedLog[T]);
+    std::vector<BatchError> err(T, BatchError{n, BadInput::kNone});
+    std::vector<size_t> applied(T, 0);
+    std::atomic<size_t> first_bad{range_bad};  // lets the other threads stop early
+    detail::parallel_for(T, T, [&](unsigned t, size_t, size_t) {
+      detail::ScratchLog<double>& log = undo[t].log;
+      log.reserve(start[t + 1] - start[t]);
+      const size_t lo = start[t], hi = start[t + 1];
+      size_t k = lo;
+      for (; k < hi; ++k) {
+        const size_t i = P[k];
+        if (((k - lo) & 1023) == 0 && first_bad.load(std::memory_order_relaxed) < i) break;
+        if (i >= range_bad) break;  // positions are increasing: the rest lie past it too
+        if (k + 64 < hi) __builtin_prefetch(&entries_[uint64_t(ids[P[k + 64]])], 1, 1);  // far ahead: misses overlap
+        const BadInput why = apply_logged(entries_[uint64_t(ids[i])], vals ? vals[i] : scalar, assign, log);
+        if (why != BadInput::kNone) {
+          err[t] = {i, why};
+          size_t cur = first_bad.load(std::memory_order_relaxed);
+          while (i < cur && !first_bad.compare_exchange_weak(cur, i, std::memory_order_relaxed)) {
+          }
           break;
         }
-        size_t out_of_range = n;  // thread 0 reports ids out of range
-        if (bad && t == 0) {
-          const unsigned j = unsigned(__builtin_ctzll(bad));
-          out_of_range = b + j;
-          own &= j == 0 ? 0 : ~uint64_t(0) >> (64 - j);
-        }
-        for (; own; own &= own - 1) {
-          const size_t i = b + size_t(__builtin_ctzll(own));
-          Entry& en = entries_[uint64_t(ids[i])];
-          if (status_of(en.meta.load(std::memory_order_relaxed)) == ABSENT) {
-            err[t] = {i, BadInput::kAbsent};
-            stop = i;
-            break;
-          }
-          const double v = vals ? vals[i] : scalar;
-          const double old = en.score.load(std::memory_order_relaxed);
-          const double now = assign ? v : old + v;
-          if (!std::isfinite(now)) {
-            err[t] = {i, BadInput::kNotFinite};
-            stop = i;
-            break;
-          }
-          log.push_back(old);
-          en.score.store(now, std::memory_order_relaxed);
-        }
-        if (stop == n && out_of_range < n) {
-          err[t] = {out_of_range, BadInput::kOutOfRange};
-          stop = out_of_range;
-        }
       }
-      stopped_at[t] = stop;
-      if (stop < n) {  // publish, keeping the smallest
-        size_t cur = first_bad.load(std::memory_order_relaxed);
-        while (stop < cur && !first_bad.compare_exchange_weak(cur, stop, std::memory_order_relaxed)) {
-        }
-      }
+      applied[t] = k - lo;
     });
-    BatchError bad{n, BadInput::kNone};
+    BatchError bad{range_bad, range_bad < n ? BadInput::kOutOfRange : BadInput::kNone};
     for (const auto& e : err)
       if (e.index < bad.index) bad = e;
     if (bad.index < n) {
       // Each thread undoes what it applied, newest first, so a repeated id ends at the
       // score it had before the batch.
       detail::parallel_for(T, T, [&](unsigned t, size_t, size_t) {
-        const std::vector<double>& log = undo[t];
-        size_t k = log.size();
-        for (size_t i = stopped_at[t]; i-- > 0;) {
-          const uint64_t id = uint64_t(ids[i]);
-          if (id >= cap || (T > 1 && owner(id) != t)) continue;
-          entries_[id].score.store(log[--k], std::memory_order_relaxed);
-        }
+        const detail::ScratchLog<double>& log = undo[t].log;
+        for (size_t k = applied[t]; k-- > 0;)
+          entries_[uint64_t(ids[P[start[t] + k]])].score.store(log[k], std::memory_order_relaxed);
       });
-      return bad;
     }
-    rebuild_any_locked(threads);
     return bad;
   }
 
