@@ -149,6 +149,20 @@ def bench_gpu(n: int, repeats: int) -> None:
                 torch.cuda.synchronize()
             t = best_time(run, repeats)
             print(f"  amp={str(amp):5s} batch={bs:5d}: {n / t:12,.0f} images/s")
+    try:  # a timm backbone through socbi's adapter (random init: nothing is downloaded)
+        timm_enc = sf.timm_encoder("resnet18", pretrained=False)  # grey images are repeated to 3 channels
+    except ImportError as exc:
+        print(f"  timm skipped: {exc}")
+    else:
+        m = min(n, 20000)
+        for amp in (False, True):
+            def run_timm() -> None:
+                sf.embed(timm_enc, x[:m], batch_size=512, device="cuda", amp=amp, progress=False)
+                torch.cuda.synchronize()
+            t = best_time(run_timm, repeats)
+            e = sf.embed(timm_enc, x[:64], batch_size=64, device="cuda", amp=amp, progress=False)
+            print(f"  timm resnet18 (224x224, random init) amp={str(amp):5s}: {m / t:10,.0f} images/s, "
+                  f"embedding {e.shape[1]}-d")
     enc = None
     try:
         enc = sf.text_encoder(device="cuda", batch_size=256, progress=False)

@@ -11,15 +11,51 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <sstream>
+#include <cstdio>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 namespace py = pybind11;
 using socbi::SemiOrderedIndex;
 
 namespace {
+
+// Error messages are built without iostreams: where libstdc++ is linked statically into
+// the module (some build environments do this), g++ 13 may leave the iostream locale
+// uninitialised, and an ostringstream then crashes on its first number (seen on a CI-less
+// GPU machine; regression test: tests/test_index.py bad-input cases).
+class Msg {
+ public:
+  Msg& operator<<(const std::string& s) {
+    s_ += s;
+    return *this;
+  }
+  Msg& operator<<(const char* s) {
+    s_ += s;
+    return *this;
+  }
+  Msg& operator<<(char c) {
+    s_ += c;
+    return *this;
+  }
+  template <class T, typename std::enable_if<std::is_integral<T>::value, int>::type = 0>
+  Msg& operator<<(T v) {
+    s_ += std::to_string(v);
+    return *this;
+  }
+  Msg& operator<<(double v) {  // as ostream's default: 6 significant digits
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%g", v);
+    s_ += buf;
+    return *this;
+  }
+  const std::string& str() const { return s_; }
+
+ private:
+  std::string s_;
+};
 
 [[noreturn]] void raise(PyObject* type, const std::string& msg) {
   PyErr_SetString(type, msg.c_str());
@@ -44,7 +80,7 @@ bool is_integer_scalar(const py::handle& obj) {
 // The message for ids[i] = v outside [0, capacity).
 template <class T>
 [[noreturn]] void raise_bad_id(const char* name, size_t i, T v, uint64_t capacity) {
-  std::ostringstream os;
+  Msg os;
   if constexpr (std::is_signed<T>::value) {
     if (v < 0) {
       os << name << "[" << i << "] = " << int64_t(v) << " is negative; ids must lie in [0, capacity=" << capacity << ")";
@@ -105,7 +141,7 @@ IdBuffer id_buffer(const py::handle& obj, uint64_t capacity, const char* name) {
     py::int_ v = py::reinterpret_borrow<py::object>(obj);
     // Python ints may exceed int64: compare as Python objects first.
     if (v < py::int_(0) || v >= py::int_(capacity)) {
-      std::ostringstream os;
+      Msg os;
       os << name << " = " << short_repr(obj) << " is out of range; ids must lie in [0, capacity=" << capacity << ")";
       raise(PyExc_ValueError, os.str());
     }
@@ -132,7 +168,7 @@ IdBuffer id_buffer(const py::handle& obj, uint64_t capacity, const char* name) {
                                "); convert with np.asarray(" + name + ", dtype=np.int64) if the values are whole numbers");
   }
   if (arr.ndim() > 1) {
-    std::ostringstream os;
+    Msg os;
     os << name << " must be 1-D, got an array of shape (";
     for (py::ssize_t d = 0; d < arr.ndim(); ++d) os << (d ? ", " : "") << arr.shape(d);
     os << "); pass " << name << ".ravel() to use every element";
@@ -221,7 +257,7 @@ Values to_values(const py::handle& obj, size_t n, const char* name, const char* 
     return v;
   }
   if (size_t(arr.size()) != n) {
-    std::ostringstream os;
+    Msg os;
     os << name << " has length " << arr.size() << " but " << ids_name << " has length " << n
        << "; pass one value per id, or a scalar to use for every id";
     raise(PyExc_ValueError, os.str());
@@ -231,7 +267,7 @@ Values to_values(const py::handle& obj, size_t n, const char* name, const char* 
   for (size_t i = 0; i < n; ++i) {
     const double x = v.ptr[i];
     if (!std::isfinite(x)) {
-      std::ostringstream os;
+      Msg os;
       os << name << "[" << i << "] = " << x << " is not finite; scores and deltas must be finite numbers";
       raise(PyExc_ValueError, os.str());
     }
@@ -266,7 +302,7 @@ void check_present(SemiOrderedIndex& idx, const std::vector<uint32_t>& ids, cons
   const size_t i = idx.find_status(ids.data(), ids.size(), true);
   if (i < ids.size()) {
     {
-      std::ostringstream os;
+      Msg os;
       os << name << "[" << i << "] = " << ids[i] << " is not in the index, so it cannot be " << what
          << "; insert it first (see `id in index`)";
       PyErr_SetObject(PyExc_KeyError, py::str(os.str()).ptr());
@@ -279,7 +315,7 @@ void check_absent(SemiOrderedIndex& idx, const std::vector<uint32_t>& ids, const
   const size_t i = idx.find_status(ids.data(), ids.size(), false);
   if (i < ids.size()) {
     {
-      std::ostringstream os;
+      Msg os;
       os << name << "[" << i << "] = " << ids[i] << " is already in the index; use assign() to change its score "
          << "or update() to add to it";
       raise(PyExc_ValueError, os.str());
@@ -369,7 +405,7 @@ std::unique_ptr<SemiOrderedIndex> make_index(const py::handle& capacity, const p
   try {
     return std::make_unique<SemiOrderedIndex>(c, b, bulk_fraction);
   } catch (const std::bad_alloc&) {
-    std::ostringstream os;
+    Msg os;
     os << "cannot allocate a SemiOrderedIndex of capacity " << c << ": its status table alone needs " << c * 16
        << " bytes; pass a smaller capacity";
     raise(PyExc_MemoryError, os.str());
@@ -388,7 +424,7 @@ template <class T>
 void baseline_check_present(T& b, const std::vector<uint32_t>& ids, const char* name, const char* what) {
   for (size_t i = 0; i < ids.size(); ++i) {
     if (!b.contains(ids[i])) {
-      std::ostringstream os;
+      Msg os;
       os << name << "[" << i << "] = " << ids[i] << " is not in the baseline, so it cannot be " << what
          << "; insert it first";
       PyErr_SetObject(PyExc_KeyError, py::str(os.str()).ptr());
@@ -401,7 +437,7 @@ template <class T>
 void baseline_check_absent(T& b, const std::vector<uint32_t>& ids, const char* name) {
   for (size_t i = 0; i < ids.size(); ++i) {
     if (b.contains(ids[i])) {
-      std::ostringstream os;
+      Msg os;
       os << name << "[" << i << "] = " << ids[i] << " is already in the baseline; use assign() or update()";
       raise(PyExc_ValueError, os.str());
     }
@@ -490,7 +526,7 @@ void bind_baseline_methods(py::class_<T>& c) {
             for (size_t i = 0; i < v.size(); ++i) {
               const double delta = d.at(i);
               if (!std::isfinite(self.score(v[i]) + delta)) {
-                std::ostringstream os;
+                Msg os;
                 os << "deltas[" << i << "] = " << delta << " would make the score of id " << v[i]
                    << " overflow to infinity; keep scores within +/-1.7e308";
                 raise(PyExc_ValueError, os.str());
@@ -710,7 +746,7 @@ TypeError (non-integer ids) before changing anything.)doc")
               err = self.update_checked(p, d.scalar ? nullptr : d.ptr, d.value, b.n, t, bk);
             });
             if (err.index >= b.n) return;
-            std::ostringstream os;
+            Msg os;
             switch (err.what) {
               case SemiOrderedIndex::BadInput::kOutOfRange:
                 b.raise_out_of_range(err.index, self.capacity(), "ids");

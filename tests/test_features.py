@@ -43,6 +43,30 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
+HAS_CUDA = torch.cuda.is_available()
+cuda_only = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+
+
+_REAL_CUDA_IS_AVAILABLE = torch.cuda.is_available
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cpu_by_default():
+    """The tests compare embeddings at float32 precision, which holds on the CPU; with a GPU
+    present, device=None would pick it and run mixed precision (amp defaults on there).
+    So the module sees a CPU-only machine (module scope: module fixtures such as `trained`
+    are built under it too), except tests that take `real_cuda`, which check the GPU path
+    against the CPU within mixed-precision tolerances."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(torch.cuda, "is_available", lambda: False)
+        yield
+
+
+@pytest.fixture()
+def real_cuda(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", _REAL_CUDA_IS_AVAILABLE)
+
+
 @pytest.fixture(scope="module")
 def digits():
     d = sklearn_datasets.load_digits()
@@ -509,3 +533,35 @@ def test_without_torch_registration_works_and_errors_name_the_install(tmp_path):
     assert res.returncode == 0, res.stdout + res.stderr
     assert "ok" in res.stdout
     assert "pip install torch==2.13.0" in res.stderr
+
+
+# --------------------------------------------------------------------------- GPU (skipped without CUDA)
+
+
+@cuda_only
+def test_cuda_embed_matches_cpu(digits, real_cuda):
+    x, _ = digits
+    torch.manual_seed(0)
+    net = sf.SmallCNN(in_channels=1, width=16)
+    cpu = sf.embed(net, x, device="cpu", progress=False)
+    fp32 = sf.embed(net, x, device="cuda", amp=False, batch_size=512, progress=False)
+    auto = sf.embed(net, x, progress=False)  # device=None picks CUDA, amp on
+    assert fp32.dtype == auto.dtype == np.float32 and fp32.shape == auto.shape == cpu.shape
+    np.testing.assert_allclose(fp32, cpu, atol=5e-3)  # TF32 convolutions
+    cos = np.sum(auto * cpu, axis=1)  # rows are unit vectors
+    assert cos.min() > 0.99, cos.min()
+    assert next(net.parameters()).device.type == "cuda"  # documented: the model moves to device, stays there
+
+
+@cuda_only
+def test_cuda_dino_epoch_and_checkpoint(digits, tmp_path, real_cuda):
+    x, _ = digits
+    tr = sf.DinoTrainer(epochs=2, seed=0, device="cuda")
+    hist = tr.fit(x[:512], progress=False)
+    assert len(hist) == 2 and all(np.isfinite(hist))
+    e = tr.embed(x[:64], progress=False)
+    assert e.shape[0] == 64 and np.isfinite(e).all()
+    tr.save(tmp_path / "c.pt")  # a checkpoint written on the GPU loads on the CPU
+    enc = sf.load_encoder(tmp_path / "c.pt", device="cpu")
+    e_cpu = sf.embed(enc, x[:64], device="cpu", progress=False)
+    assert np.sum(e * e_cpu, axis=1).min() > 0.99
