@@ -280,6 +280,26 @@ def test_bulk_update_sums_are_the_same_for_any_thread_count():
         np.testing.assert_array_equal(scores, results[0][1])  # bit for bit
 
 
+def test_bulk_scratch_is_reused_across_calls_and_thread_counts():
+    # The bulk path keeps its buffers between calls (laid out per thread count); results
+    # must not depend on what an earlier call left in them, and stats() counts them.
+    n = 50_000
+    rng = np.random.default_rng(4)
+    idx = socbi.SemiOrderedIndex(n)
+    idx.insert(np.arange(n), 0.0)
+    want = np.zeros(n)
+    base = idx.stats()["memory_bytes"]
+    for threads in (2, 3, 1, 2, 3, 2):
+        ids = rng.integers(0, n, size=int(rng.integers(20_000, 80_000)))
+        d = rng.integers(-3, 4, size=len(ids)).astype(float)  # exact sums in any order
+        idx.update(ids, d, threads=threads, bulk=True)
+        np.add.at(want, ids, d)
+        np.testing.assert_array_equal(idx.score(np.arange(n)), want)
+        idx.check()
+    extra = idx.stats()["memory_bytes"] - base
+    assert 0 < extra <= 16 * n + 4096, extra
+
+
 @pytest.mark.parametrize("bulk", [True, False])
 def test_update_reads_any_integer_buffer_in_place(bulk):
     n = 20_000

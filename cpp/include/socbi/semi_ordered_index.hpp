@@ -201,9 +201,10 @@ void parallel_for(size_t n, unsigned threads, Fn&& fn) {
   if (error) std::rethrow_exception(error);
 }
 
-// An append-only scratch array of trivially copyable T (the bulk path's undo log). Big
-// ones are 2 MiB-aligned and ask for transparent huge pages: filling 8 MB of 4 KiB pages
-// costs ~2000 page faults, which threads of one process take one at a time.
+// An append-only scratch array of trivially copyable T (the bulk path's undo log and
+// buckets). Plain malloc, no huge-page request: asking for huge pages on every call
+// stalled now and then on memory compaction (3.5 ms passes taking 20); the index keeps
+// its scratch between calls instead (see BulkScratch).
 template <class T>
 class ScratchLog {
  public:
@@ -221,27 +222,12 @@ class ScratchLog {
   }
   size_t size() const noexcept { return size_; }
   const T& operator[](size_t i) const noexcept { return p_[i]; }
-  // For use as a plain array of n elements (written by index, not appended).
-  T* data_for_writes(size_t n) {
-    if (n > cap_) grow(n);
-    size_ = n;
-    return p_;
-  }
+  void clear() noexcept { size_ = 0; }  // keeps the memory (and its faulted-in pages)
+  size_t capacity_bytes() const noexcept { return cap_ * sizeof(T); }
 
  private:
   void grow(size_t cap) {
-    constexpr size_t kHuge = size_t(2) << 20;
-    const size_t bytes = cap * sizeof(T);
-    T* q;
-    if (bytes >= kHuge) {
-      const size_t rounded = (bytes + kHuge - 1) / kHuge * kHuge;
-      q = static_cast<T*>(std::aligned_alloc(kHuge, rounded));
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-      if (q) madvise(q, rounded, MADV_HUGEPAGE);  // a hint: failure only costs speed
-#endif
-    } else {
-      q = static_cast<T*>(std::malloc(bytes));
-    }
+    T* q = static_cast<T*>(std::malloc(cap * sizeof(T)));
     if (!q) throw std::bad_alloc();
     if (size_) std::memcpy(q, p_, size_ * sizeof(T));
     std::free(p_);
@@ -557,7 +543,7 @@ class SemiOrderedIndex {
         items_bytes += uint64_t(chunk[i].cap) * sizeof(uint32_t) + Node::hole_words(chunk[i].cap) * 8;
     }
     st.memory_bytes = sizeof(*this) + capacity_ * sizeof(Entry) + chunk_count_ * sizeof(std::atomic<Node*>) +
-                      chunks * kChunk * sizeof(Node) + items_bytes;
+                      chunks * kChunk * sizeof(Node) + items_bytes + scratch_.bytes();
     return st;
   }
 
@@ -1582,6 +1568,7 @@ class SemiOrderedIndex {
     const unsigned T = unsigned(std::max<size_t>(1, std::min<size_t>(threads, n / kMinPerThread)));
     const BatchError bad = (T == 1 || n > UINT32_MAX) ? apply_serial(ids, vals, scalar, n, assign)
                                                       : apply_partitioned(ids, vals, scalar, n, T, assign);
+    if (scratch_.bytes() > kScratchKeepPerId * capacity_) scratch_.release();
     if (bad.index == n) rebuild_any_locked(threads);
     return bad;
   }
@@ -1607,7 +1594,10 @@ class SemiOrderedIndex {
       for (size_t j = b; j < e; ++j) m |= uint64_t(uint64_t(ids[j]) < cap) << (j - b);  // negatives wrap to huge
       return m;
     };
-    detail::ScratchLog<double> log(n);
+    scratch_.ensure(1);
+    detail::ScratchLog<double>& log = scratch_.undo[0]->log;
+    log.clear();
+    log.reserve(n);
     BatchError bad{n, BadInput::kNone};
     uint64_t next = in_range_mask(0, std::min<size_t>(64, n));
     for (size_t b = 0; b < n && bad.index == n; b += 64) {
@@ -1637,86 +1627,92 @@ class SemiOrderedIndex {
 
   // T threads. Thread t owns the ids whose 16-id block hashes to t, so each id has one
   // writer (no CAS, whose lock prefix would stall the cache misses this pass lives on; no
-  // shared cache lines) and repeated ids are summed in batch order whatever T is. Two
-  // parallel passes over contiguous chunks group the positions by owner, in order (a
-  // counting sort); then each thread applies its own, prefetching ahead.
+  // shared cache lines) and repeated ids are summed in batch order whatever T is. One
+  // parallel pass over contiguous chunks of the batch reads the caller's ids once and
+  // appends (position, id) to the bucket of (chunk, owner); then thread t applies its
+  // buckets in chunk order (so in position order), prefetching far ahead.
   template <class IdT>
   BatchError apply_partitioned(const IdT* ids, const double* vals, double scalar, size_t n, unsigned T, bool assign) {
     const uint64_t cap = capacity_;
     auto owner = [T](uint64_t id) noexcept -> unsigned {
       return unsigned((uint64_t(uint32_t((id >> 4) * 0x9E3779B1u)) * T) >> 32);
     };
-    std::vector<size_t> count(size_t(T) * T, 0);  // [chunk * T + owner]
-    std::vector<size_t> out_of_range(T, n);       // first position out of range, per chunk
+    scratch_.ensure(T);
+    auto bucket = [&](unsigned chunk, unsigned own) -> detail::ScratchLog<PosId>& {
+      return scratch_.buckets[size_t(chunk) * T + own]->items;
+    };
+    std::vector<size_t> out_of_range(T, n);  // first such position, per chunk
     detail::parallel_for(n, T, [&](unsigned c, size_t b, size_t e) {
-      std::vector<size_t> local(T, 0);
+      for (unsigned o = 0; o < T; ++o) {
+        bucket(c, o).clear();
+        bucket(c, o).reserve((e - b) / T + (e - b) / (8 * T) + 64);
+      }
       for (size_t i = b; i < e; ++i) {
-        const uint64_t id = uint64_t(ids[i]);
+        const uint64_t id = uint64_t(ids[i]);  // negative signed ids wrap to huge values
         if (id >= cap) {
           out_of_range[c] = i;
           break;  // nothing at or past it is applied
         }
-        ++local[owner(id)];
+        bucket(c, owner(id)).push_back(PosId{uint32_t(i), uint32_t(id)});
       }
-      std::copy(local.begin(), local.end(), count.begin() + size_t(c) * T);
     });
     const size_t range_bad = *std::min_element(out_of_range.begin(), out_of_range.end());
-    std::vector<size_t> offset(size_t(T) * T), start(T + 1, 0);  // owner-major, then chunk
-    size_t run = 0;
-    for (unsigned o = 0; o < T; ++o) {
-      start[o] = run;
-      for (unsigned c = 0; c < T; ++c) {
-        offset[size_t(c) * T + o] = run;
-        run += count[size_t(c) * T + o];
-      }
-    }
-    start[T] = run;
-    detail::ScratchLog<uint32_t> pos(run);
-    uint32_t* P = pos.data_for_writes(run);
-    detail::parallel_for(n, T, [&](unsigned c, size_t b, size_t e) {
-      std::vector<size_t> at(offset.begin() + size_t(c) * T, offset.begin() + size_t(c + 1) * T);
-      const size_t end = std::min(e, out_of_range[c]);
-      for (size_t i = b; i < end; ++i) P[at[owner(uint64_t(ids[i]))]++] = uint32_t(i);
-    });
-    // Per-thread logs on their own cache lines: each push_back writes the log's size.
-    struct alignas(64) PaddedLog {
-      detail::ScratchLog<double> log;
-    };
-    std::unique_ptr<PaddedLog[]> undo(new PaddedLog[T]);
+    auto& undo = scratch_.undo;
     std::vector<BatchError> err(T, BatchError{n, BadInput::kNone});
     std::vector<size_t> applied(T, 0);
     std::atomic<size_t> first_bad{range_bad};  // lets the other threads stop early
     detail::parallel_for(T, T, [&](unsigned t, size_t, size_t) {
-      detail::ScratchLog<double>& log = undo[t].log;
-      log.reserve(start[t + 1] - start[t]);
-      const size_t lo = start[t], hi = start[t + 1];
-      size_t k = lo;
-      for (; k < hi; ++k) {
-        const size_t i = P[k];
-        if (((k - lo) & 1023) == 0 && first_bad.load(std::memory_order_relaxed) < i) break;
-        if (i >= range_bad) break;  // positions are increasing: the rest lie past it too
-        if (k + 64 < hi) __builtin_prefetch(&entries_[uint64_t(ids[P[k + 64]])], 1, 1);  // far ahead: misses overlap
-        const BadInput why = apply_logged(entries_[uint64_t(ids[i])], vals ? vals[i] : scalar, assign, log);
-        if (why != BadInput::kNone) {
-          err[t] = {i, why};
-          size_t cur = first_bad.load(std::memory_order_relaxed);
-          while (i < cur && !first_bad.compare_exchange_weak(cur, i, std::memory_order_relaxed)) {
+      detail::ScratchLog<double>& log = undo[t]->log;
+      size_t total = 0;
+      for (unsigned c = 0; c < T; ++c) total += bucket(c, t).size();
+      log.clear();
+      log.reserve(total);
+      size_t done = 0;
+      bool stop = false;
+      for (unsigned c = 0; c < T && !stop; ++c) {
+        const detail::ScratchLog<PosId>& items = bucket(c, t);
+        const size_t m = items.size();
+        for (size_t k = 0; k < m; ++k) {
+          const size_t i = items[k].pos;
+          if ((k & 1023) == 0 && first_bad.load(std::memory_order_relaxed) < i) {
+            stop = true;
+            break;
           }
-          break;
+          if (i >= range_bad) {  // positions only grow from here
+            stop = true;
+            break;
+          }
+          if (k + 64 < m) __builtin_prefetch(&entries_[items[k + 64].id], 1, 1);  // far ahead: misses overlap
+          const BadInput why = apply_logged(entries_[items[k].id], vals ? vals[i] : scalar, assign, log);
+          if (why != BadInput::kNone) {
+            err[t] = {i, why};
+            size_t cur = first_bad.load(std::memory_order_relaxed);
+            while (i < cur && !first_bad.compare_exchange_weak(cur, i, std::memory_order_relaxed)) {
+            }
+            stop = true;
+            break;
+          }
+          ++done;
         }
       }
-      applied[t] = k - lo;
+      applied[t] = done;
     });
     BatchError bad{range_bad, range_bad < n ? BadInput::kOutOfRange : BadInput::kNone};
     for (const auto& e : err)
       if (e.index < bad.index) bad = e;
     if (bad.index < n) {
       // Each thread undoes what it applied, newest first, so a repeated id ends at the
-      // score it had before the batch.
+      // score it had before the batch: its first `applied` items in bucket order.
       detail::parallel_for(T, T, [&](unsigned t, size_t, size_t) {
-        const detail::ScratchLog<double>& log = undo[t].log;
-        for (size_t k = applied[t]; k-- > 0;)
-          entries_[uint64_t(ids[P[start[t] + k]])].score.store(log[k], std::memory_order_relaxed);
+        const detail::ScratchLog<double>& log = undo[t]->log;
+        size_t k = applied[t];
+        for (unsigned c = T; c-- > 0;) {
+          const detail::ScratchLog<PosId>& items = bucket(c, t);
+          size_t before = 0;  // items of this thread in earlier chunks
+          for (unsigned c2 = 0; c2 < c; ++c2) before += bucket(c2, t).size();
+          if (k <= before) continue;
+          for (size_t j = k - before; j-- > 0;) entries_[items[j].id].score.store(log[--k], std::memory_order_relaxed);
+        }
       });
     }
     return bad;
@@ -2211,6 +2207,48 @@ class SemiOrderedIndex {
   uint64_t next_fresh_ = 0;
   std::atomic<uint64_t> rebuilds_{0};
   Shard shards_[kShards];
+
+  // Scratch of the bulk path, kept from one call to the next (the path is exclusive, so
+  // one set serves every caller): faulting in fresh pages each call cost more than the
+  // pass itself, and asking for huge pages each call stalled on memory compaction now
+  // and then (3.5 ms passes taking 20). Released when it would hold more than
+  // kScratchKeepPerId bytes per id of capacity; counted in stats().memory_bytes.
+  struct PosId {
+    uint32_t pos;
+    uint32_t id;
+  };
+  struct alignas(64) PaddedUndo {  // own cache line: each push_back writes the size
+    detail::ScratchLog<double> log;
+  };
+  struct alignas(64) PaddedBucket {
+    detail::ScratchLog<PosId> items;
+  };
+  struct BulkScratch {
+    std::vector<std::unique_ptr<PaddedUndo>> undo;        // per thread
+    std::vector<std::unique_ptr<PaddedBucket>> buckets;   // per (chunk, owner) pair
+    unsigned threads = 0;
+    void ensure(unsigned T) {  // T undo logs and, for T > 1, T * T buckets
+      while (undo.size() < T) undo.emplace_back(new PaddedUndo);
+      if (T == 1 || threads == T) return;
+      // Bucket (chunk, owner) pairs are laid out for one T; a new T starts over.
+      buckets.resize(size_t(T) * T);
+      for (auto& b : buckets) b.reset(new PaddedBucket);
+      threads = T;
+    }
+    uint64_t bytes() const noexcept {
+      uint64_t b = 0;
+      for (const auto& u : undo) b += u->log.capacity_bytes();
+      for (const auto& k : buckets) b += k->items.capacity_bytes();
+      return b;
+    }
+    void release() {
+      undo.clear();
+      buckets.clear();
+      threads = 0;
+    }
+  };
+  static constexpr uint64_t kScratchKeepPerId = 16;
+  BulkScratch scratch_;
 };
 
 }  // namespace socbi
