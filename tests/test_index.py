@@ -527,6 +527,28 @@ def test_sorted_node_fast_path_notices_in_place_reordering():
     idx.check()
 
 
+def test_queries_over_a_sparse_top_of_single_id_nodes():
+    # A bulk build over skewed scores cuts the sparse top into many 0- and 1-id nodes,
+    # which queries read in order (the sorted fast path); updates that stay in place and
+    # updates that move ids between them must both show up in the next answer.
+    rng = np.random.default_rng(8)
+    n = 20_000
+    scores = rng.random(n) + np.bincount(rng.integers(0, n, size=10 * n), minlength=n)
+    idx = socbi.SemiOrderedIndex(n, node_size=64)
+    ref = ReferenceIndex(n)
+    idx.insert(np.arange(n), scores)
+    ref.insert(range(n), scores)
+    for step in range(30):
+        for k in (1, 7, 100, 500):
+            assert_same(idx, ref, k)
+        top_ids = idx.top(50)[0]
+        ids = rng.choice(top_ids, size=5, replace=False)
+        d = rng.normal(scale=0.5 if step % 2 else 0.01, size=5)
+        idx.update(ids, d)
+        ref.update(ids, d)
+    idx.check()
+
+
 @pytest.mark.parametrize(
     "call, exc, words",
     [

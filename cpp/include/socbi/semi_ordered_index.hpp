@@ -1489,7 +1489,11 @@ class SemiOrderedIndex {
           v = read_node_ids(nd, ids, sh);
           sorted = nd.sorted_ver.load(std::memory_order_acquire) == v;
         }
-        nd.seen_ver.store(v, std::memory_order_relaxed);
+        if (nd.seen_ver.load(std::memory_order_relaxed) != v) nd.seen_ver.store(v, std::memory_order_relaxed);
+        // A node read with 0 or 1 ids is in order too (sparse score ranges, e.g. the top
+        // of a pool, are cut into many such nodes); without this one of them sent the
+        // whole answer to the sort below.
+        sorted |= ids.size() - begin <= 1;
         segs.push_back(Segment{x, v, begin, ids.size(), sorted});
         x = from_top ? nd.prev.load(std::memory_order_acquire) : nd.next[0].load(std::memory_order_acquire);
       }
