@@ -424,9 +424,10 @@ class SemiOrderedIndex {
 
   // Adds deltas[i] to the score of ids[i]. O(1) expected per in-place update, O(log #nodes)
   // for a move. Thread-safe; `threads` > 1 splits the batch over a C++ thread pool.
-  // Batches of kSortedBatch or more are first sorted by id with repeats summed: updates
-  // commute, and in id order consecutive moves hit the same status-table lines, source
-  // and target nodes (the finger below), while threads get disjoint id ranges.
+  // Batches of kSortedBatch or more are first combined (sorted by id, repeats summed),
+  // then ordered by the key each id is headed for: updates commute, and in that order
+  // consecutive moves land in the same or the next node (the finger below), while
+  // threads get disjoint key ranges.
   void update(const uint32_t* ids, const double* deltas, size_t n, unsigned threads = 1,
               int bulk = -1 /* -1 auto, 0 never, 1 always */) {
     if (use_bulk(n, bulk)) {
@@ -437,6 +438,7 @@ class SemiOrderedIndex {
       std::vector<uint32_t> sid;
       std::vector<double> sd;
       sort_and_combine(ids, deltas, 0.0, n, sid, sd);
+      order_by_target(sid, sd);
       apply_adds(sid.data(), sd.data(), sid.size(), threads);
       return;
     }
@@ -452,6 +454,7 @@ class SemiOrderedIndex {
     std::vector<double> sd;
     if (n >= kSortedBatch) {
       sort_and_combine(ids, nullptr, delta, n, sid, sd);
+      order_by_target(sid, sd);
     } else {
       sid.assign(ids, ids + n);
       sd.assign(n, delta);
@@ -1113,6 +1116,26 @@ class SemiOrderedIndex {
         out_ids.push_back(id);
         out_d.push_back(d);
       }
+    }
+  }
+
+  // Reorders a combined batch by the key each id is headed for (its score now plus its
+  // delta; a hint only, racing updates may change it): consecutive moves then land in the
+  // same or the next node, which the finger finds without a skip-list search, and a
+  // thread's share of the batch is a contiguous key range. Updates commute, so the order
+  // is free to choose. O(n log n) for the sort, n status-table reads.
+  void order_by_target(std::vector<uint32_t>& ids, std::vector<double>& deltas) const {
+    const size_t n = ids.size();
+    std::vector<std::pair<Packed, double>> keyed(n);
+    for (size_t i = 0; i < n; ++i) {
+      if (i + 8 < n) __builtin_prefetch(&entries_[ids[i + 8]], 0, 1);
+      const double now = entries_[ids[i]].score.load(std::memory_order_relaxed);
+      keyed[i] = {pack(detail::saturating_add(now, deltas[i]), ids[i]), deltas[i]};
+    }
+    std::sort(keyed.begin(), keyed.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+    for (size_t i = 0; i < n; ++i) {
+      ids[i] = uint32_t(keyed[i].first);
+      deltas[i] = keyed[i].second;
     }
   }
 
