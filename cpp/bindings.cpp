@@ -217,7 +217,9 @@ struct Values {
   double at(size_t i) const { return scalar ? value : ptr[i]; }
 };
 
-Values to_values(const py::handle& obj, size_t n, const char* name, const char* ids_name) {
+// check_finite=false leaves the per-element finiteness scan to the caller: update() finds a
+// non-finite delta in the C++ pass that applies the batch (as a non-finite result).
+Values to_values(const py::handle& obj, size_t n, const char* name, const char* ids_name, bool check_finite = true) {
   py::module_ np = py::module_::import("numpy");
   Values v;
   if (PyBool_Check(obj.ptr())) raise(PyExc_TypeError, std::string(name) + " must be numbers, got a bool");
@@ -264,7 +266,7 @@ Values to_values(const py::handle& obj, size_t n, const char* name, const char* 
   }
   v.held = py::array_t<double, py::array::c_style | py::array::forcecast>(arr);
   v.ptr = v.held.data();
-  for (size_t i = 0; i < n; ++i) {
+  for (size_t i = 0; check_finite && i < n; ++i) {
     const double x = v.ptr[i];
     if (!std::isfinite(x)) {
       Msg os;
@@ -735,7 +737,7 @@ TypeError (non-integer ids) before changing anything.)doc")
           [](SemiOrderedIndex& self, const py::object& ids, const py::object& deltas, const py::object& threads_obj, const py::object& bulk) {
             const int threads = threads_arg(threads_obj);
             const IdBuffer b = id_buffer(ids, self.capacity(), "ids");
-            auto d = to_values(deltas, b.n, "deltas", "ids");
+            auto d = to_values(deltas, b.n, "deltas", "ids", /*check_finite=*/false);
             const unsigned t = to_threads(threads);
             const int bk = to_bulk(bulk);
             // Range, presence and overflow are checked in C++ in the pass that applies the
@@ -756,8 +758,13 @@ TypeError (non-integer ids) before changing anything.)doc")
                 PyErr_SetObject(PyExc_KeyError, py::str(os.str()).ptr());
                 throw py::error_already_set();
               default:
-                os << "deltas[" << err.index << "] = " << d.at(err.index) << " would make the score of id "
-                   << b.id_at(err.index) << " overflow to infinity; keep scores within +/-1.7e308";
+                if (!std::isfinite(d.at(err.index))) {
+                  os << "deltas[" << err.index << "] = " << d.at(err.index)
+                     << " is not finite; scores and deltas must be finite numbers";
+                } else {
+                  os << "deltas[" << err.index << "] = " << d.at(err.index) << " would make the score of id "
+                     << b.id_at(err.index) << " overflow to infinity; keep scores within +/-1.7e308";
+                }
                 raise(PyExc_ValueError, os.str());
             }
           },

@@ -267,6 +267,20 @@ def test_refused_bulk_update_is_rolled_back_bit_for_bit(threads, bad, exc, words
     idx.check()
 
 
+@pytest.mark.parametrize("bulk", [True, False])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_delta_deep_in_a_batch_is_refused_by_position(bulk, bad):
+    # update() leaves the finiteness scan of deltas to the C++ pass over the batch.
+    idx, rng = _pool(n=10_000)
+    before = idx.items()
+    d = rng.normal(size=8000)
+    d[5000] = bad
+    with pytest.raises(ValueError, match=r"deltas\[5000\] = (nan|inf|-inf) is not finite"):
+        idx.update(rng.integers(0, 10_000, size=8000), d, bulk=bulk, threads=2)
+    np.testing.assert_array_equal(idx.items()[1], before[1])
+    idx.check()
+
+
 def test_bulk_update_sums_are_the_same_for_any_thread_count():
     results = []
     for threads in (1, 2, 3, 4):
