@@ -1949,16 +1949,26 @@ class SemiOrderedIndex {
     }
     // Each thread's write position per bucket as (index into nodes, slot): advanced by one
     // per id, wrapping to the next piece, so the hot loop has no division.
+    // Everything the hot loop needs for the bucket's current piece sits in its cursor
+    // (no lookup of the node, whose header is another cache line per id when ids spread
+    // over a thousand buckets).
     struct Cursor {
-      uint32_t piece;
+      std::atomic<uint32_t>* items;  // the piece's slots
+      uint32_t node;
       uint32_t slot;
+      uint32_t limit;  // slots per piece
+      uint32_t piece;  // index into nodes
     };
     std::vector<std::vector<Cursor>> cursors(T, std::vector<Cursor>(nb));
     for (unsigned t = 0; t < T; ++t)
       for (size_t bk = 0; bk < nb; ++bk) {
         if (size_of[bk] == 0) continue;
         const uint64_t g = hist[t][bk];
-        cursors[t][bk] = Cursor{uint32_t(first_node[bk] + g / piece_of[bk]), uint32_t(g % piece_of[bk])};
+        const uint32_t piece = uint32_t(first_node[bk] + g / piece_of[bk]);
+        // A thread whose share starts exactly at a piece boundary past the bucket's last
+        // piece never writes; point it at a valid node anyway.
+        const uint32_t xi = nodes[std::min<size_t>(piece, nodes.size() - 1)];
+        cursors[t][bk] = Cursor{node(xi).items, xi, uint32_t(g % piece_of[bk]), uint32_t(piece_of[bk]), piece};
       }
     detail::parallel_for(size_t(cap), T, [&](unsigned t, size_t b, size_t e) {
       auto& cur = cursors[t];
@@ -1966,16 +1976,15 @@ class SemiOrderedIndex {
         std::atomic<uint64_t>& mm = entries_[id].meta;
         const uint64_t m = mm.load(std::memory_order_relaxed);
         if (status_of(m) == ABSENT) continue;
-        const size_t bk = bucket_of(entries_[id].score.load(std::memory_order_relaxed));
-        Cursor& c = cur[bk];
-        if (c.slot == piece_of[bk]) {  // this piece is full: on to the next
-          ++c.piece;
+        Cursor& c = cur[bucket_of(entries_[id].score.load(std::memory_order_relaxed))];
+        if (c.slot == c.limit) {  // this piece is full: on to the next
+          c.node = nodes[++c.piece];
+          c.items = node(c.node).items;
           c.slot = 0;
         }
-        const uint32_t xi = nodes[c.piece];
         const uint32_t slot = c.slot++;
-        node(xi).items[slot].store(uint32_t(id), std::memory_order_relaxed);
-        mm.store(make_meta(IDLE, xi, slot, tag_of(m) + 1), std::memory_order_relaxed);
+        c.items[slot].store(uint32_t(id), std::memory_order_relaxed);
+        mm.store(make_meta(IDLE, c.node, slot, tag_of(m) + 1), std::memory_order_relaxed);
       }
     });
     for (size_t bk = 0; bk < nb; ++bk) {
