@@ -774,9 +774,12 @@ TypeError (non-integer ids) before changing anything.)doc")
 Repeated ids are allowed: every delta is applied. O(1) expected when the new score stays in
 its node's range (lock-free), O(log #nodes) for a move (locks two nodes). threads > 1 (or
 -1 for all cores) spreads the batch over C++ threads. A batch of >= bulk_fraction *
-len(index) updates takes the bulk path (apply, then rebuild by bucketing: O(n), exclusive
-while it runs); bulk=False forbids it, bulk=True forces it.
-Raises KeyError for absent ids, ValueError for bad values, before changing anything.)doc")
+len(index) updates takes the bulk path (one pass applies and checks the batch, then a
+rebuild by bucketing: O(n), exclusive while it runs; repeated ids are summed in batch
+order, so the result does not depend on threads); bulk=False forbids it, bulk=True
+forces it. ids of any integer dtype are read in place.
+Raises KeyError for absent ids, ValueError for ids out of range or non-finite deltas or
+results; a refused batch changes nothing (the bulk path rolls back bit for bit).)doc")
       .def(
           "assign",
           [](SemiOrderedIndex& self, const py::object& ids, const py::object& scores, const py::object& threads_obj, const py::object& bulk) {

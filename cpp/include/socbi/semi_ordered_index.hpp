@@ -31,9 +31,14 @@
 //     rebuild) splits it by median key, and a node that a query meets unchanged since
 //     the previous query is sorted in place, so later queries read it in order (after
 //     checking the order, which in-place updates may have disturbed) and skip the sort.
-//   * Bulk path: a batch touching a large share of the pool applies all deltas, then
-//     rebuilds the chain by bucketing keys: a parallel counting sort over a scan of the
-//     status table in id order (no full sort, no random status-table writes).
+//   * Bulk path: a batch touching a large share of the pool is applied to the status
+//     table in one pass that also checks it (id range, presence, finite result) and logs
+//     each old score, so a refused batch is rolled back bit for bit; with T threads each
+//     owns a hashed share of the ids (no CAS; sums in batch order, the same for any T).
+//     Then the chain is rebuilt by bucketing keys: a parallel counting sort over a scan
+//     of the status table in id order (no full sort, no random status-table writes).
+//     Its scratch (the undo log, the per-thread buckets) stays with the index between
+//     calls, up to 16 bytes per id of capacity, and counts in stats().memory_bytes.
 //   * The status table is 2 MiB-aligned and asks Linux for transparent huge pages: each
 //     update is a random access into it, and 4 KiB pages would add a TLB miss to most.
 //
@@ -60,7 +65,9 @@
 //   * An update racing with erase()/insert() of the *same* id is ordered arbitrarily:
 //     it may apply to the old item (then vanish with it) or be dropped. Updates to
 //     present ids are never lost.
-//   * Scores must be finite. A sum that overflows saturates at +/-DBL_MAX.
+//   * Scores must be finite. update_checked() refuses a delta whose result would not be
+//     finite (on the bulk path: the running sum of a repeated id); plain update() with
+//     such a sum saturates at +/-DBL_MAX.
 //   * During concurrent updates a query returns, for each id, a score it held at some
 //     instant during the call (ids sorted by those scores, no duplicates); with no
 //     mutation in flight the answer is exact.
