@@ -187,16 +187,40 @@ def test_bulk_insert_cuts_tie_runs_into_node_sized_pieces():
     idx.check()
 
 
-def test_bulk_insert_of_skewed_scores_then_lazy_refinement():
+def test_bulk_insert_of_crowded_scores_then_lazy_refinement():
     n = 200_000
     idx = socbi.SemiOrderedIndex(n, node_size=64)
-    scores = np.arange(n) * 1e-9
-    scores[-1] = 1e9  # one outlier: linear bucketing crowds the rest into one bucket
+    # half zeros, half within a few thousand ulps of 1.0: no bucketing separates the
+    # second half, so it becomes one oversized node that queries split
+    scores = np.where(np.arange(n) % 2 == 1, 1.0 + np.arange(n) * np.finfo(float).eps, 0.0)
     idx.insert(np.arange(n), scores)
     assert idx.stats()["oversized_nodes"] > 0
-    ids, sc = idx.bottom(10)
-    assert ids.tolist() == list(range(10))
+    ids, sc = idx.top(10)
+    assert ids.tolist() == list(range(n - 1, n - 21, -2))
     assert idx.stats()["splits"] > 0  # the query split the boundary node
+    idx.check()
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_heavy_tailed_bulk_update_is_bucketed_by_quantiles(threads):
+    # Zipf ids: most scores stay 0, a few get thousands of +1s. Linear bucketing put almost
+    # every id in one node, and the first top() paid to split it (33 of 44 ms at n = 1M);
+    # the rebuild now buckets by sampled quantiles, so the query splits nothing.
+    from socbi.bench import draw_ids
+
+    n = 100_000
+    rng = np.random.default_rng(1)
+    ids = draw_ids(n, n, "zipf", rng)
+    idx = socbi.SemiOrderedIndex(n, node_size=64)
+    ref = ReferenceIndex(n)
+    idx.insert(np.arange(n), 0.0)
+    ref.insert(range(n), np.zeros(n))
+    idx.update(ids, 1.0, threads=threads, bulk=True)
+    ref.update(ids, np.ones(n))
+    idx.check()
+    splits = idx.stats()["splits"]
+    assert_same(idx, ref, 1000)
+    assert idx.stats()["splits"] == splits
     idx.check()
 
 

@@ -188,7 +188,8 @@ void test_ties_and_edges() {
     EXPECT(os[0] == 6.0 && out[0] == want_top && os[99] == 6.0, "top after bulk");
   }
   {
-    // Skewed scores crowd one bucket (not ties): an oversized node, refined by queries.
+    // One outlier: linear bucketing would crowd everything else into one bucket; the
+    // build buckets by sampled quantiles instead, so no query has to split a big node.
     const uint32_t n = 100000;
     Index idx(n, 64);
     std::vector<uint32_t> ids(n);
@@ -199,11 +200,33 @@ void test_ties_and_edges() {
     }
     idx.insert(ids.data(), sc.data(), n, 2, 1);
     idx.check();
-    EXPECT(idx.stats().oversized_nodes > 0, "skewed bulk leaves an oversized node");
+    EXPECT(idx.stats().nodes > n / 64, "skewed bulk is cut into about n / (B/2) nodes");
     std::vector<uint32_t> out(100);
     std::vector<double> os(100);
     idx.bottom(100, out.data(), os.data());
     EXPECT(out[0] == 0 && out[99] == 99, "bottom after skewed bulk");
+    idx.top(1, out.data(), os.data());
+    EXPECT(out[0] == n - 1 && os[0] == 1e9, "top after skewed bulk");
+    idx.check();
+  }
+  {
+    // Half the scores are 0, half lie within a few thousand ulps of 1.0: no bucketing
+    // separates the second half, so it becomes one oversized node that queries refine.
+    const uint32_t n = 100000;
+    Index idx(n, 64);
+    std::vector<uint32_t> ids(n);
+    std::vector<double> sc(n);
+    for (uint32_t i = 0; i < n; ++i) {
+      ids[i] = i;
+      sc[i] = i % 2 ? 1.0 + double(i) * 2.220446049250313e-16 : 0.0;
+    }
+    idx.insert(ids.data(), sc.data(), n, 2, 1);
+    idx.check();
+    EXPECT(idx.stats().oversized_nodes > 0, "crowded bulk leaves an oversized node");
+    std::vector<uint32_t> out(100);
+    std::vector<double> os(100);
+    idx.top(100, out.data(), os.data());
+    EXPECT(out[0] == n - 1 && out[99] == n - 199, "top after crowded bulk");
     idx.check();
     EXPECT(idx.stats().splits > 0, "the query refined the boundary node");
   }

@@ -1803,6 +1803,50 @@ class SemiOrderedIndex {
     }
   };
 
+  // Maps scores to nb buckets through a grid of up to 4096 cells over the order-preserving
+  // 64-bit image of the score (so magnitudes spread like a log scale), each cell given
+  // the share of buckets that a sample of scores puts in it, with linear interpolation
+  // inside a cell. Monotone in the score; equal scores share a bucket. For heavy-tailed
+  // scores, where linear bucketing puts nearly everything in one bucket.
+  struct QuantileBucketing {
+    uint64_t kmin = 0;
+    unsigned shift = 0;
+    size_t nb = 1;
+    std::vector<uint32_t> base;  // first bucket of each cell; base[cells] = nb
+    static uint64_t key_bits(double s) noexcept {
+      if (s == 0.0) s = 0.0;  // -0.0 == 0.0
+      uint64_t b;
+      std::memcpy(&b, &s, sizeof b);
+      return (b >> 63) ? ~b : (b | (uint64_t(1) << 63));
+    }
+    QuantileBucketing(double lo, double hi, size_t buckets, std::vector<double> sample) : nb(buckets) {
+      kmin = key_bits(lo);
+      const uint64_t range = key_bits(hi) - kmin;
+      while (shift < 63 && (range >> shift) >= 4095) ++shift;
+      const size_t cells = size_t(range >> shift) + 1;
+      std::vector<uint64_t> count(cells + 1, 0);
+      for (double v : sample) {
+        const uint64_t k = key_bits(std::min(std::max(v, lo), hi)) - kmin;
+        ++count[size_t(k >> shift)];
+      }
+      base.assign(cells + 1, uint32_t(nb));
+      uint64_t before = 0;
+      const uint64_t m = std::max<uint64_t>(1, sample.size());
+      for (size_t c = 0; c < cells; ++c) {
+        base[c] = uint32_t(std::min<uint64_t>(nb - 1, before * nb / m));
+        before += count[c];
+      }
+    }
+    size_t operator()(double v) const noexcept {
+      const uint64_t k = key_bits(v) - kmin;  // scores lie in [lo, hi]: no wrap
+      const size_t cell = size_t(k >> shift);
+      const uint64_t off = k - (uint64_t(cell) << shift);  // < 2^shift
+      const uint64_t frac = shift > 20 ? off >> (shift - 20) : off << (20 - shift);  // 20-bit fraction
+      const size_t b = base[cell] + size_t((uint64_t(base[cell + 1] - base[cell]) * frac) >> 20);
+      return b < nb ? b : nb - 1;
+    }
+  };
+
   // Exclusive. Frees every node but the head (no reader is pinned) and empties the head.
   void reset_chain_locked() {
     {
@@ -1876,9 +1920,25 @@ class SemiOrderedIndex {
     });
     uint64_t n = 0;
     for (uint64_t c : tcount) n += c;
-    const Bucketing bucket_of(*std::min_element(tmin.begin(), tmin.end()), *std::max_element(tmax.begin(), tmax.end()),
-                              std::max<size_t>(1, size_t(n / std::max<uint32_t>(1, node_size_ / 2))));
-    const size_t nb = bucket_of.nb;
+    const double lo = *std::min_element(tmin.begin(), tmin.end()), hi = *std::max_element(tmax.begin(), tmax.end());
+    const size_t nb = std::max<size_t>(1, size_t(n / std::max<uint32_t>(1, node_size_ / 2)));
+    const int r = scan_place_locked(Bucketing(lo, hi, nb), nb, T, n, /*may_report_skew=*/true);
+    if (r != kScanSkewed) return r == kScanDone;
+    // Linear bucketing left a bucket far over its share (a heavy tail: most scores near
+    // one end). Bucket by sampled quantiles instead; ties still share a bucket.
+    return scan_place_locked(QuantileBucketing(lo, hi, nb, sample_scores(size_t(std::min<uint64_t>(n, 32 * nb)))), nb, T,
+                             n, false) == kScanDone;
+  }
+
+  static constexpr int kScanFallback = 0, kScanDone = 1, kScanSkewed = 2;
+
+  // The histogram and placement passes of rebuild_scan_locked for one bucket mapping
+  // (monotone in the score). Returns kScanDone, or, with nothing changed, kScanFallback
+  // (a bucket over a node's slot limit: the general path must run) or kScanSkewed (a
+  // non-tie bucket over 8 nodes' worth, when the caller allows the answer).
+  template <class Map>
+  int scan_place_locked(const Map& bucket_of, size_t nb, unsigned T, uint64_t n, bool may_report_skew) {
+    const uint64_t cap = capacity_;
     // Per thread and bucket: the count, the smallest score with the first (smallest) id
     // holding it, and the largest score. Counts go to 4 interleaved copies, so runs of
     // ids in one bucket (a pool of small counts) do not wait on each other's increments.
@@ -1922,10 +1982,11 @@ class SemiOrderedIndex {
       if (size_of[bk] == 0) continue;
       const bool ties = unpack_score(lo_of[bk]) == top;
       piece_of[bk] = ties ? piece_cap : size_of[bk];
-      if (!ties && size_of[bk] > kMaxNodeCap) return false;
+      if (!ties && may_report_skew && size_of[bk] > 8 * uint64_t(node_size_)) return kScanSkewed;
+      if (!ties && size_of[bk] > kMaxNodeCap) return kScanFallback;
     }
     reset_chain_locked();
-    if (n == 0) return true;
+    if (n == 0) return kScanDone;
     // Nodes in key order (the head first); first_node[bk] indexes the bucket's first piece.
     std::vector<uint32_t> nodes;
     std::vector<size_t> first_node(nb, 0);
@@ -2008,7 +2069,20 @@ class SemiOrderedIndex {
       }
     }
     link_chain_locked(nodes);
-    return true;
+    return kScanDone;
+  }
+
+  // A uniform sample (with replacement) of up to m present scores, from random ids.
+  std::vector<double> sample_scores(size_t m) {
+    std::vector<double> out;
+    out.reserve(m);
+    uint64_t state = 0x5EED0FB0C4E7ull ^ rebuilds_.load(std::memory_order_relaxed);
+    for (size_t tries = 0; out.size() < m && tries < 16 * m + 64; ++tries) {
+      const uint64_t id = detail::splitmix64(state) % capacity_;
+      if (status_of(entries_[id].meta.load(std::memory_order_relaxed)) == ABSENT) continue;
+      out.push_back(entries_[id].score.load(std::memory_order_relaxed));
+    }
+    return out;
   }
 
   // Exclusive. General rebuild over `all` (every live id), used when few ids are present
