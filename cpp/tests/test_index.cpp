@@ -274,6 +274,9 @@ void test_concurrent_stress(int threads, int ops_per_thread) {
             idx.insert(&id, &s, 1);
             owned[t].insert(id);
           }
+        } else if (kind == 9 && t == 1 && op % 10 == 0) {
+          // stats() runs while the bulk path (thread 0) grows and trims its scratch.
+          if (idx.stats().memory_bytes == 0) bad_query.fetch_add(1);
         } else if (kind == 9 && t == 0 && op % 50 == 0) {
           // The exclusive paths run while others update: a forced bulk update and check().
           uint32_t ids[64];

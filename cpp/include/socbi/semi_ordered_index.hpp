@@ -545,15 +545,13 @@ class SemiOrderedIndex {
       st.max_level = std::max<uint64_t>(st.max_level, nd.height);
     }
     uint64_t chunks = 0;
-    for (uint64_t c = 0; c < chunk_count_; ++c) {
-      Node* chunk = chunks_[c].load(std::memory_order_acquire);
-      if (!chunk) continue;
-      ++chunks;
-      for (uint32_t i = 0; i < kChunk; ++i)
-        items_bytes += uint64_t(chunk[i].cap) * sizeof(uint32_t) + Node::hole_words(chunk[i].cap) * 8;
-    }
+    for (uint64_t c = 0; c < chunk_count_; ++c)
+      if (chunks_[c].load(std::memory_order_acquire)) ++chunks;
+    // Counted as nodes get their slots, not read off the nodes: a free node's slot array
+    // may be reallocated by a split while this runs.
+    items_bytes = uint64_t(std::max<int64_t>(0, slot_bytes_.load(std::memory_order_relaxed)));
     st.memory_bytes = sizeof(*this) + capacity_ * sizeof(Entry) + chunk_count_ * sizeof(std::atomic<Node*>) +
-                      chunks * kChunk * sizeof(Node) + items_bytes + scratch_.bytes();
+                      chunks * kChunk * sizeof(Node) + items_bytes + scratch_bytes_.load(std::memory_order_relaxed);
     return st;
   }
 
@@ -775,6 +773,13 @@ class SemiOrderedIndex {
   };
 
   // ------------------------------------------------------------------ nodes
+  // Gives a node (locked, unreachable, or the bulk path's) slots for cap ids.
+  void reallocate_slots(Node& nd, uint32_t cap) {
+    auto bytes = [](uint32_t c) { return int64_t(c) * int64_t(sizeof(uint32_t)) + int64_t(Node::hole_words(c)) * 8; };
+    slot_bytes_.fetch_add(bytes(cap) - bytes(nd.cap), std::memory_order_relaxed);
+    nd.allocate(cap);
+  }
+
   uint32_t alloc_node(uint32_t cap) {
     uint32_t x;
     {
@@ -791,7 +796,7 @@ class SemiOrderedIndex {
       }
     }
     Node& nd = node(x);
-    if (nd.cap != cap) nd.allocate(cap);
+    if (nd.cap != cap) reallocate_slots(nd, cap);
     nd.reset_slots();
     nd.seen_ver.store(~0u, std::memory_order_relaxed);
     nd.sorted_ver.store(~0u, std::memory_order_relaxed);
@@ -1603,6 +1608,7 @@ class SemiOrderedIndex {
     const BatchError bad = (T == 1 || n > UINT32_MAX) ? apply_serial(ids, vals, scalar, n, assign)
                                                       : apply_partitioned(ids, vals, scalar, n, T, assign);
     if (scratch_.bytes() > kScratchKeepPerId * capacity_) scratch_.release();
+    scratch_bytes_.store(scratch_.bytes(), std::memory_order_relaxed);  // stats() must not walk scratch_
     if (bad.index == n) rebuild_any_locked(threads);
     return bad;
   }
@@ -1999,7 +2005,7 @@ class SemiOrderedIndex {
         uint32_t xi;
         if (nodes.empty()) {
           xi = head_;
-          if (h.cap < c) h.allocate(c);
+          if (h.cap < c) reallocate_slots(h, c);
         } else {
           xi = alloc_node(c);
           Node& x = node(xi);
@@ -2165,7 +2171,7 @@ class SemiOrderedIndex {
       uint32_t xi;
       if (pi == 0) {
         xi = head_;
-        if (node(head_).cap < cap) node(head_).allocate(cap);
+        if (node(head_).cap < cap) reallocate_slots(node(head_), cap);
       } else {
         xi = alloc_node(cap);
         Node& x = node(xi);
@@ -2365,7 +2371,9 @@ class SemiOrderedIndex {
     }
   };
   static constexpr uint64_t kScratchKeepPerId = 16;
-  BulkScratch scratch_;
+  BulkScratch scratch_;  // touched only by the (exclusive) bulk path
+  std::atomic<uint64_t> scratch_bytes_{0};
+  std::atomic<int64_t> slot_bytes_{0};  // node slot arrays and hole bitmaps, for stats()
 };
 
 }  // namespace socbi
