@@ -61,7 +61,7 @@ import numpy as np
 
 from . import knn as _knn
 from .knn import _check_embeddings, _check_ids
-from .scoring import RoundStats, default_index_factory, round_deltas
+from .scoring import RoundStats, _LabelledState, _positive_int, default_index_factory, round_deltas
 from .session import ActiveLearner
 
 __all__ = [
@@ -80,12 +80,6 @@ def _require_ray() -> Any:
         raise ImportError("socbi.distributed needs Ray: install it with `pip install ray` "
                           "(or the socbi 'distributed' extra)") from exc
     return ray
-
-
-def _positive_int(name: str, value: Any, lo: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
-        raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}")
-    return int(value)
 
 
 # ---------------------------------------------------------------------------- ownership
@@ -376,7 +370,7 @@ class ShardCore:
 
 
 # ---------------------------------------------------------------------------- the driver
-class ShardedScorer:
+class ShardedScorer(_LabelledState):
     """Drop-in for :class:`socbi.scoring.BoundaryScorer` with the pool on Ray actors.
 
     Parameters
@@ -500,36 +494,10 @@ class ShardedScorer:
             opts.setdefault("seed", self.seed)
         return opts
 
-    @staticmethod
-    def _labelled_mask(labelled: Any, n: int) -> np.ndarray:
-        if labelled is None:
-            return np.zeros(n, dtype=bool)
-        arr = np.asarray(labelled)
-        if arr.dtype == bool:
-            if arr.shape != (n,):
-                raise ValueError(f"labelled mask has shape {arr.shape}, expected ({n},); pass one "
-                                 f"flag per sample or an array of ids")
-            return arr.copy()
-        mask = np.zeros(n, dtype=bool)
-        mask[_check_ids(arr, n, name="labelled")] = True
-        return mask
-
     def _shard_dir(self, s: int) -> Path:
         return self.checkpoint_dir / f"shard-{s:04d}"
 
     # ------------------------------------------------------------------ BoundaryScorer API
-    @property
-    def labelled_mask(self) -> np.ndarray:
-        view = self._labelled.view()
-        view.flags.writeable = False
-        return view
-
-    def labelled_ids(self) -> np.ndarray:
-        return np.flatnonzero(self._labelled).astype(np.int64)
-
-    def unlabelled_ids(self) -> np.ndarray:
-        return np.flatnonzero(~self._labelled).astype(np.int64)
-
     def __len__(self) -> int:
         """Unlabelled samples (driver's count, O(1))."""
         return int(self.n_samples - self._n_lab())

@@ -89,7 +89,44 @@ def _positive_int(name: str, value: Any, lo: int = 1) -> int:
     return int(value)
 
 
-class BoundaryScorer:
+class _LabelledState:
+    """The labelled-flag part of the scorer API, over a bool array ``self._labelled``;
+    shared by :class:`BoundaryScorer` and the sharded scorer in ``socbi.distributed``."""
+
+    _labelled: np.ndarray
+
+    @staticmethod
+    def _labelled_mask(labelled: Any, n: int) -> np.ndarray:
+        if labelled is None:
+            return np.zeros(n, dtype=bool)
+        arr = np.asarray(labelled)
+        if arr.dtype == bool:
+            if arr.shape != (n,):
+                raise ValueError(f"labelled mask has shape {arr.shape}, expected ({n},); pass one "
+                                 f"flag per sample or an array of ids")
+            return arr.copy()
+        ids = _check_ids(arr, n, name="labelled")
+        mask = np.zeros(n, dtype=bool)
+        mask[ids] = True
+        return mask
+
+    @property
+    def labelled_mask(self) -> np.ndarray:
+        """Read-only bool view: True for labelled samples."""
+        view = self._labelled.view()
+        view.flags.writeable = False
+        return view
+
+    def labelled_ids(self) -> np.ndarray:
+        """Ascending labelled ids. O(n)."""
+        return np.flatnonzero(self._labelled).astype(np.int64)
+
+    def unlabelled_ids(self) -> np.ndarray:
+        """Ascending unlabelled ids. O(n)."""
+        return np.flatnonzero(~self._labelled).astype(np.int64)
+
+
+class BoundaryScorer(_LabelledState):
     """So-CBI boundary counts of an unlabelled pool, kept in a semi-ordered score index.
 
     Parameters
@@ -225,21 +262,6 @@ class BoundaryScorer:
             self.last_round = self._attach(lab_ids, from_pool=False)
 
     # ------------------------------------------------------------------ helpers
-    @staticmethod
-    def _labelled_mask(labelled: Any, n: int) -> np.ndarray:
-        if labelled is None:
-            return np.zeros(n, dtype=bool)
-        arr = np.asarray(labelled)
-        if arr.dtype == bool:
-            if arr.shape != (n,):
-                raise ValueError(f"labelled mask has shape {arr.shape}, expected ({n},); pass one "
-                                 f"flag per sample or an array of ids")
-            return arr.copy()
-        ids = _check_ids(arr, n, name="labelled")
-        mask = np.zeros(n, dtype=bool)
-        mask[ids] = True
-        return mask
-
     def _slot(self, ids: np.ndarray) -> np.ndarray:
         """Index ids of sample ids (the tie-break permutation)."""
         return ids if self._perm is None else self._perm[ids]
@@ -264,21 +286,6 @@ class BoundaryScorer:
         return np.rint(np.asarray(scores, dtype=np.float64)).astype(np.int64)
 
     # ------------------------------------------------------------------ state
-    @property
-    def labelled_mask(self) -> np.ndarray:
-        """Read-only bool view: True for labelled samples."""
-        view = self._labelled.view()
-        view.flags.writeable = False
-        return view
-
-    def labelled_ids(self) -> np.ndarray:
-        """Ascending labelled ids. O(n)."""
-        return np.flatnonzero(self._labelled).astype(np.int64)
-
-    def unlabelled_ids(self) -> np.ndarray:
-        """Ascending unlabelled ids. O(n)."""
-        return np.flatnonzero(~self._labelled).astype(np.int64)
-
     def __len__(self) -> int:
         """Number of unlabelled samples. O(1)."""
         return len(self.pool)
