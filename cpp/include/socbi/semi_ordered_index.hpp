@@ -160,6 +160,15 @@ inline bool operator<(const Key& a, const Key& b) noexcept {
 }
 inline bool operator<=(const Key& a, const Key& b) noexcept { return !(b < a); }
 
+// The score as a uint64 whose unsigned order is the double order (-0.0 folded into
+// +0.0): the sort key of pack() and the coordinate QuantileBucketing cuts into cells.
+inline uint64_t order_bits(double s) noexcept {
+  if (s == 0.0) s = 0.0;
+  uint64_t b;
+  std::memcpy(&b, &s, sizeof b);
+  return (b >> 63) ? ~b : (b | (uint64_t(1) << 63));
+}
+
 inline uint64_t splitmix64(uint64_t& state) noexcept {
   uint64_t z = (state += 0x9E3779B97F4A7C15ULL);
   z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
@@ -216,7 +225,6 @@ template <class T>
 class ScratchLog {
  public:
   ScratchLog() = default;
-  explicit ScratchLog(size_t n) { reserve(n); }
   void reserve(size_t n) {
     if (n > cap_) grow(std::max<size_t>(n, 64));
   }
@@ -408,10 +416,7 @@ class SemiOrderedIndex {
   }
   template <class IdT>
   bool id_in_range(IdT id) const noexcept {
-    if constexpr (std::is_signed<IdT>::value) {
-      if (id < 0) return false;
-    }
-    return uint64_t(id) < capacity_;
+    return uint64_t(id) < capacity_;  // a negative signed id converts to a huge value
   }
 
   // The first i with ids[i] absent (present_wanted) or present (!present_wanted); n if none.
@@ -1457,13 +1462,7 @@ class SemiOrderedIndex {
   // Order-preserving 128-bit key: scores map to uint64 so that unsigned order is the
   // double order (-0.0 folded into +0.0), the id fills the low 32 bits. Integer
   // compares make the final sort about twice as fast as comparing (double, id) pairs.
-  static Packed pack(double s, uint32_t id) noexcept {
-    if (s == 0.0) s = 0.0;
-    uint64_t b;
-    std::memcpy(&b, &s, sizeof b);
-    b = (b >> 63) ? ~b : (b | (uint64_t(1) << 63));
-    return (Packed(b) << 32) | id;
-  }
+  static Packed pack(double s, uint32_t id) noexcept { return (Packed(detail::order_bits(s)) << 32) | id; }
   static double unpack_score(Packed p) noexcept {
     uint64_t b = uint64_t(p >> 32);
     b = (b >> 63) ? (b & ~(uint64_t(1) << 63)) : ~b;
@@ -1614,7 +1613,7 @@ class SemiOrderedIndex {
   }
 
   // Adds (or assigns) v to a present id's score, logging the old one; or says why not.
-  BadInput apply_logged(Entry& en, double v, bool assign, detail::ScratchLog<double>& log) noexcept(false) {
+  BadInput apply_logged(Entry& en, double v, bool assign, detail::ScratchLog<double>& log) {
     if (status_of(en.meta.load(std::memory_order_relaxed)) == ABSENT) return BadInput::kAbsent;
     const double old = en.score.load(std::memory_order_relaxed);
     const double now = assign ? v : old + v;
@@ -1628,10 +1627,9 @@ class SemiOrderedIndex {
   // in range, whose entries are prefetched one block ahead.
   template <class IdT>
   BatchError apply_serial(const IdT* ids, const double* vals, double scalar, size_t n, bool assign) {
-    const uint64_t cap = capacity_;
     auto in_range_mask = [&](size_t b, size_t e) {
       uint64_t m = 0;
-      for (size_t j = b; j < e; ++j) m |= uint64_t(uint64_t(ids[j]) < cap) << (j - b);  // negatives wrap to huge
+      for (size_t j = b; j < e; ++j) m |= uint64_t(id_in_range(ids[j])) << (j - b);
       return m;
     };
     scratch_.ensure(1);
@@ -1673,7 +1671,6 @@ class SemiOrderedIndex {
   // buckets in chunk order (so in position order), prefetching far ahead.
   template <class IdT>
   BatchError apply_partitioned(const IdT* ids, const double* vals, double scalar, size_t n, unsigned T, bool assign) {
-    const uint64_t cap = capacity_;
     auto owner = [T](uint64_t id) noexcept -> unsigned {
       return unsigned((uint64_t(uint32_t((id >> 4) * 0x9E3779B1u)) * T) >> 32);
     };
@@ -1688,11 +1685,11 @@ class SemiOrderedIndex {
         bucket(c, o).reserve((e - b) / T + (e - b) / (8 * T) + 64);
       }
       for (size_t i = b; i < e; ++i) {
-        const uint64_t id = uint64_t(ids[i]);  // negative signed ids wrap to huge values
-        if (id >= cap) {
+        if (!id_in_range(ids[i])) {
           out_of_range[c] = i;
           break;  // nothing at or past it is applied
         }
+        const uint64_t id = uint64_t(ids[i]);
         bucket(c, owner(id)).push_back(PosId{uint32_t(i), uint32_t(id)});
       }
     });
@@ -1746,10 +1743,11 @@ class SemiOrderedIndex {
       detail::parallel_for(T, T, [&](unsigned t, size_t, size_t) {
         const detail::ScratchLog<double>& log = undo[t]->log;
         size_t k = applied[t];
+        size_t before = 0;  // items of this thread in chunks before c
+        for (unsigned c = 0; c < T; ++c) before += bucket(c, t).size();
         for (unsigned c = T; c-- > 0;) {
           const detail::ScratchLog<PosId>& items = bucket(c, t);
-          size_t before = 0;  // items of this thread in earlier chunks
-          for (unsigned c2 = 0; c2 < c; ++c2) before += bucket(c2, t).size();
+          before -= items.size();
           if (k <= before) continue;
           for (size_t j = k - before; j-- > 0;) entries_[items[j].id].score.store(log[--k], std::memory_order_relaxed);
         }
@@ -1819,20 +1817,14 @@ class SemiOrderedIndex {
     unsigned shift = 0;
     size_t nb = 1;
     std::vector<uint32_t> base;  // first bucket of each cell; base[cells] = nb
-    static uint64_t key_bits(double s) noexcept {
-      if (s == 0.0) s = 0.0;  // -0.0 == 0.0
-      uint64_t b;
-      std::memcpy(&b, &s, sizeof b);
-      return (b >> 63) ? ~b : (b | (uint64_t(1) << 63));
-    }
     QuantileBucketing(double lo, double hi, size_t buckets, std::vector<double> sample) : nb(buckets) {
-      kmin = key_bits(lo);
-      const uint64_t range = key_bits(hi) - kmin;
+      kmin = detail::order_bits(lo);
+      const uint64_t range = detail::order_bits(hi) - kmin;
       while (shift < 63 && (range >> shift) >= 4095) ++shift;
       const size_t cells = size_t(range >> shift) + 1;
       std::vector<uint64_t> count(cells + 1, 0);
       for (double v : sample) {
-        const uint64_t k = key_bits(std::min(std::max(v, lo), hi)) - kmin;
+        const uint64_t k = detail::order_bits(std::min(std::max(v, lo), hi)) - kmin;
         ++count[size_t(k >> shift)];
       }
       base.assign(cells + 1, uint32_t(nb));
@@ -1844,7 +1836,7 @@ class SemiOrderedIndex {
       }
     }
     size_t operator()(double v) const noexcept {
-      const uint64_t k = key_bits(v) - kmin;  // scores lie in [lo, hi]: no wrap
+      const uint64_t k = detail::order_bits(v) - kmin;  // scores lie in [lo, hi]: no wrap
       const size_t cell = size_t(k >> shift);
       const uint64_t off = k - (uint64_t(cell) << shift);  // < 2^shift
       const uint64_t frac = shift > 20 ? off >> (shift - 20) : off << (20 - shift);  // 20-bit fraction
