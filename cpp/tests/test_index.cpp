@@ -130,6 +130,19 @@ void test_random_sequences(uint32_t node_size, uint64_t seed) {
   EXPECT(same_answer(idx, model, cap + 5, why), why);
 }
 
+// Inserts ids 0..n-1 with score_of(i) through the bulk path (forced, 2 threads), then check().
+template <class ScoreOf>
+void bulk_build(Index& idx, uint32_t n, ScoreOf score_of) {
+  std::vector<uint32_t> ids(n);
+  std::vector<double> sc(n);
+  for (uint32_t i = 0; i < n; ++i) {
+    ids[i] = i;
+    sc[i] = score_of(i);
+  }
+  idx.insert(ids.data(), sc.data(), n, 2, 1);
+  idx.check();
+}
+
 void test_ties_and_edges() {
   {
     Index idx(1, 8);
@@ -171,14 +184,7 @@ void test_ties_and_edges() {
     // Bulk insert of tied scores: each run of equal scores is cut into node-sized pieces.
     const uint32_t n = 100000;
     Index idx(n, 64);
-    std::vector<uint32_t> ids(n);
-    std::vector<double> sc(n);
-    for (uint32_t i = 0; i < n; ++i) {
-      ids[i] = i;
-      sc[i] = double(i % 7);  // 7 distinct values
-    }
-    idx.insert(ids.data(), sc.data(), n, 2, 1);
-    idx.check();
+    bulk_build(idx, n, [](uint32_t i) { return double(i % 7); });  // 7 distinct values
     EXPECT(idx.stats().oversized_nodes == 0, "tie runs are cut into pieces");
     std::vector<uint32_t> out(100);
     std::vector<double> os(100);
@@ -192,14 +198,7 @@ void test_ties_and_edges() {
     // build buckets by sampled quantiles instead, so no query has to split a big node.
     const uint32_t n = 100000;
     Index idx(n, 64);
-    std::vector<uint32_t> ids(n);
-    std::vector<double> sc(n);
-    for (uint32_t i = 0; i < n; ++i) {
-      ids[i] = i;
-      sc[i] = i + 1 < n ? double(i) * 1e-9 : 1e9;
-    }
-    idx.insert(ids.data(), sc.data(), n, 2, 1);
-    idx.check();
+    bulk_build(idx, n, [n](uint32_t i) { return i + 1 < n ? double(i) * 1e-9 : 1e9; });
     EXPECT(idx.stats().nodes > n / 64, "skewed bulk is cut into about n / (B/2) nodes");
     std::vector<uint32_t> out(100);
     std::vector<double> os(100);
@@ -214,14 +213,7 @@ void test_ties_and_edges() {
     // separates the second half, so it becomes one oversized node that queries refine.
     const uint32_t n = 100000;
     Index idx(n, 64);
-    std::vector<uint32_t> ids(n);
-    std::vector<double> sc(n);
-    for (uint32_t i = 0; i < n; ++i) {
-      ids[i] = i;
-      sc[i] = i % 2 ? 1.0 + double(i) * 2.220446049250313e-16 : 0.0;
-    }
-    idx.insert(ids.data(), sc.data(), n, 2, 1);
-    idx.check();
+    bulk_build(idx, n, [](uint32_t i) { return i % 2 ? 1.0 + double(i) * 2.220446049250313e-16 : 0.0; });
     EXPECT(idx.stats().oversized_nodes > 0, "crowded bulk leaves an oversized node");
     std::vector<uint32_t> out(100);
     std::vector<double> os(100);
