@@ -18,11 +18,7 @@ from sklearn.datasets import load_digits  # noqa: E402
 from socbi.cli import main  # noqa: E402
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_blas_thread():
-    from threadpoolctl import threadpool_limits
-    with threadpool_limits(limits=1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_blas_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -13,11 +13,7 @@ from socbi.experiment import (ExperimentConfig, aubc, class_imbalance, compare_t
                               load_dataset, prepare_split, run_experiment, summarise)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_blas_thread():
-    from threadpoolctl import threadpool_limits
-    with threadpool_limits(limits=1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_blas_thread")  # tests/conftest.py
 
 
 def small(**kw):

@@ -20,12 +20,7 @@ from sklearn.datasets import load_digits  # noqa: E402
 from socbi.session import ActiveLearner, SessionFileError, atomic_write, canonical_strategy  # noqa: E402
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_blas_thread():
-    # Small BLAS calls on a shared 2-core machine are far faster single-threaded.
-    from threadpoolctl import threadpool_limits
-    with threadpool_limits(limits=1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_blas_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
