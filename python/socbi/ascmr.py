@@ -152,6 +152,16 @@ class Informativeness:
     inter_kind: str
 
 
+def _check_weights(w_intra: Any, w_inter: Any, inter: str) -> None:
+    """ValueError unless both weights are finite numbers >= 0 and ``inter`` is known."""
+    for name, w in (("w_intra", w_intra), ("w_inter", w_inter)):
+        if isinstance(w, bool) or not isinstance(w, (int, float, np.integer, np.floating)) \
+                or not math.isfinite(float(w)) or w < 0:
+            raise ValueError(f"{name} must be a finite number >= 0, got {w!r}")
+    if inter not in ("auto", "prediction", "cosine", "none"):
+        raise ValueError(f"inter must be 'auto', 'prediction', 'cosine' or 'none', got {inter!r}")
+
+
 def informativeness(probabilities: Sequence[Any] = (), *,
                     embeddings: Optional[Sequence[Any]] = None,
                     variances: Sequence[Any] = (),
@@ -170,12 +180,7 @@ def informativeness(probabilities: Sequence[Any] = (), *,
 
     Complexity O(n (M^2 C + d)). Thread safety: pure function.
     """
-    for name, w in (("w_intra", w_intra), ("w_inter", w_inter)):
-        if isinstance(w, bool) or not isinstance(w, (int, float, np.integer, np.floating)) \
-                or not math.isfinite(float(w)) or w < 0:
-            raise ValueError(f"{name} must be a finite number >= 0, got {w!r}")
-    if inter not in ("auto", "prediction", "cosine", "none"):
-        raise ValueError(f"inter must be 'auto', 'prediction', 'cosine' or 'none', got {inter!r}")
+    _check_weights(w_intra, w_inter, inter)
     probs = [None if p is None else _proba(p, f"probabilities[{i}]") for i, p in enumerate(probabilities)]
     n_mod = max(len(probs), len(variances), 2 if embeddings is not None else 0)
     sizes = {p.shape[0] for p in probs if p is not None}
@@ -482,12 +487,7 @@ class ASCMR(Strategy):
         self.variances = list(variances)
         self.backend = backend
         self.index_factory = index_factory
-        for name, w in (("w_intra", w_intra), ("w_inter", w_inter)):
-            if isinstance(w, bool) or not isinstance(w, (int, float, np.integer, np.floating)) \
-                    or not math.isfinite(float(w)) or w < 0:
-                raise ValueError(f"{name} must be a finite number >= 0, got {w!r}")
-        if inter not in ("auto", "prediction", "cosine", "none"):
-            raise ValueError(f"inter must be 'auto', 'prediction', 'cosine' or 'none', got {inter!r}")
+        _check_weights(w_intra, w_inter, inter)
 
     def _extra(self, i: int, src: ProbaSource, ids: np.ndarray, n_samples: int) -> np.ndarray:
         if callable(src):
