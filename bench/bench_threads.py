@@ -38,11 +38,12 @@ try:
 except ImportError:  # not installed: use the source tree's build
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
     from socbi import SemiOrderedIndex
+from socbi.bench import _init_scores  # the same start scores as socbi.bench.bench_bulk
 
 
 def bench_bulk(n: int, thread_counts: List[int], init: str, repeats: int, seed: int = 0) -> List[Dict[str, float]]:
     rng = np.random.default_rng(seed)
-    start = np.zeros(n) if init == "zeros" else rng.random(n)
+    start = _init_scores(n, init, rng)
     ids = rng.integers(0, n, size=n)
     times: Dict[int, List[float]] = {t: [] for t in thread_counts}
     for r in range(repeats):
