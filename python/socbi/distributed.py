@@ -505,26 +505,10 @@ class ShardedScorer(_LabelledState):
     def _n_lab(self) -> int:
         return int(self._labelled.sum())
 
-    def neighbours(self, ids: Any) -> np.ndarray:
-        """Stored neighbour lists (len(ids), K) of labelled ``ids``; -1 pads. O(len K)."""
-        ids = _check_ids(ids, self.n_samples)
-        bad = ~self._labelled[ids]
-        if bad.any():
-            raise ValueError(f"ids {ids[bad][:5].tolist()} are not labelled, so they have no "
-                             f"neighbour list; pass labelled ids")
-        return self._nbr[ids].astype(np.int64)
-
     def counts(self, ids: Any = None) -> np.ndarray:
         """Counts (int64) of unlabelled ``ids`` (default all, ascending), asked of their
         owning shards in parallel. O(len(ids)) plus one round trip."""
-        if ids is None:
-            ids = self.unlabelled_ids()
-        else:
-            ids = _check_ids(ids, self.n_samples)
-            bad = self._labelled[ids]
-            if bad.any():
-                raise ValueError(f"ids {ids[bad][:5].tolist()} are labelled and have no count; "
-                                 f"pass unlabelled ids")
+        ids = self._unlabelled_arg(ids)
         out = np.empty(ids.size, np.int64)
         own = self.owner[ids]
         got = self._fan_out("counts", {s: (ids[own == s],) for s in np.unique(own).tolist()})
@@ -535,13 +519,7 @@ class ShardedScorer(_LabelledState):
     def select(self, n: int, *, largest: bool = False) -> Tuple[np.ndarray, np.ndarray]:
         """The ``n`` unlabelled samples with the smallest (or largest) counts, best first:
         each shard's local ``n`` merged exactly (:func:`merge_ranked`). O(S n log(S n))."""
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
-            raise ValueError(f"n must be a non-negative integer, got {n!r}")
-        avail = len(self)
-        if avail == 0 and n > 0:
-            raise ValueError("the unlabelled pool is empty: every sample is labelled; nothing to select")
-        if n > avail:
-            raise ValueError(f"n={n} exceeds the {avail} unlabelled samples; ask for at most {avail}")
+        self._check_select_n(n, len(self))
         got = self._fan_out("ranked", {s: (int(n), bool(largest)) for s in range(self.n_shards)})
         return merge_ranked([got[s] for s in range(self.n_shards)], int(n), largest=largest)
 

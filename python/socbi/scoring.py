@@ -93,7 +93,9 @@ class _LabelledState:
     """The labelled-flag part of the scorer API, over a bool array ``self._labelled``;
     shared by :class:`BoundaryScorer` and the sharded scorer in ``socbi.distributed``."""
 
-    _labelled: np.ndarray
+    n_samples: int
+    _labelled: np.ndarray  # bool, one flag per sample
+    _nbr: np.ndarray  # (n_samples, K) neighbour lists of labelled samples, -1 padded
 
     @staticmethod
     def _labelled_mask(labelled: Any, n: int) -> np.ndarray:
@@ -124,6 +126,35 @@ class _LabelledState:
     def unlabelled_ids(self) -> np.ndarray:
         """Ascending unlabelled ids. O(n)."""
         return np.flatnonzero(~self._labelled).astype(np.int64)
+
+    def neighbours(self, ids: Any) -> np.ndarray:
+        """Stored neighbour lists (len(ids), K) of labelled ``ids``; -1 pads short lists."""
+        ids = _check_ids(ids, self.n_samples)
+        bad = ~self._labelled[ids]
+        if bad.any():
+            raise ValueError(f"ids {ids[bad][:5].tolist()} are not labelled, so they have no "
+                             f"neighbour list; pass labelled ids")
+        return self._nbr[ids].astype(np.int64)
+
+    def _unlabelled_arg(self, ids: Any) -> np.ndarray:
+        """``ids`` checked to be unlabelled (None: every unlabelled id, ascending)."""
+        if ids is None:
+            return self.unlabelled_ids()
+        ids = _check_ids(ids, self.n_samples)
+        bad = self._labelled[ids]
+        if bad.any():
+            raise ValueError(f"ids {ids[bad][:5].tolist()} are labelled and have no count; "
+                             f"pass unlabelled ids")
+        return ids
+
+    @staticmethod
+    def _check_select_n(n: Any, avail: int) -> None:
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+            raise ValueError(f"n must be a non-negative integer, got {n!r}")
+        if avail == 0 and n > 0:
+            raise ValueError("the unlabelled pool is empty: every sample is labelled; nothing to select")
+        if n > avail:
+            raise ValueError(f"n={n} exceeds the {avail} unlabelled samples; ask for at most {avail}")
 
 
 class BoundaryScorer(_LabelledState):
@@ -290,25 +321,9 @@ class BoundaryScorer(_LabelledState):
         """Number of unlabelled samples. O(1)."""
         return len(self.pool)
 
-    def neighbours(self, ids: Any) -> np.ndarray:
-        """Stored neighbour lists (len(ids), K) of labelled ``ids``; -1 pads short lists."""
-        ids = _check_ids(ids, self.n_samples)
-        bad = ~self._labelled[ids]
-        if bad.any():
-            raise ValueError(f"ids {ids[bad][:5].tolist()} are not labelled, so they have no "
-                             f"neighbour list; pass labelled ids")
-        return self._nbr[ids].astype(np.int64)
-
     def counts(self, ids: Any = None) -> np.ndarray:
         """Boundary counts (int64) of unlabelled ``ids`` (default: all, ascending id). O(len(ids))."""
-        if ids is None:
-            ids = self.unlabelled_ids()
-        else:
-            ids = _check_ids(ids, self.n_samples)
-            bad = self._labelled[ids]
-            if bad.any():
-                raise ValueError(f"ids {ids[bad][:5].tolist()} are labelled and have no count; "
-                                 f"pass unlabelled ids")
+        ids = self._unlabelled_arg(ids)
         if ids.size == 0:
             return np.empty(0, np.int64)
         return self._to_counts(self.index.score(self._slot(ids)))
@@ -320,13 +335,7 @@ class BoundaryScorer(_LabelledState):
         O(n + node size) with the semi-ordered index. Raises ValueError when the pool is
         empty or smaller than ``n``.
         """
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
-            raise ValueError(f"n must be a non-negative integer, got {n!r}")
-        avail = len(self.pool)
-        if avail == 0 and n > 0:
-            raise ValueError("the unlabelled pool is empty: every sample is labelled; nothing to select")
-        if n > avail:
-            raise ValueError(f"n={n} exceeds the {avail} unlabelled samples; ask for at most {avail}")
+        self._check_select_n(n, len(self.pool))
         slots, scores = self.index.top(int(n)) if largest else self.index.bottom(int(n))
         return self._sample(slots), self._to_counts(scores)
 
