@@ -704,17 +704,7 @@ class ShardedScorer(_LabelledState):
         sizes = self._fan_out("size", {s: () for s in range(self.n_shards)}).values()
         if sum(sizes) != len(self):
             raise AssertionError(f"shards hold {sum(sizes)} unlabelled samples, driver {len(self)}")
-        lab = self.labelled_ids()
-        flat = self._nbr[lab].ravel()
-        flat = flat[flat >= 0].astype(np.int64)
-        if flat.size and self._labelled[flat].any():
-            raise AssertionError("a stored neighbour list contains a labelled sample")
-        unl = self.unlabelled_ids()
-        implied = np.bincount(flat, minlength=self.n_samples)[unl]
-        held = self.counts()
-        if not np.array_equal(implied, held):
-            bad = np.flatnonzero(implied != held)
-            raise AssertionError(f"shard counts differ from the stored lists at ids {unl[bad][:5].tolist()}")
+        _, held = self._check_lists_against_counts("shard")
         if recount and not np.array_equal(self.recount(), held):
             raise AssertionError("incremental sharded counts differ from a recount")
 

@@ -147,6 +147,25 @@ class _LabelledState:
                              f"pass unlabelled ids")
         return ids
 
+    def _check_lists_against_counts(self, holder: str) -> Tuple[np.ndarray, np.ndarray]:
+        """AssertionError unless the stored lists hold only unlabelled ids and the counts
+        that ``holder`` keeps (``self.counts()``) equal those the lists imply. Returns the
+        unlabelled ids and their counts. O(n + |L| K)."""
+        lab = self.labelled_ids()
+        flat = self._nbr[lab].ravel()
+        flat = flat[flat >= 0].astype(np.int64)
+        if flat.size and self._labelled[flat].any():
+            raise AssertionError("a stored neighbour list contains a labelled sample")
+        unl = self.unlabelled_ids()
+        implied = np.bincount(flat, minlength=self.n_samples)[unl]
+        held = self.counts()  # type: ignore[attr-defined]
+        if not np.array_equal(implied, held):
+            bad = np.flatnonzero(implied != held)
+            raise AssertionError(f"{holder} counts differ from the stored lists at ids "
+                                 f"{unl[bad][:5].tolist()}: {holder} {held[bad][:5].tolist()}, "
+                                 f"lists {implied[bad][:5].tolist()}")
+        return unl, held
+
     @staticmethod
     def _check_select_n(n: Any, avail: int) -> None:
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
@@ -456,19 +475,7 @@ class BoundaryScorer(_LabelledState):
         idx_check = getattr(self.index, "check", None)
         if callable(idx_check):
             idx_check()
-        lab = self.labelled_ids()
-        flat = self._nbr[lab].ravel()
-        flat = flat[flat >= 0].astype(np.int64)
-        if flat.size and self._labelled[flat].any():
-            raise AssertionError("a stored neighbour list contains a labelled sample")
-        unl = self.unlabelled_ids()
-        implied = np.bincount(flat, minlength=self.n_samples)[unl]
-        held = self.counts()
-        if not np.array_equal(implied, held):
-            bad = np.flatnonzero(implied != held)
-            raise AssertionError(f"index counts differ from the stored lists at ids "
-                                 f"{unl[bad][:5].tolist()}: index {held[bad][:5].tolist()}, "
-                                 f"lists {implied[bad][:5].tolist()}")
+        unl, held = self._check_lists_against_counts("index")
         if recount:
             fresh = self.recount()
             if not np.array_equal(fresh, held):
