@@ -76,7 +76,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 
 import numpy as np
 
-from .knn import ExactPool, HNSWPool, NeighbourPool, load_pool
+from .knn import ExactPool, HNSWPool, NeighbourPool, _fsync_path, load_pool
 
 __all__ = [
     "InfoGrowth", "BatchReport", "curate", "open_curator", "REASONS",
@@ -293,16 +293,6 @@ def _sha256_file(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 22), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def _fsync_path(path: Path) -> None:
-    fd = os.open(str(path), os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover - some filesystems refuse directory fsync
-        pass
-    finally:
-        os.close(fd)
 
 
 class CheckpointError(ValueError):

@@ -343,7 +343,7 @@ class ShardCore:
             os.fsync(fh.fileno())
         old = (d / "CURRENT").read_text().strip() if (d / "CURRENT").exists() else None
         os.replace(tmp, d / "CURRENT")
-        _knn._fsync_dir(d)
+        _knn._fsync_path(d)
         if old and old != sub.name:
             shutil.rmtree(d / old, ignore_errors=True)
         return self.applied_round

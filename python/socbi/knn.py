@@ -452,13 +452,17 @@ def _graph_file_of(path: Path) -> Optional[Path]:
     return legacy if legacy.exists() else None
 
 
-def _fsync_dir(directory: Path) -> None:
+def _fsync_path(path: Path) -> None:
+    """fsync a file or a directory (its entries); a platform or filesystem that cannot
+    open or fsync a directory is skipped, as nothing more can be done there."""
     try:
-        fd = os.open(str(directory), os.O_RDONLY)
+        fd = os.open(str(path), os.O_RDONLY)
     except OSError:  # pragma: no cover - platforms without directory fds
         return
     try:
         os.fsync(fd)
+    except OSError:  # pragma: no cover - some filesystems refuse directory fsync
+        pass
     finally:
         os.close(fd)
 
@@ -476,7 +480,7 @@ def _atomic_savez(target: Path, arrays: Dict[str, Any]) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, target)
-        _fsync_dir(target.parent)
+        _fsync_path(target.parent)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -52,8 +52,8 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 
 import numpy as np
 
-from .knn import _check_embeddings, _check_ids
-from .scoring import BoundaryScorer
+from .knn import _check_embeddings, _check_ids, _fsync_path
+from .scoring import BoundaryScorer, _positive_int
 from .strategies import (SEALS, KCenterGreedy, PoolState, RandomSampling, SoCBI, SoCBIPrefilter,
                          Strategy, UncertaintySampling, make_strategy)
 
@@ -135,7 +135,7 @@ def atomic_write(path: PathLike, write: Callable[[Any], None]) -> Path:
         except FileNotFoundError:
             pass
         raise
-    _fsync_dir(directory)
+    _fsync_path(directory)
     return path
 
 
@@ -147,19 +147,6 @@ def _file_mode(path: Path) -> int:
         mask = os.umask(0)  # read the umask (briefly 0 for this process)
         os.umask(mask)
         return 0o666 & ~mask
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        dfd = os.open(str(directory), os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory handles
-        return
-    try:
-        os.fsync(dfd)
-    except OSError:  # pragma: no cover - some filesystems refuse directory fsync
-        pass
-    finally:
-        os.close(dfd)
 
 
 def _sha256(arr: np.ndarray) -> str:
@@ -408,12 +395,6 @@ def _as_labels(labels: Any, n: int, name: str = "labels") -> np.ndarray:
         raise ValueError(f"{name}[{i}] = {out[i]} is negative; pass a class >= 0, or -1 for an "
                          f"unlabelled sample")
     return out
-
-
-def _positive_int(name: str, value: Any, lo: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
-        raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}")
-    return int(value)
 
 
 def _jsonable(v: Any) -> Any:
