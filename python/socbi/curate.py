@@ -76,6 +76,8 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 
 import numpy as np
 
+from ._checks import positive_int as _int_param
+
 from .knn import ExactPool, HNSWPool, NeighbourPool, _fsync_path, load_pool
 
 __all__ = [
@@ -95,12 +97,6 @@ _BLOCK = 256     # rows per block of the intra-batch distance computation
 
 
 # =============================================================================== helpers
-def _int_param(name: str, value: Any, lo: int, hint: str = "") -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
-        raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}{hint}")
-    return int(value)
-
-
 def _float_param(name: str, value: Any, lo: float, hi: float, hint: str = "",
                  lo_open: bool = False, hi_open: bool = False) -> float:
     ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)

@@ -60,6 +60,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ._checks import positive_int
+
 from .session import DISPLAY_NAMES, ActiveLearner, atomic_write, canonical_strategy
 
 __all__ = ["ExperimentConfig", "ExperimentResult", "run_experiment", "load_dataset", "prepare_split",
@@ -96,10 +98,7 @@ class ExperimentConfig:
     def validate(self) -> "ExperimentConfig":
         """Normalise and check every field; ValueError naming the field, value and fix."""
         def pos_int(name: str, lo: int = 1) -> None:
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
-                raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
-            setattr(self, name, int(v))
+            setattr(self, name, positive_int(name, getattr(self, name), lo))
 
         def frac(name: str, lo_open: bool = True, hi: float = 1.0) -> None:
             v = getattr(self, name)

@@ -71,6 +71,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from ._checks import positive_int as _pos_int
+
 __all__ = [
     "hadamard", "class_codes", "pack_codes", "unpack_codes", "hamming_distances", "hamming_rank",
     "embedding_distances", "relevance", "average_precisions", "mean_average_precision",
@@ -84,12 +86,6 @@ _POPCOUNT8 = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 
 
 # =============================================================================== helpers
-def _pos_int(name: str, value: Any, lo: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
-        raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}")
-    return int(value)
-
-
 def _check_number(name: str, value: Any, strict: bool) -> float:
     """A finite real number, > 0 when ``strict`` else >= 0."""
     ok = not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating)) \

@@ -48,6 +48,8 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 
+from ._checks import positive_int as _positive_int
+
 from . import knn as _knn
 from .knn import NeighbourPool, _check_embeddings, _check_ids
 
@@ -81,12 +83,6 @@ class RoundStats:
 
     def as_dict(self) -> Dict[str, Any]:
         return asdict(self)
-
-
-def _positive_int(name: str, value: Any, lo: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
-        raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}")
-    return int(value)
 
 
 class _LabelledState:

@@ -1,0 +1,14 @@
+"""Argument checks shared across socbi's modules (no dependencies beyond numpy)."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def positive_int(name: str, value: Any, lo: int = 1, hint: str = "") -> int:
+    """``value`` as an int if it is an integer (not a bool) >= ``lo``; else ValueError
+    naming ``name`` and the value, followed by ``hint``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
+        raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}{hint}")
+    return int(value)
