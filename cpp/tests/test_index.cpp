@@ -6,6 +6,8 @@
 #if defined(SOCBI_TEST_RACE_HOOKS)
 #include <thread>
 #define SOCBI_RACE_HOOK() std::this_thread::yield()
+// Every rebuild thread takes one place-chunk upward, the rest of its part downward.
+#define SOCBI_TEST_FRONT_CHUNKS 1
 #endif
 #include <socbi/semi_ordered_index.hpp>
 
@@ -17,7 +19,9 @@
 #include <map>
 #include <random>
 #include <set>
+#include <stdexcept>
 #include <string>
+#include <utility>
 #include <thread>
 #include <vector>
 
@@ -407,6 +411,73 @@ void test_checked_bulk_update() {
   }
 }
 
+// The helper team of a bulk call: every part runs once, a part's exception reaches the
+// caller after all parts finished, and the team keeps working afterwards.
+void test_team() {
+  socbi::detail::TeamScope scope(3);
+  for (int round = 0; round < 50; ++round) {
+    std::vector<std::atomic<int>> hits(1000);
+    socbi::detail::parallel_chunks(1000, 3, 37, [&](unsigned, size_t, size_t b, size_t e) {
+      for (size_t i = b; i < e; ++i) hits[i].fetch_add(1);
+    });
+    bool once = true;
+    for (auto& h : hits) once = once && h.load() == 1;
+    EXPECT(once, "parallel_chunks on a team covers every index once");
+    std::atomic<int> finished{0};
+    bool thrown = false;
+    try {
+      socbi::detail::parallel_for(3, 3, [&](unsigned t, size_t, size_t) {
+        if (t == unsigned(round % 3)) throw std::runtime_error("part failed");
+        finished.fetch_add(1);
+      });
+    } catch (const std::runtime_error&) {
+      thrown = true;
+    }
+    EXPECT(thrown && finished.load() == 2, "a team part's exception reaches the caller after the others finish");
+  }
+}
+
+// The placement pass of a bulk rebuild: ties (counts) and distinct scores, any thread
+// count; in the race build every thread places most of a part walking downward.
+void test_bulk_rebuild_placement() {
+  const uint32_t cap = 140000;
+  std::vector<uint32_t> all(cap);
+  std::vector<double> start(cap);
+  std::mt19937_64 rng(17);
+  for (uint32_t i = 0; i < cap; ++i) {
+    all[i] = i;
+    start[i] = i % 3 == 0 ? double(rng() % 4) : double(rng() % 1000000) / 7.0;
+  }
+  const size_t m = 200000;
+  std::vector<uint32_t> up(m);
+  std::vector<double> d(m);
+  for (size_t i = 0; i < m; ++i) {
+    up[i] = uint32_t(rng() % cap);
+    d[i] = double(rng() % 3);
+  }
+  for (unsigned threads : {1u, 2u, 3u, 4u}) {
+    Index idx(cap, 64);
+    idx.insert(all.data(), start.data(), cap);
+    idx.update(up.data(), d.data(), m, threads, 1);
+    try {
+      idx.check();
+    } catch (const std::exception& e) {
+      EXPECT(false, std::string("after a bulk rebuild with ") + std::to_string(threads) + " threads: " + e.what());
+    }
+    std::vector<double> want(start);
+    for (size_t i = 0; i < m; ++i) want[up[i]] += d[i];
+    std::vector<uint32_t> ids(cap);
+    std::vector<double> got(cap);
+    EXPECT(idx.bottom(cap, ids.data(), got.data()) == cap, "bottom(all) after a bulk rebuild");
+    std::vector<std::pair<double, uint32_t>> sorted;
+    for (uint32_t i = 0; i < cap; ++i) sorted.emplace_back(want[i], i);
+    std::sort(sorted.begin(), sorted.end());
+    bool same = true;
+    for (uint32_t i = 0; i < cap; ++i) same = same && ids[i] == sorted[i].second && got[i] == sorted[i].first;
+    EXPECT(same, "bottom(all) after a bulk rebuild is every (score, id) in order");
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -416,6 +487,8 @@ int main(int argc, char** argv) {
   test_ties_and_edges();
   test_parallel_batch();
   test_checked_bulk_update();
+  test_team();
+  test_bulk_rebuild_placement();
   for (int threads : {2, 4, 8, 16}) test_concurrent_stress(threads, (quick ? 24000 : 120000) / threads);
   if (g_failures) {
     std::fprintf(stderr, "%d failure(s)\n", g_failures);

@@ -37,8 +37,12 @@
 //     owns a hashed share of the ids (no CAS; sums in batch order, the same for any T).
 //     Then the chain is rebuilt by bucketing keys: a parallel counting sort over a scan
 //     of the status table in id order (no full sort, no random status-table writes).
-//     Its scratch (the undo log, the per-thread buckets) stays with the index between
-//     calls, up to 16 bytes per id of capacity, and counts in stats().memory_bytes.
+//     One team of threads serves the whole call, and its passes divide work dynamically
+//     (the placement pass from both ends of each thread's part), so a core slowed by a
+//     neighbour on a shared machine costs its share only. Scratch (one 8-byte word per
+//     batch item: the undo log, or the per-owner buckets whose words become the undo
+//     log as they are applied) stays with the index between calls, up to 16 bytes per
+//     id of capacity, and counts in stats().memory_bytes.
 //   * The status table is 2 MiB-aligned and asks Linux for transparent huge pages: each
 //     update is a random access into it, and 4 KiB pages would add a TLB miss to most.
 //
@@ -122,6 +126,13 @@
 #define SOCBI_RACE_HOOK() ((void)0)
 #endif
 
+// Test builds may cap how many place-chunks a rebuild thread takes from the front of its
+// own part, so that the downward walk of the placement pass (otherwise taken only when a
+// core lags) runs on every rebuild. Unlimited by default.
+#ifndef SOCBI_TEST_FRONT_CHUNKS
+#define SOCBI_TEST_FRONT_CHUNKS (~size_t(0))
+#endif
+
 namespace socbi {
 
 namespace detail {
@@ -183,10 +194,110 @@ inline double saturating_add(double a, double b) noexcept {
   return r > 0 ? DBL_MAX : -DBL_MAX;
 }
 
+// Helper threads kept for the length of one exclusive bulk call, so that its parallel
+// passes (five of them) start threads once instead of once per pass: on a VM, starting
+// a thread and waking an idle core cost 0.1-0.4 ms a pass. Between passes the helpers
+// spin briefly, then yield. Installed with TeamScope; parallel_for called on the thread
+// that holds the scope runs its parts on the team.
+class Team {
+ public:
+  explicit Team(unsigned threads) {
+    helpers_.reserve(threads > 0 ? threads - 1 : 0);
+    try {
+      for (unsigned t = 1; t < threads; ++t) helpers_.emplace_back([this, t] { serve(t); });
+    } catch (...) {  // could not start a thread: work with the ones that started
+    }
+  }
+  ~Team() {
+    stop_.store(true, std::memory_order_relaxed);
+    epoch_.fetch_add(1, std::memory_order_release);
+    for (auto& h : helpers_) h.join();
+  }
+  Team(const Team&) = delete;
+  Team& operator=(const Team&) = delete;
+  unsigned size() const noexcept { return unsigned(helpers_.size()) + 1; }
+
+  // Runs part(t) for every t in [0, parts), parts <= size(), part 0 on the caller; returns
+  // when all have finished, re-throwing the first exception any part threw.
+  void run(unsigned parts, const std::function<void(unsigned)>& part) {
+    job_ = &part;
+    parts_ = parts;
+    pending_.store(unsigned(helpers_.size()), std::memory_order_relaxed);
+    epoch_.fetch_add(1, std::memory_order_release);  // publishes job_ and parts_
+    call(0);
+    for (unsigned k = 0; pending_.load(std::memory_order_acquire) != 0; ++k) backoff(k);
+    if (error_) {
+      std::exception_ptr e = error_;
+      error_ = nullptr;
+      std::rethrow_exception(e);
+    }
+  }
+
+ private:
+  static void backoff(unsigned k) {
+    if (k < 4096)
+      SOCBI_PAUSE();
+    else
+      std::this_thread::yield();
+  }
+  void call(unsigned t) {
+    if (t >= parts_) return;
+    try {
+      (*job_)(t);
+    } catch (...) {
+      std::lock_guard<std::mutex> g(error_mu_);
+      if (!error_) error_ = std::current_exception();
+    }
+  }
+  void serve(unsigned t) {
+    uint64_t seen = 0;
+    for (;;) {
+      uint64_t e;
+      for (unsigned k = 0; (e = epoch_.load(std::memory_order_acquire)) == seen; ++k) backoff(k);
+      seen = e;
+      if (stop_.load(std::memory_order_relaxed)) return;
+      call(t);
+      pending_.fetch_sub(1, std::memory_order_release);
+    }
+  }
+  std::vector<std::thread> helpers_;
+  std::atomic<uint64_t> epoch_{0};
+  std::atomic<unsigned> pending_{0};
+  std::atomic<bool> stop_{false};
+  const std::function<void(unsigned)>* job_ = nullptr;
+  unsigned parts_ = 0;
+  std::mutex error_mu_;
+  std::exception_ptr error_;
+};
+
+inline Team*& current_team() noexcept {
+  thread_local Team* team = nullptr;
+  return team;
+}
+
+// Gives the calling thread a team of `threads` (none for 1) until the scope ends.
+class TeamScope {
+ public:
+  explicit TeamScope(unsigned threads) : prev_(current_team()) {
+    if (threads > 1) {
+      team_.reset(new Team(threads));
+      current_team() = team_.get();
+    }
+  }
+  ~TeamScope() { current_team() = prev_; }
+  TeamScope(const TeamScope&) = delete;
+  TeamScope& operator=(const TeamScope&) = delete;
+
+ private:
+  Team* prev_;
+  std::unique_ptr<Team> team_;
+};
+
 // Runs fn(thread_index, begin, end) over [0, n) split into `threads` contiguous parts;
 // part 0 runs on the calling thread (its core is awake and its caches warm; one thread
 // fewer to start). The first exception thrown by any part is re-thrown on the caller
-// after every part has finished (as hnswlib does).
+// after every part has finished (as hnswlib does). On a thread holding a TeamScope the
+// parts run on its team instead of new threads.
 template <class Fn>
 void parallel_for(size_t n, unsigned threads, Fn&& fn) {
   if (threads <= 1 || n < 2) {
@@ -194,6 +305,10 @@ void parallel_for(size_t n, unsigned threads, Fn&& fn) {
     return;
   }
   threads = unsigned(std::min<size_t>(threads, n));
+  if (Team* team = current_team(); team && team->size() >= threads) {
+    team->run(threads, [&](unsigned t) { fn(t, n * t / threads, n * (t + 1) / threads); });
+    return;
+  }
   std::vector<std::thread> pool;
   std::exception_ptr error;
   std::mutex error_mu;
@@ -217,6 +332,30 @@ void parallel_for(size_t n, unsigned threads, Fn&& fn) {
   if (error) std::rethrow_exception(error);
 }
 
+// Runs fn(worker, chunk, b, e) over `chunks` equal parts [b, e) of [0, n), which
+// `threads` workers claim in turn. Dynamic because on a shared machine one core can run
+// much slower than another for a while (a busy hyperthread sibling), and equal static
+// parts would all wait on it. Exceptions as in parallel_for.
+template <class Fn>
+void parallel_chunks(size_t n, unsigned threads, size_t chunks, Fn&& fn) {
+  std::atomic<size_t> next{0};
+  parallel_for(threads, threads, [&](unsigned w, size_t, size_t) {
+    for (size_t c; (c = next.fetch_add(1, std::memory_order_relaxed)) < chunks;)
+      fn(w, c, n * c / chunks, n * (c + 1) / chunks);
+  });
+}
+
+inline uint64_t bits_of(double v) noexcept {
+  uint64_t b;
+  std::memcpy(&b, &v, sizeof b);
+  return b;
+}
+inline double double_of(uint64_t b) noexcept {
+  double v;
+  std::memcpy(&v, &b, sizeof v);
+  return v;
+}
+
 // An append-only scratch array of trivially copyable T (the bulk path's undo log and
 // buckets). Plain malloc, no huge-page request: asking for huge pages on every call
 // stalled now and then on memory compaction (3.5 ms passes taking 20); the index keeps
@@ -236,6 +375,9 @@ class ScratchLog {
     p_[size_++] = v;
   }
   size_t size() const noexcept { return size_; }
+  size_t capacity() const noexcept { return cap_; }
+  T* data() noexcept { return p_; }
+  void set_size(size_t n) noexcept { size_ = n; }  // n <= capacity(); the caller wrote [0, n)
   const T& operator[](size_t i) const noexcept { return p_[i]; }
   void clear() noexcept { size_ = 0; }  // keeps the memory (and its faulted-in pages)
   size_t capacity_bytes() const noexcept { return cap_ * sizeof(T); }
@@ -1604,6 +1746,7 @@ class SemiOrderedIndex {
   BatchError bulk_apply(const IdT* ids, const double* vals, double scalar, size_t n, unsigned threads, bool assign) {
     ExclusiveGuard ex(*this);
     const unsigned T = unsigned(std::max<size_t>(1, std::min<size_t>(threads, n / kMinPerThread)));
+    detail::TeamScope team(std::max(T, rebuild_threads(threads)));
     const BatchError bad = (T == 1 || n > UINT32_MAX) ? apply_serial(ids, vals, scalar, n, assign)
                                                       : apply_partitioned(ids, vals, scalar, n, T, assign);
     if (scratch_.bytes() > kScratchKeepPerId * capacity_) scratch_.release();
@@ -1612,19 +1755,19 @@ class SemiOrderedIndex {
     return bad;
   }
 
-  // Adds (or assigns) v to a present id's score, logging the old one; or says why not.
-  BadInput apply_logged(Entry& en, double v, bool assign, detail::ScratchLog<double>& log) {
+  // Adds (or assigns) v to a present id's score, setting `old` to the score it replaced;
+  // or says why not (and changes nothing).
+  BadInput apply_one(Entry& en, double v, bool assign, double& old) {
     if (status_of(en.meta.load(std::memory_order_relaxed)) == ABSENT) return BadInput::kAbsent;
-    const double old = en.score.load(std::memory_order_relaxed);
+    old = en.score.load(std::memory_order_relaxed);
     const double now = assign ? v : old + v;
     if (!std::isfinite(now)) return BadInput::kNotFinite;
-    log.push_back(old);
     en.score.store(now, std::memory_order_relaxed);
     return BadInput::kNone;
   }
 
   // One thread, 64 positions at a time: a branch-free pass makes the block's mask of ids
-  // in range, whose entries are prefetched one block ahead.
+  // in range, whose entries are prefetched one block ahead. Old scores go to the undo log.
   template <class IdT>
   BatchError apply_serial(const IdT* ids, const double* vals, double scalar, size_t n, bool assign) {
     auto in_range_mask = [&](size_t b, size_t e) {
@@ -1633,7 +1776,7 @@ class SemiOrderedIndex {
       return m;
     };
     scratch_.ensure(1);
-    detail::ScratchLog<double>& log = scratch_.undo[0]->log;
+    detail::ScratchLog<uint64_t>& log = scratch_.words(0);
     log.clear();
     log.reserve(n);
     BatchError bad{n, BadInput::kNone};
@@ -1648,17 +1791,20 @@ class SemiOrderedIndex {
       const uint64_t full = e - b == 64 ? ~uint64_t(0) : (uint64_t(1) << (e - b)) - 1;
       const size_t stop = in == full ? e : b + size_t(__builtin_ctzll(~in));  // first id out of range
       for (size_t i = b; i < stop; ++i) {
-        const BadInput why = apply_logged(entries_[uint64_t(ids[i])], vals ? vals[i] : scalar, assign, log);
+        double old;
+        const BadInput why = apply_one(entries_[uint64_t(ids[i])], vals ? vals[i] : scalar, assign, old);
         if (why != BadInput::kNone) {
           bad = {i, why};
           break;
         }
+        log.push_back(detail::bits_of(old));
       }
       if (bad.index == n && stop < e) bad = {stop, BadInput::kOutOfRange};
     }
     if (bad.index < n) {
       size_t k = log.size();
-      for (size_t i = bad.index; i-- > 0;) entries_[uint64_t(ids[i])].score.store(log[--k], std::memory_order_relaxed);
+      for (size_t i = bad.index; i-- > 0;)
+        entries_[uint64_t(ids[i])].score.store(detail::double_of(log[--k]), std::memory_order_relaxed);
     }
     return bad;
   }
@@ -1667,60 +1813,50 @@ class SemiOrderedIndex {
   // writer (no CAS, whose lock prefix would stall the cache misses this pass lives on; no
   // shared cache lines) and repeated ids are summed in batch order whatever T is. One
   // parallel pass over contiguous chunks of the batch reads the caller's ids once and
-  // appends (position, id) to the bucket of (chunk, owner); then thread t applies its
-  // buckets in chunk order (so in position order), prefetching far ahead.
+  // appends a (position, id) word to the bucket of (chunk, owner); then thread t applies
+  // its buckets in chunk order (so in position order), prefetching far ahead, and
+  // overwrites each applied word with the score it replaced: the buckets are the undo log.
   template <class IdT>
   BatchError apply_partitioned(const IdT* ids, const double* vals, double scalar, size_t n, unsigned T, bool assign) {
     auto owner = [T](uint64_t id) noexcept -> unsigned {
       return unsigned((uint64_t(uint32_t((id >> 4) * 0x9E3779B1u)) * T) >> 32);
     };
-    scratch_.ensure(T);
-    auto bucket = [&](unsigned chunk, unsigned own) -> detail::ScratchLog<PosId>& {
-      return scratch_.buckets[size_t(chunk) * T + own]->items;
+    // Chunks of the batch, claimed dynamically (a helper can start late on a core that
+    // was idle): bucket (c, o) holds chunk c's positions whose id o owns, in order.
+    const unsigned C = 4 * T;
+    scratch_.ensure(size_t(C) * T);
+    auto bucket = [&](unsigned chunk, unsigned own) -> detail::ScratchLog<uint64_t>& {
+      return scratch_.words(size_t(chunk) * T + own);
     };
-    std::vector<size_t> out_of_range(T, n);  // first such position, per chunk
-    detail::parallel_for(n, T, [&](unsigned c, size_t b, size_t e) {
-      for (unsigned o = 0; o < T; ++o) {
-        bucket(c, o).clear();
-        bucket(c, o).reserve((e - b) / T + (e - b) / (8 * T) + 64);
-      }
-      for (size_t i = b; i < e; ++i) {
-        if (!id_in_range(ids[i])) {
-          out_of_range[c] = i;
-          break;  // nothing at or past it is applied
-        }
-        const uint64_t id = uint64_t(ids[i]);
-        bucket(c, owner(id)).push_back(PosId{uint32_t(i), uint32_t(id)});
-      }
+    auto chunk_begin = [n, C](unsigned c) { return n * c / C; };
+    std::vector<size_t> chunk_end(C, n);  // where each chunk's bucketing stopped
+    detail::parallel_chunks(n, T, C, [&](unsigned, size_t c, size_t b, size_t e) {
+      chunk_end[c] = bucket_chunk(ids, b, e, T, owner, [&](unsigned o) -> detail::ScratchLog<uint64_t>& {
+        return bucket(unsigned(c), o);
+      });
     });
-    const size_t range_bad = *std::min_element(out_of_range.begin(), out_of_range.end());
-    auto& undo = scratch_.undo;
+    size_t range_bad = n;  // the first position out of range (chunks are in position order)
+    for (unsigned c = 0; c < C && range_bad == n; ++c)
+      if (chunk_end[c] < chunk_begin(c + 1)) range_bad = chunk_end[c];
     std::vector<BatchError> err(T, BatchError{n, BadInput::kNone});
     std::vector<size_t> applied(T, 0);
     std::atomic<size_t> first_bad{range_bad};  // lets the other threads stop early
     detail::parallel_for(T, T, [&](unsigned t, size_t, size_t) {
-      detail::ScratchLog<double>& log = undo[t]->log;
-      size_t total = 0;
-      for (unsigned c = 0; c < T; ++c) total += bucket(c, t).size();
-      log.clear();
-      log.reserve(total);
       size_t done = 0;
       bool stop = false;
-      for (unsigned c = 0; c < T && !stop; ++c) {
-        const detail::ScratchLog<PosId>& items = bucket(c, t);
+      for (unsigned c = 0; c < C && !stop; ++c) {
+        detail::ScratchLog<uint64_t>& items = bucket(c, t);
+        uint64_t* w = items.data();
         const size_t m = items.size();
         for (size_t k = 0; k < m; ++k) {
-          const size_t i = items[k].pos;
-          if ((k & 1023) == 0 && first_bad.load(std::memory_order_relaxed) < i) {
-            stop = true;
+          const size_t i = size_t(w[k] >> 32);
+          if (((k & 1023) == 0 && first_bad.load(std::memory_order_relaxed) < i) || i >= range_bad) {
+            stop = true;  // positions only grow from here
             break;
           }
-          if (i >= range_bad) {  // positions only grow from here
-            stop = true;
-            break;
-          }
-          if (k + 64 < m) __builtin_prefetch(&entries_[items[k + 64].id], 1, 1);  // far ahead: misses overlap
-          const BadInput why = apply_logged(entries_[items[k].id], vals ? vals[i] : scalar, assign, log);
+          if (k + 64 < m) __builtin_prefetch(&entries_[uint32_t(w[k + 64])], 1, 1);  // far ahead: misses overlap
+          double old;
+          const BadInput why = apply_one(entries_[uint32_t(w[k])], vals ? vals[i] : scalar, assign, old);
           if (why != BadInput::kNone) {
             err[t] = {i, why};
             size_t cur = first_bad.load(std::memory_order_relaxed);
@@ -1729,6 +1865,7 @@ class SemiOrderedIndex {
             stop = true;
             break;
           }
+          w[k] = detail::bits_of(old);
           ++done;
         }
       }
@@ -1737,27 +1874,90 @@ class SemiOrderedIndex {
     BatchError bad{range_bad, range_bad < n ? BadInput::kOutOfRange : BadInput::kNone};
     for (const auto& e : err)
       if (e.index < bad.index) bad = e;
-    if (bad.index < n) {
-      // Each thread undoes what it applied, newest first, so a repeated id ends at the
-      // score it had before the batch: its first `applied` items in bucket order.
-      detail::parallel_for(T, T, [&](unsigned t, size_t, size_t) {
-        const detail::ScratchLog<double>& log = undo[t]->log;
-        size_t k = applied[t];
-        size_t before = 0;  // items of this thread in chunks before c
-        for (unsigned c = 0; c < T; ++c) before += bucket(c, t).size();
-        for (unsigned c = T; c-- > 0;) {
-          const detail::ScratchLog<PosId>& items = bucket(c, t);
-          before -= items.size();
-          if (k <= before) continue;
-          for (size_t j = k - before; j-- > 0;) entries_[items[j].id].score.store(log[--k], std::memory_order_relaxed);
-        }
-      });
-    }
+    if (bad.index < n) undo_partitioned(ids, T, C, chunk_begin, owner, chunk_end, applied, bucket);
     return bad;
+  }
+
+  // Splits positions [b, e) of the batch into T buckets of (position, id) words by owner;
+  // returns where it stopped: e, or the first position whose id is out of range. Branch-
+  // free in the owner (random: a branch on it would mispredict every other id).
+  template <class IdT, class Owner, class Bucket>
+  size_t bucket_chunk(const IdT* ids, size_t b, size_t e, unsigned T, const Owner& owner, const Bucket& bucket) const {
+    const uint64_t cap = capacity_;  // a local: the word stores could alias the member
+    std::vector<uint64_t*> out(T);
+    std::vector<size_t> cnt(T, 0);
+    for (unsigned o = 0; o < T; ++o) {
+      bucket(o).clear();
+      bucket(o).reserve((e - b) / T + (e - b) / (8 * T) + 128);
+      out[o] = bucket(o).data();
+    }
+    size_t i = b;
+    while (i < e) {
+      for (unsigned o = 0; o < T; ++o)
+        if (bucket(o).capacity() - cnt[o] <= 64) {  // room for a whole block in every bucket
+          bucket(o).set_size(cnt[o]);
+          bucket(o).reserve(2 * bucket(o).capacity());
+          out[o] = bucket(o).data();
+        }
+      const size_t be = std::min(i + 64, e);
+      if (T == 2) {  // both words written, one kept: no indexed store chain
+        uint64_t *o0 = out[0], *o1 = out[1];
+        size_t k0 = cnt[0], k1 = cnt[1];
+        for (; i < be && uint64_t(ids[i]) < cap; ++i) {
+          const uint64_t id = uint64_t(ids[i]);
+          const uint64_t word = (uint64_t(i) << 32) | id;
+          const size_t mine = owner(id);
+          o0[k0] = word;
+          o1[k1] = word;
+          k1 += mine;
+          k0 += 1 - mine;
+        }
+        cnt[0] = k0;
+        cnt[1] = k1;
+      } else {
+        for (; i < be && uint64_t(ids[i]) < cap; ++i) {
+          const uint64_t id = uint64_t(ids[i]);
+          const unsigned o = owner(id);
+          out[o][cnt[o]++] = (uint64_t(i) << 32) | id;
+        }
+      }
+      if (i < be) break;
+    }
+    for (unsigned o = 0; o < T; ++o) bucket(o).set_size(cnt[o]);
+    return i;
+  }
+
+  // Rolls back what apply_partitioned applied, newest first per owner, so a repeated id
+  // ends at the score it had before the batch. An applied word holds the old score, not
+  // the id: the ids come from walking each chunk's positions again (a rare path).
+  template <class IdT, class Begin, class Owner, class Bucket>
+  void undo_partitioned(const IdT* ids, unsigned T, unsigned C, const Begin& chunk_begin, const Owner& owner,
+                        const std::vector<size_t>& chunk_end, const std::vector<size_t>& applied, const Bucket& bucket) {
+    for (unsigned t = 0; t < T; ++t) {
+      size_t before = 0;  // items of thread t in chunks before c
+      for (unsigned c = 0; c < C; ++c) before += bucket(c, t).size();
+      for (unsigned c = C; c-- > 0;) {  // newest first: the last chunk first
+        const detail::ScratchLog<uint64_t>& items = bucket(c, t);
+        before -= items.size();
+        const size_t a = std::min(items.size(), applied[t] > before ? applied[t] - before : 0);
+        // Bucket (c, t) holds the positions of chunk c below chunk_end[c] that t owns, in
+        // order; walk them backwards, skipping the ones not applied.
+        size_t skip = items.size() - a, k = a;
+        for (size_t i = chunk_end[c]; k > 0 && i-- > chunk_begin(c);) {
+          if (uint64_t(ids[i]) >= capacity_ || owner(uint64_t(ids[i])) != t) continue;
+          if (skip > 0) {
+            --skip;
+            continue;
+          }
+          entries_[uint64_t(ids[i])].score.store(detail::double_of(items[--k]), std::memory_order_relaxed);
+        }
+      }
+    }
   }
 
   void bulk_insert(const uint32_t* ids, const double* scores, size_t n, unsigned threads) {
     ExclusiveGuard ex(*this);
+    detail::TeamScope team(rebuild_threads(threads));
     std::vector<uint32_t> all;  // the new ids (the chain still holds the old ones)
     all.reserve(n);
     size_t added = 0;
@@ -1892,6 +2092,11 @@ class SemiOrderedIndex {
     tail_.store(last, std::memory_order_release);
   }
 
+  // Threads the rebuild scan uses (a thread per 64 Ki ids of capacity at most).
+  unsigned rebuild_threads(unsigned threads) const noexcept {
+    return unsigned(std::max<uint64_t>(1, std::min<uint64_t>(threads, capacity_ / 65536 + 1)));
+  }
+
   // Exclusive rebuild when most ids are present: scans the status table in id order
   // (sequential reads, sequential status writes) instead of gathering by node. Three
   // parallel passes: min/max, per-thread bucket histograms, placement. Returns false
@@ -1899,10 +2104,13 @@ class SemiOrderedIndex {
   // the caller then uses the general path.
   bool rebuild_scan_locked(unsigned threads) {
     const uint64_t cap = capacity_;
-    const unsigned T = unsigned(std::max<uint64_t>(1, std::min<uint64_t>(threads, cap / 65536 + 1)));
+    const unsigned T = rebuild_threads(threads);
+    // Scan chunks claimed dynamically: 1 for one thread, else 1-4 per thread (a multiple
+    // of T: the placement pass splits the ids into T parts along chunk boundaries).
+    const size_t C = T * size_t(std::max<uint64_t>(1, std::min<uint64_t>(T == 1 ? 1 : 4, cap / 65536 / T)));
     std::vector<double> tmin(T, std::numeric_limits<double>::infinity()), tmax(T, -std::numeric_limits<double>::infinity());
     std::vector<uint64_t> tcount(T, 0);
-    detail::parallel_for(size_t(cap), T, [&](unsigned t, size_t b, size_t e) {
+    detail::parallel_chunks(size_t(cap), T, C, [&](unsigned t, size_t, size_t b, size_t e) {
       double mn = tmin[t], mx = tmax[t];
       uint64_t c = 0;
       for (size_t id = b; id < e; ++id) {
@@ -1914,18 +2122,18 @@ class SemiOrderedIndex {
       }
       tmin[t] = mn;
       tmax[t] = mx;
-      tcount[t] = c;
+      tcount[t] += c;
     });
     uint64_t n = 0;
     for (uint64_t c : tcount) n += c;
     const double lo = *std::min_element(tmin.begin(), tmin.end()), hi = *std::max_element(tmax.begin(), tmax.end());
     const size_t nb = std::max<size_t>(1, size_t(n / std::max<uint32_t>(1, node_size_ / 2)));
-    const int r = scan_place_locked(Bucketing(lo, hi, nb), nb, T, n, /*may_report_skew=*/true);
+    const int r = scan_place_locked(Bucketing(lo, hi, nb), nb, T, C, n, /*may_report_skew=*/true);
     if (r != kScanSkewed) return r == kScanDone;
     // Linear bucketing left a bucket far over its share (a heavy tail: most scores near
     // one end). Bucket by sampled quantiles instead; ties still share a bucket.
     return scan_place_locked(QuantileBucketing(lo, hi, nb, sample_scores(size_t(std::min<uint64_t>(n, 32 * nb)))), nb, T,
-                             n, false) == kScanDone;
+                             C, n, false) == kScanDone;
   }
 
   static constexpr int kScanFallback = 0, kScanDone = 1, kScanSkewed = 2;
@@ -1935,17 +2143,21 @@ class SemiOrderedIndex {
   // (a bucket over a node's slot limit: the general path must run) or kScanSkewed (a
   // non-tie bucket over 8 nodes' worth, when the caller allows the answer).
   template <class Map>
-  int scan_place_locked(const Map& bucket_of, size_t nb, unsigned T, uint64_t n, bool may_report_skew) {
+  int scan_place_locked(const Map& bucket_of, size_t nb, unsigned T, size_t C, uint64_t n, bool may_report_skew) {
     const uint64_t cap = capacity_;
-    // Per thread and bucket: the count, the smallest score with the first (smallest) id
-    // holding it, and the largest score. Counts go to 4 interleaved copies, so runs of
-    // ids in one bucket (a pool of small counts) do not wait on each other's increments.
-    std::vector<std::vector<uint32_t>> hist(T, std::vector<uint32_t>(nb, 0));
+    // Per id chunk (C of them, claimed by T threads) and bucket: the count, which places
+    // the chunk's ids after those of earlier chunks. Per thread and bucket: the smallest
+    // score with the first (smallest) id holding it, and the largest score. Counts go to
+    // 4 interleaved copies, so runs of ids in one bucket (a pool of small counts) do not
+    // wait on each other's increments.
+    std::vector<std::vector<uint32_t>> hist(C, std::vector<uint32_t>(nb, 0));
+    std::vector<std::vector<uint32_t>> h4_of(T);
     std::vector<std::vector<double>> tmin_score(T, std::vector<double>(nb, std::numeric_limits<double>::infinity()));
     std::vector<std::vector<uint32_t>> tmin_id(T, std::vector<uint32_t>(nb, 0));
     std::vector<std::vector<double>> tmax_score(T, std::vector<double>(nb, -std::numeric_limits<double>::infinity()));
-    detail::parallel_for(size_t(cap), T, [&](unsigned t, size_t b, size_t e) {
-      std::vector<uint32_t> h4(nb * 4, 0);
+    detail::parallel_chunks(size_t(cap), T, C, [&](unsigned t, size_t chunk, size_t b, size_t e) {
+      std::vector<uint32_t>& h4 = h4_of[t];
+      h4.resize(nb * 4, 0);  // zero: the sum below clears what it reads
       auto& mn = tmin_score[t];
       auto& mi = tmin_id[t];
       auto& mx = tmax_score[t];
@@ -1960,8 +2172,11 @@ class SemiOrderedIndex {
         }
         if (v > mx[bk]) mx[bk] = v;
       }
-      auto& hh = hist[t];
-      for (size_t bk = 0; bk < nb; ++bk) hh[bk] = h4[bk * 4] + h4[bk * 4 + 1] + h4[bk * 4 + 2] + h4[bk * 4 + 3];
+      auto& hh = hist[chunk];
+      for (size_t bk = 0; bk < nb; ++bk) {
+        hh[bk] = h4[bk * 4] + h4[bk * 4 + 1] + h4[bk * 4 + 2] + h4[bk * 4 + 3];
+        h4[bk * 4] = h4[bk * 4 + 1] = h4[bk * 4 + 2] = h4[bk * 4 + 3] = 0;
+      }
     });
     // A bucket of equal scores (ties: counts) is filled in id order, which is its key
     // order, so it is cut into node-sized pieces right away instead of being left as
@@ -1971,9 +2186,9 @@ class SemiOrderedIndex {
     std::vector<Packed> lo_of(nb, ~Packed(0));
     for (size_t bk = 0; bk < nb; ++bk) {
       double top = -std::numeric_limits<double>::infinity();
+      for (size_t c = 0; c < C; ++c) size_of[bk] += hist[c][bk];
       for (unsigned t = 0; t < T; ++t) {
-        if (hist[t][bk] == 0) continue;
-        size_of[bk] += hist[t][bk];
+        if (tmax_score[t][bk] < tmin_score[t][bk]) continue;  // no id of this bucket
         lo_of[bk] = std::min(lo_of[bk], pack(tmin_score[t][bk], tmin_id[t][bk]));
         top = std::max(top, tmax_score[t][bk]);
       }
@@ -2007,52 +2222,13 @@ class SemiOrderedIndex {
         nodes.push_back(xi);
       }
       uint32_t run = 0;
-      for (unsigned t = 0; t < T; ++t) {
-        const uint32_t c2 = hist[t][bk];
-        hist[t][bk] = run;
+      for (size_t c = 0; c < C; ++c) {
+        const uint32_t c2 = hist[c][bk];
+        hist[c][bk] = run;
         run += c2;
       }
     }
-    // Each thread's write position per bucket as (index into nodes, slot): advanced by one
-    // per id, wrapping to the next piece, so the hot loop has no division.
-    // Everything the hot loop needs for the bucket's current piece sits in its cursor
-    // (no lookup of the node, whose header is another cache line per id when ids spread
-    // over a thousand buckets).
-    struct Cursor {
-      std::atomic<uint32_t>* items;  // the piece's slots
-      uint32_t node;
-      uint32_t slot;
-      uint32_t limit;  // slots per piece
-      uint32_t piece;  // index into nodes
-    };
-    std::vector<std::vector<Cursor>> cursors(T, std::vector<Cursor>(nb));
-    for (unsigned t = 0; t < T; ++t)
-      for (size_t bk = 0; bk < nb; ++bk) {
-        if (size_of[bk] == 0) continue;
-        const uint64_t g = hist[t][bk];
-        const uint32_t piece = uint32_t(first_node[bk] + g / piece_of[bk]);
-        // A thread whose share starts exactly at a piece boundary past the bucket's last
-        // piece never writes; point it at a valid node anyway.
-        const uint32_t xi = nodes[std::min<size_t>(piece, nodes.size() - 1)];
-        cursors[t][bk] = Cursor{node(xi).items, xi, uint32_t(g % piece_of[bk]), uint32_t(piece_of[bk]), piece};
-      }
-    detail::parallel_for(size_t(cap), T, [&](unsigned t, size_t b, size_t e) {
-      auto& cur = cursors[t];
-      for (size_t id = b; id < e; ++id) {
-        std::atomic<uint64_t>& mm = entries_[id].meta;
-        const uint64_t m = mm.load(std::memory_order_relaxed);
-        if (status_of(m) == ABSENT) continue;
-        Cursor& c = cur[bucket_of(entries_[id].score.load(std::memory_order_relaxed))];
-        if (c.slot == c.limit) {  // this piece is full: on to the next
-          c.node = nodes[++c.piece];
-          c.items = node(c.node).items;
-          c.slot = 0;
-        }
-        const uint32_t slot = c.slot++;
-        c.items[slot].store(uint32_t(id), std::memory_order_relaxed);
-        mm.store(make_meta(IDLE, c.node, slot, tag_of(m) + 1), std::memory_order_relaxed);
-      }
-    });
+    place_locked(bucket_of, nb, T, C, hist, size_of, piece_of, first_node, nodes);
     for (size_t bk = 0; bk < nb; ++bk) {
       if (size_of[bk] == 0) continue;
       uint64_t piece = 0;
@@ -2068,6 +2244,127 @@ class SemiOrderedIndex {
     }
     link_chain_locked(nodes);
     return kScanDone;
+  }
+
+  // The placement pass of scan_place_locked: writes every present id into its bucket's
+  // pieces, in id order within each bucket (a tie bucket's pieces rely on it), and
+  // points its status entry there. The ids are cut into T parts along hist chunks
+  // (chunk_off[c][bk]: where chunk c's ids start in bucket bk). Each part is taken from
+  // both ends: its own thread walks it upward, filling each bucket's region of the
+  // part upward; a thread done with its own part takes place-chunks from the back of
+  // another, walking ids downward and filling downward from the region's end. The two
+  // meet without a gap or overlap, so a core slowed by a neighbour costs its share only.
+  template <class Map>
+  void place_locked(const Map& bucket_of, size_t nb, unsigned T, size_t C, const std::vector<std::vector<uint32_t>>& chunk_off,
+                    const std::vector<uint64_t>& size_of, const std::vector<uint64_t>& piece_of,
+                    const std::vector<size_t>& first_node, const std::vector<uint32_t>& nodes) {
+    // Everything the hot loop needs for the bucket's current piece sits in its cursor
+    // (no lookup of the node, whose header is another cache line per id when ids spread
+    // over a thousand buckets), and it moves by one slot per id: no division.
+    struct Cursor {
+      std::atomic<uint32_t>* items;  // the piece's slots (unused while slot says to move)
+      uint32_t node;
+      uint32_t slot;   // upward: the next slot; downward: one past it
+      uint32_t limit;  // slots per piece
+      uint32_t piece;  // index into nodes
+    };
+    const size_t per_part = C / T;
+    // Cursors at bucket offset g of every bucket (g = off(bk)), for walking up or down.
+    auto cursors_at = [&](std::vector<Cursor>& cur, auto off) {
+      cur.resize(nb);
+      for (size_t bk = 0; bk < nb; ++bk) {
+        if (size_of[bk] == 0) continue;
+        const uint64_t g = off(bk);
+        const uint32_t piece = uint32_t(first_node[bk] + g / piece_of[bk]);
+        // At a piece boundary the cursor moves before its first write; a boundary past
+        // the bucket's last piece is never written. Point it at a valid node anyway.
+        const uint32_t xi = nodes[std::min<size_t>(piece, nodes.size() - 1)];
+        cur[bk] = Cursor{node(xi).items, xi, uint32_t(g % piece_of[bk]), uint32_t(piece_of[bk]), piece};
+      }
+    };
+    auto part_start = [&](unsigned p, size_t bk) -> uint64_t { return chunk_off[p * per_part][bk]; };
+    auto part_end = [&](unsigned p, size_t bk) -> uint64_t {
+      return p + 1 < T ? chunk_off[(p + 1) * per_part][bk] : size_of[bk];
+    };
+    const uint64_t cap = capacity_;
+    auto part_ids = [&](unsigned p) { return std::make_pair(cap * p / T, cap * (p + 1) / T); };
+    // Place-chunks per part, and each part's unclaimed ones as (front << 32 | back).
+    const size_t K = std::max<size_t>(1, std::min<size_t>(16, size_t(cap / T / 16384)));
+    std::vector<std::atomic<uint64_t>> left(T);
+    std::vector<std::atomic<int>> thief(T);  // the one thread that takes a part's back
+    for (unsigned p = 0; p < T; ++p) {
+      left[p].store(uint64_t(K), std::memory_order_relaxed);
+      thief[p].store(-1, std::memory_order_relaxed);
+    }
+    auto claim = [&](unsigned p, bool front) -> size_t {  // a place-chunk of part p, or K
+      uint64_t st = left[p].load(std::memory_order_relaxed);
+      for (;;) {
+        const uint64_t f = st >> 32, b = st & 0xffffffffu;
+        if (f >= b) return K;
+        const uint64_t next = front ? ((f + 1) << 32) | b : (f << 32) | (b - 1);
+        if (left[p].compare_exchange_weak(st, next, std::memory_order_relaxed)) return size_t(front ? f : b - 1);
+      }
+    };
+    auto place_up = [&](std::vector<Cursor>& cur, size_t b, size_t e) {
+      for (size_t id = b; id < e; ++id) {
+        std::atomic<uint64_t>& mm = entries_[id].meta;
+        const uint64_t m = mm.load(std::memory_order_relaxed);
+        if (status_of(m) == ABSENT) continue;
+        Cursor& c = cur[bucket_of(entries_[id].score.load(std::memory_order_relaxed))];
+        if (c.slot == c.limit) {  // this piece is full: on to the next
+          c.node = nodes[++c.piece];
+          c.items = node(c.node).items;
+          c.slot = 0;
+        }
+        const uint32_t slot = c.slot++;
+        c.items[slot].store(uint32_t(id), std::memory_order_relaxed);
+        mm.store(make_meta(IDLE, c.node, slot, tag_of(m) + 1), std::memory_order_relaxed);
+      }
+    };
+    auto place_down = [&](std::vector<Cursor>& cur, size_t b, size_t e) {
+      for (size_t id = e; id-- > b;) {
+        std::atomic<uint64_t>& mm = entries_[id].meta;
+        const uint64_t m = mm.load(std::memory_order_relaxed);
+        if (status_of(m) == ABSENT) continue;
+        Cursor& c = cur[bucket_of(entries_[id].score.load(std::memory_order_relaxed))];
+        if (c.slot == 0) {  // the bottom of this piece: on to the previous (a full one)
+          c.node = nodes[--c.piece];
+          c.items = node(c.node).items;
+          c.slot = c.limit;
+        }
+        const uint32_t slot = --c.slot;
+        c.items[slot].store(uint32_t(id), std::memory_order_relaxed);
+        mm.store(make_meta(IDLE, c.node, slot, tag_of(m) + 1), std::memory_order_relaxed);
+      }
+    };
+    detail::parallel_for(T, T, [&](unsigned t, size_t, size_t) {
+      std::vector<Cursor> cur;
+      cursors_at(cur, [&](size_t bk) { return part_start(t, bk); });
+      const auto [pb, pe] = part_ids(t);
+      for (size_t k, taken = 0; taken < size_t(SOCBI_TEST_FRONT_CHUNKS) && (k = claim(t, true)) < K; ++taken)
+        place_up(cur, pb + (pe - pb) * k / K, pb + (pe - pb) * (k + 1) / K);
+      for (;;) {  // help: the back of the part with the most left that no one else helps
+        unsigned best = T;
+        uint64_t most = 0;
+        for (unsigned p = 0; p < T; ++p) {
+          const uint64_t st = left[p].load(std::memory_order_relaxed);
+          const uint64_t n_left = (st & 0xffffffffu) > (st >> 32) ? (st & 0xffffffffu) - (st >> 32) : 0;
+          const int h = thief[p].load(std::memory_order_relaxed);
+          if (n_left > most && (h == -1 || h == int(t))) {
+            best = p;
+            most = n_left;
+          }
+        }
+        if (best == T) return;
+        int none = -1;
+        if (thief[best].load(std::memory_order_relaxed) != int(t) &&
+            !thief[best].compare_exchange_strong(none, int(t), std::memory_order_relaxed))
+          continue;  // someone else took it first
+        cursors_at(cur, [&](size_t bk) { return part_end(best, bk); });
+        const auto [qb, qe] = part_ids(best);
+        for (size_t k; (k = claim(best, false)) < K;) place_down(cur, qb + (qe - qb) * k / K, qb + (qe - qb) * (k + 1) / K);
+      }
+    });
   }
 
   // A uniform sample (with replacement) of up to m present scores, from random ids.
@@ -2328,39 +2625,23 @@ class SemiOrderedIndex {
   // pass itself, and asking for huge pages each call stalled on memory compaction now
   // and then (3.5 ms passes taking 20). Released when it would hold more than
   // kScratchKeepPerId bytes per id of capacity; counted in stats().memory_bytes.
-  struct PosId {
-    uint32_t pos;
-    uint32_t id;
+  struct alignas(64) PaddedWords {  // own cache line: its size is written per call
+    detail::ScratchLog<uint64_t> words;
   };
-  struct alignas(64) PaddedUndo {  // own cache line: each push_back writes the size
-    detail::ScratchLog<double> log;
-  };
-  struct alignas(64) PaddedBucket {
-    detail::ScratchLog<PosId> items;
-  };
+  // Word buffers: buffer 0 is the serial path's undo log; the threaded path uses T * T,
+  // one per (chunk, owner) pair. One 8-byte word per batch item either way.
   struct BulkScratch {
-    std::vector<std::unique_ptr<PaddedUndo>> undo;        // per thread
-    std::vector<std::unique_ptr<PaddedBucket>> buckets;   // per (chunk, owner) pair
-    unsigned threads = 0;
-    void ensure(unsigned T) {  // T undo logs and, for T > 1, T * T buckets
-      while (undo.size() < T) undo.emplace_back(new PaddedUndo);
-      if (T == 1 || threads == T) return;
-      // Bucket (chunk, owner) pairs are laid out for one T; a new T starts over.
-      buckets.resize(size_t(T) * T);
-      for (auto& b : buckets) b.reset(new PaddedBucket);
-      threads = T;
+    std::vector<std::unique_ptr<PaddedWords>> buffers;
+    void ensure(size_t k) {
+      while (buffers.size() < k) buffers.emplace_back(new PaddedWords);
     }
+    detail::ScratchLog<uint64_t>& words(size_t k) noexcept { return buffers[k]->words; }
     uint64_t bytes() const noexcept {
       uint64_t b = 0;
-      for (const auto& u : undo) b += u->log.capacity_bytes();
-      for (const auto& k : buckets) b += k->items.capacity_bytes();
+      for (const auto& w : buffers) b += w->words.capacity_bytes();
       return b;
     }
-    void release() {
-      undo.clear();
-      buckets.clear();
-      threads = 0;
-    }
+    void release() { buffers.clear(); }
   };
   static constexpr uint64_t kScratchKeepPerId = 16;
   BulkScratch scratch_;  // touched only by the (exclusive) bulk path
