@@ -94,6 +94,7 @@
 #include <atomic>
 #include <cfloat>
 #include <cmath>
+#include <condition_variable>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -196,12 +197,15 @@ inline double saturating_add(double a, double b) noexcept {
 
 // Helper threads kept for the length of one exclusive bulk call, so that its parallel
 // passes (five of them) start threads once instead of once per pass: on a VM, starting
-// a thread and waking an idle core cost 0.1-0.4 ms a pass. Between passes the helpers
-// spin briefly, then yield. Installed with TeamScope; parallel_for called on the thread
-// that holds the scope runs its parts on the team.
+// a thread and waking an idle core cost 0.1-0.4 ms a pass. Between passes a helper
+// spins for up to ~0.5 ms (not at all when there are more threads than cores), then
+// sleeps on a condition variable. Installed with TeamScope; parallel_for called on the
+// thread that holds the scope runs its parts on the team.
 class Team {
  public:
   explicit Team(unsigned threads) {
+    const unsigned cores = std::thread::hardware_concurrency();
+    spin_limit_ = (cores == 0 || threads <= cores) ? 16384u : 0u;
     helpers_.reserve(threads > 0 ? threads - 1 : 0);
     try {
       for (unsigned t = 1; t < threads; ++t) helpers_.emplace_back([this, t] { serve(t); });
@@ -210,7 +214,7 @@ class Team {
   }
   ~Team() {
     stop_.store(true, std::memory_order_relaxed);
-    epoch_.fetch_add(1, std::memory_order_release);
+    next_job();
     for (auto& h : helpers_) h.join();
   }
   Team(const Team&) = delete;
@@ -223,9 +227,14 @@ class Team {
     job_ = &part;
     parts_ = parts;
     pending_.store(unsigned(helpers_.size()), std::memory_order_relaxed);
-    epoch_.fetch_add(1, std::memory_order_release);  // publishes job_ and parts_
+    next_job();  // publishes job_ and parts_
     call(0);
-    for (unsigned k = 0; pending_.load(std::memory_order_acquire) != 0; ++k) backoff(k);
+    for (unsigned k = 0; pending_.load(std::memory_order_acquire) != 0; ++k) {
+      if (k < 4096)
+        SOCBI_PAUSE();
+      else
+        std::this_thread::yield();
+    }
     if (error_) {
       std::exception_ptr e = error_;
       error_ = nullptr;
@@ -234,11 +243,12 @@ class Team {
   }
 
  private:
-  static void backoff(unsigned k) {
-    if (k < 4096)
-      SOCBI_PAUSE();
-    else
-      std::this_thread::yield();
+  void next_job() {
+    {
+      std::lock_guard<std::mutex> g(wake_mu_);  // a helper between its check and its wait cannot miss it
+      epoch_.fetch_add(1, std::memory_order_release);
+    }
+    wake_.notify_all();
   }
   void call(unsigned t) {
     if (t >= parts_) return;
@@ -252,8 +262,15 @@ class Team {
   void serve(unsigned t) {
     uint64_t seen = 0;
     for (;;) {
-      uint64_t e;
-      for (unsigned k = 0; (e = epoch_.load(std::memory_order_acquire)) == seen; ++k) backoff(k);
+      uint64_t e = epoch_.load(std::memory_order_acquire);
+      for (unsigned k = 0; e == seen && k < spin_limit_; ++k) {
+        SOCBI_PAUSE();
+        e = epoch_.load(std::memory_order_acquire);
+      }
+      if (e == seen) {
+        std::unique_lock<std::mutex> g(wake_mu_);
+        wake_.wait(g, [&] { return (e = epoch_.load(std::memory_order_acquire)) != seen; });
+      }
       seen = e;
       if (stop_.load(std::memory_order_relaxed)) return;
       call(t);
@@ -261,9 +278,12 @@ class Team {
     }
   }
   std::vector<std::thread> helpers_;
+  unsigned spin_limit_ = 0;
   std::atomic<uint64_t> epoch_{0};
   std::atomic<unsigned> pending_{0};
   std::atomic<bool> stop_{false};
+  std::mutex wake_mu_;
+  std::condition_variable wake_;
   const std::function<void(unsigned)>* job_ = nullptr;
   unsigned parts_ = 0;
   std::mutex error_mu_;
@@ -1829,6 +1849,11 @@ class SemiOrderedIndex {
       return scratch_.words(size_t(chunk) * T + own);
     };
     auto chunk_begin = [n, C](unsigned c) { return n * c / C; };
+    // Reserved here, not by the workers: a helper's malloc would come from its own
+    // arena, which returns memory to the system between calls, so each call would
+    // fault its pages in again (~2 us a page on a VM).
+    for (unsigned c = 0; c < C; ++c)
+      for (unsigned o = 0; o < T; ++o) bucket(c, o).reserve(bucket_reserve(chunk_begin(c + 1) - chunk_begin(c), T));
     std::vector<size_t> chunk_end(C, n);  // where each chunk's bucketing stopped
     detail::parallel_chunks(n, T, C, [&](unsigned, size_t c, size_t b, size_t e) {
       chunk_end[c] = bucket_chunk(ids, b, e, T, owner, [&](unsigned o) -> detail::ScratchLog<uint64_t>& {
@@ -1878,6 +1903,10 @@ class SemiOrderedIndex {
     return bad;
   }
 
+  // Words to reserve in each of T owner buckets for a chunk of m positions: a fair share
+  // and some slack (more is added if the ids are skewed).
+  static size_t bucket_reserve(size_t m, unsigned T) noexcept { return m / T + m / (8 * T) + 128; }
+
   // Splits positions [b, e) of the batch into T buckets of (position, id) words by owner;
   // returns where it stopped: e, or the first position whose id is out of range. Branch-
   // free in the owner (random: a branch on it would mispredict every other id).
@@ -1888,7 +1917,7 @@ class SemiOrderedIndex {
     std::vector<size_t> cnt(T, 0);
     for (unsigned o = 0; o < T; ++o) {
       bucket(o).clear();
-      bucket(o).reserve((e - b) / T + (e - b) / (8 * T) + 128);
+      bucket(o).reserve(bucket_reserve(e - b, T));
       out[o] = bucket(o).data();
     }
     size_t i = b;
@@ -2151,13 +2180,12 @@ class SemiOrderedIndex {
     // 4 interleaved copies, so runs of ids in one bucket (a pool of small counts) do not
     // wait on each other's increments.
     std::vector<std::vector<uint32_t>> hist(C, std::vector<uint32_t>(nb, 0));
-    std::vector<std::vector<uint32_t>> h4_of(T);
+    std::vector<std::vector<uint32_t>> h4_of(T, std::vector<uint32_t>(nb * 4, 0));  // allocated here: see bucket_reserve
     std::vector<std::vector<double>> tmin_score(T, std::vector<double>(nb, std::numeric_limits<double>::infinity()));
     std::vector<std::vector<uint32_t>> tmin_id(T, std::vector<uint32_t>(nb, 0));
     std::vector<std::vector<double>> tmax_score(T, std::vector<double>(nb, -std::numeric_limits<double>::infinity()));
     detail::parallel_chunks(size_t(cap), T, C, [&](unsigned t, size_t chunk, size_t b, size_t e) {
-      std::vector<uint32_t>& h4 = h4_of[t];
-      h4.resize(nb * 4, 0);  // zero: the sum below clears what it reads
+      std::vector<uint32_t>& h4 = h4_of[t];  // zero: the sum below clears what it reads
       auto& mn = tmin_score[t];
       auto& mi = tmin_id[t];
       auto& mx = tmax_score[t];
@@ -2271,7 +2299,6 @@ class SemiOrderedIndex {
     const size_t per_part = C / T;
     // Cursors at bucket offset g of every bucket (g = off(bk)), for walking up or down.
     auto cursors_at = [&](std::vector<Cursor>& cur, auto off) {
-      cur.resize(nb);
       for (size_t bk = 0; bk < nb; ++bk) {
         if (size_of[bk] == 0) continue;
         const uint64_t g = off(bk);
@@ -2337,8 +2364,9 @@ class SemiOrderedIndex {
         mm.store(make_meta(IDLE, c.node, slot, tag_of(m) + 1), std::memory_order_relaxed);
       }
     };
+    std::vector<std::vector<Cursor>> cursors(T, std::vector<Cursor>(nb));  // allocated here: see bucket_reserve
     detail::parallel_for(T, T, [&](unsigned t, size_t, size_t) {
-      std::vector<Cursor> cur;
+      std::vector<Cursor>& cur = cursors[t];
       cursors_at(cur, [&](size_t bk) { return part_start(t, bk); });
       const auto [pb, pe] = part_ids(t);
       for (size_t k, taken = 0; taken < size_t(SOCBI_TEST_FRONT_CHUNKS) && (k = claim(t, true)) < K; ++taken)
