@@ -17,7 +17,14 @@ Two workloads, both on n = 1,000,000 ids:
   inside each call), every thread also asking ``top(1000)`` after each batch. Reports
   increments per second and checks that the final scores equal the exact counts.
 
-Numbers depend on the machine: on a shared VM the second core is not always free.
+Numbers depend on the machine: on a shared VM the second core is not always free, and
+the memory system it shares with neighbours lends a second core more or less help from
+minute to minute. ``--rounds R`` repeats the bulk workload R times, each round after a run
+of ``build/bench/bench_machine_probe`` (built with ``-DSOCBI_BUILD_BENCH=ON``), which
+measures how much a second core helps plain compute and plain random updates right then;
+each round's speed-ups are printed next to that ceiling:
+
+    .venv/bin/python bench/bench_threads.py --threads 1 2 --workloads bulk --rounds 10
 """
 from __future__ import annotations
 
@@ -25,6 +32,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -98,6 +106,15 @@ def bench_stream(n: int, total: int, thread_counts: List[int], batch: int = 1000
     return out
 
 
+def run_probe(path: str) -> Dict[str, float] | None:
+    """The machine probe's 2-thread speed-ups right now, or None when it is not built."""
+    exe = Path(path)
+    if not exe.is_file():
+        return None
+    out = subprocess.run([str(exe), "--json"], capture_output=True, text=True, check=True).stdout
+    return json.loads(out)
+
+
 def main(argv: List[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=1_000_000)
@@ -106,7 +123,12 @@ def main(argv: List[str] | None = None) -> int:
     ap.add_argument("--stream-total", type=int, default=10_000_000)
     ap.add_argument("--workloads", default="bulk,stream")
     ap.add_argument("--json", metavar="PATH")
+    ap.add_argument("--rounds", type=int, default=1, help="bulk rounds, each after a machine probe")
+    ap.add_argument("--probe", default=str(Path(__file__).resolve().parents[1] / "build" / "bench" / "bench_machine_probe"),
+                    help="the machine probe program (skipped when absent)")
     a = ap.parse_args(argv)
+    if a.rounds < 1 or a.repeats < 1:
+        ap.error(f"--rounds and --repeats must be >= 1, got {a.rounds} and {a.repeats}")
     cores = os.cpu_count() or 1
     counts = [t for t in a.threads if t <= cores]
     skipped = [t for t in a.threads if t > cores]
@@ -114,12 +136,27 @@ def main(argv: List[str] | None = None) -> int:
         print(f"skipping thread counts {skipped}: this machine has {cores} cores")
     rows: List[Dict[str, float]] = []
     if "bulk" in a.workloads:
-        for init in ("zeros", "uniform"):
-            res = bench_bulk(a.n, counts, init, a.repeats)
-            rows += res
-            print(f"\n[bulk] n={a.n:,} update of n random +1s then top(1000), start={init}, median of {a.repeats}")
-            for r in res:
-                print(f"  threads={r['threads']:3d}: {r['median_ms']:8.2f} ms   speed-up {r['speedup']:5.2f}x")
+        if not Path(a.probe).is_file():
+            print(f"(no machine probe at {a.probe}: build it with -DSOCBI_BUILD_BENCH=ON to see each round's ceiling)")
+        for rnd in range(a.rounds):
+            probe = run_probe(a.probe)
+            if probe:
+                print(f"\n[round {rnd + 1}/{a.rounds}] a second core helps right now: compute "
+                      f"{probe['compute_2t_speedup']:.2f}x, random updates {probe['random_update_2t_speedup']:.2f}x")
+            for init in ("zeros", "uniform"):
+                res = bench_bulk(a.n, counts, init, a.repeats)
+                for r in res:
+                    r.update({"round": rnd, "probe": probe})
+                rows += res
+                print(f"\n[bulk] n={a.n:,} update of n random +1s then top(1000), start={init}, median of {a.repeats}")
+                for r in res:
+                    print(f"  threads={r['threads']:3d}: {r['median_ms']:8.2f} ms   speed-up {r['speedup']:5.2f}x")
+        if a.rounds > 1:
+            print("\n[bulk] speed-up per round (each init), median over rounds:")
+            for t in counts[1:]:
+                ups = [r["speedup"] for r in rows if r["workload"] == "bulk" and r["threads"] == t]
+                print(f"  threads={t:3d}: median {statistics.median(ups):.2f}x, "
+                      f"range {min(ups):.2f}-{max(ups):.2f}x over {len(ups)} measurements")
     if "stream" in a.workloads:
         res = bench_stream(a.n, a.stream_total, counts)
         rows += res
