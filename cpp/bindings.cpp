@@ -872,9 +872,11 @@ Exact when no update is in flight; lock-free otherwise (each score was held duri
             d["rebuilds"] = st.rebuilds;
             d["query_retries"] = st.query_retries;
             d["memory_bytes"] = st.memory_bytes;
+            d["scratch_bytes"] = st.scratch_bytes;
             return d;
           },
-          "Counters and sizes: nodes, moves, in_place_updates, splits, memory_bytes, ... O(#nodes).")
+          "Counters and sizes: nodes, moves, in_place_updates, splits, memory_bytes (scratch_bytes of it kept by\n"
+          "the bulk path for its next call), ... O(#nodes).")
       .def("__repr__", [](SemiOrderedIndex& self) {
         return "SemiOrderedIndex(capacity=" + std::to_string(self.capacity()) + ", node_size=" +
                std::to_string(self.node_size()) + ", len=" + std::to_string(self.size()) + ")";

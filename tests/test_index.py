@@ -338,6 +338,28 @@ def test_bulk_scratch_is_reused_across_calls_and_thread_counts():
     assert 0 < extra <= 16 * n + 4096, extra
 
 
+def test_bulk_scratch_keeps_only_what_the_last_call_used():
+    # Buffers of a wider earlier call (threads=4 lays out more of them) are dropped by
+    # the next call, so switching thread counts does not pile scratch up.
+    n = 200_000
+    ids = np.random.default_rng(5).integers(0, n, size=n)
+    alone = socbi.SemiOrderedIndex(n)
+    alone.insert(np.arange(n), 0.0)
+    alone.update(ids, 1.0, threads=2)
+    two = alone.stats()["scratch_bytes"]
+    assert 8 * n <= two <= 16 * n, two  # one word per batch item, plus slack
+    idx = socbi.SemiOrderedIndex(n)
+    idx.insert(np.arange(n), 0.0)
+    idx.update(ids, 1.0, threads=4)
+    assert idx.stats()["scratch_bytes"] <= 16 * n
+    idx.update(ids, 1.0, threads=2)
+    st = idx.stats()
+    assert st["scratch_bytes"] == two
+    assert st["scratch_bytes"] < st["memory_bytes"]
+    idx.update(ids, 1.0, threads=1)
+    assert idx.stats()["scratch_bytes"] == 8 * n  # the serial path's undo log: one word per item
+
+
 @pytest.mark.parametrize("bulk", [True, False])
 def test_update_reads_any_integer_buffer_in_place(bulk):
     n = 20_000

@@ -432,6 +432,7 @@ struct IndexStats {
   uint64_t rebuilds = 0;
   uint64_t query_retries = 0;
   uint64_t memory_bytes = 0;
+  uint64_t scratch_bytes = 0;   // bulk-path scratch kept for the next bulk call (in memory_bytes)
 };
 
 class SemiOrderedIndex {
@@ -717,8 +718,9 @@ class SemiOrderedIndex {
     // Counted as nodes get their slots, not read off the nodes: a free node's slot array
     // may be reallocated by a split while this runs.
     items_bytes = uint64_t(std::max<int64_t>(0, slot_bytes_.load(std::memory_order_relaxed)));
+    st.scratch_bytes = scratch_bytes_.load(std::memory_order_relaxed);
     st.memory_bytes = sizeof(*this) + capacity_ * sizeof(Entry) + chunk_count_ * sizeof(std::atomic<Node*>) +
-                      chunks * kChunk * sizeof(Node) + items_bytes + scratch_bytes_.load(std::memory_order_relaxed);
+                      chunks * kChunk * sizeof(Node) + items_bytes + st.scratch_bytes;
     return st;
   }
 
@@ -1769,6 +1771,8 @@ class SemiOrderedIndex {
     detail::TeamScope team(std::max(T, rebuild_threads(threads)));
     const BatchError bad = (T == 1 || n > UINT32_MAX) ? apply_serial(ids, vals, scalar, n, assign)
                                                       : apply_partitioned(ids, vals, scalar, n, T, assign);
+    // Keep what this call used (the next call likely has the same shape), drop the rest.
+    scratch_.keep((T == 1 || n > UINT32_MAX) ? 1 : size_t(kApplyChunksPerThread) * T * T);
     if (scratch_.bytes() > kScratchKeepPerId * capacity_) scratch_.release();
     scratch_bytes_.store(scratch_.bytes(), std::memory_order_relaxed);  // stats() must not walk scratch_
     if (bad.index == n) rebuild_any_locked(threads);
@@ -1843,7 +1847,7 @@ class SemiOrderedIndex {
     };
     // Chunks of the batch, claimed dynamically (a helper can start late on a core that
     // was idle): bucket (c, o) holds chunk c's positions whose id o owns, in order.
-    const unsigned C = 4 * T;
+    const unsigned C = kApplyChunksPerThread * T;
     scratch_.ensure(size_t(C) * T);
     auto bucket = [&](unsigned chunk, unsigned own) -> detail::ScratchLog<uint64_t>& {
       return scratch_.words(size_t(chunk) * T + own);
@@ -2669,9 +2673,13 @@ class SemiOrderedIndex {
       for (const auto& w : buffers) b += w->words.capacity_bytes();
       return b;
     }
+    void keep(size_t k) {
+      if (buffers.size() > k) buffers.resize(k);
+    }
     void release() { buffers.clear(); }
   };
   static constexpr uint64_t kScratchKeepPerId = 16;
+  static constexpr unsigned kApplyChunksPerThread = 4;  // chunks of the threaded apply's bucketing pass
   BulkScratch scratch_;  // touched only by the (exclusive) bulk path
   std::atomic<uint64_t> scratch_bytes_{0};
   std::atomic<int64_t> slot_bytes_{0};  // node slot arrays and hole bitmaps, for stats()
