@@ -196,8 +196,9 @@ inline double saturating_add(double a, double b) noexcept {
 }
 
 // Helper threads kept for the length of one exclusive bulk call, so that its parallel
-// passes (five of them) start threads once instead of once per pass: on a VM, starting
-// a thread and waking an idle core cost 0.1-0.4 ms a pass. Between passes a helper
+// passes (five of them) start threads once instead of once per pass: on the 2-core VM
+// an empty 2-thread pass took 24-53 us starting a thread, 0.2 us on a team
+// (bench/cpp/bench_team.cpp), and a fresh thread starts on a cold core. Between passes a helper
 // spins for up to ~0.5 ms (not at all when there are more threads than cores), then
 // sleeps on a condition variable. Installed with TeamScope; parallel_for called on the
 // thread that holds the scope runs its parts on the team.
