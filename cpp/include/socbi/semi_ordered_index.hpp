@@ -77,6 +77,9 @@
 //     mutation in flight the answer is exact.
 //   * Ties are broken by id: bottom() orders by (score, id) ascending, top() by
 //     (score, id) descending.
+//   * A bulk call with threads = T starts T - 1 helper threads for its length. Between
+//     its passes they spin for up to ~0.5 ms (not when T exceeds the machine's cores),
+//     then sleep; on a core shared with other work that spinning costs the other work.
 //
 // USAGE
 //   socbi::SemiOrderedIndex idx(1000000);            // capacity; node size B = 2048
