@@ -227,18 +227,15 @@ class Team {
 
   // Runs part(t) for every t in [0, parts), parts <= size(), part 0 on the caller; returns
   // when all have finished, re-throwing the first exception any part threw.
-  void run(unsigned parts, const std::function<void(unsigned)>& part) {
-    job_ = &part;
+  template <class Part>
+  void run(unsigned parts, Part& part) {
+    job_ = &part;  // type-erased by hand: a std::function would allocate on every pass
+    invoke_ = [](void* p, unsigned t) { (*static_cast<Part*>(p))(t); };
     parts_ = parts;
     pending_.store(unsigned(helpers_.size()), std::memory_order_relaxed);
-    next_job();  // publishes job_ and parts_
+    next_job();  // publishes job_, invoke_ and parts_
     call(0);
-    for (unsigned k = 0; pending_.load(std::memory_order_acquire) != 0; ++k) {
-      if (k < 4096)
-        SOCBI_PAUSE();
-      else
-        std::this_thread::yield();
-    }
+    for (unsigned spins = 0; pending_.load(std::memory_order_acquire) != 0;) cpu_relax(spins);
     if (error_) {
       std::exception_ptr e = error_;
       error_ = nullptr;
@@ -257,7 +254,7 @@ class Team {
   void call(unsigned t) {
     if (t >= parts_) return;
     try {
-      (*job_)(t);
+      invoke_(job_, t);
     } catch (...) {
       std::lock_guard<std::mutex> g(error_mu_);
       if (!error_) error_ = std::current_exception();
@@ -288,7 +285,8 @@ class Team {
   std::atomic<bool> stop_{false};
   std::mutex wake_mu_;
   std::condition_variable wake_;
-  const std::function<void(unsigned)>* job_ = nullptr;
+  void* job_ = nullptr;
+  void (*invoke_)(void*, unsigned) = nullptr;
   unsigned parts_ = 0;
   std::mutex error_mu_;
   std::exception_ptr error_;
@@ -330,7 +328,8 @@ void parallel_for(size_t n, unsigned threads, Fn&& fn) {
   }
   threads = unsigned(std::min<size_t>(threads, n));
   if (Team* team = current_team(); team && team->size() >= threads) {
-    team->run(threads, [&](unsigned t) { fn(t, n * t / threads, n * (t + 1) / threads); });
+    auto part = [&](unsigned t) { fn(t, n * t / threads, n * (t + 1) / threads); };
+    team->run(threads, part);
     return;
   }
   std::vector<std::thread> pool;
