@@ -1774,8 +1774,6 @@ class SemiOrderedIndex {
     detail::TeamScope team(std::max(T, rebuild_threads(threads)));
     const BatchError bad = (T == 1 || n > UINT32_MAX) ? apply_serial(ids, vals, scalar, n, assign)
                                                       : apply_partitioned(ids, vals, scalar, n, T, assign);
-    // Keep what this call used (the next call likely has the same shape), drop the rest.
-    scratch_.keep((T == 1 || n > UINT32_MAX) ? 1 : size_t(kApplyChunksPerThread) * T * T);
     if (scratch_.bytes() > kScratchKeepPerId * capacity_) scratch_.release();
     scratch_bytes_.store(scratch_.bytes(), std::memory_order_relaxed);  // stats() must not walk scratch_
     if (bad.index == n) rebuild_any_locked(threads);
@@ -1802,7 +1800,7 @@ class SemiOrderedIndex {
       for (size_t j = b; j < e; ++j) m |= uint64_t(id_in_range(ids[j])) << (j - b);
       return m;
     };
-    scratch_.ensure(1);
+    scratch_.use(1);
     detail::ScratchLog<uint64_t>& log = scratch_.words(0);
     log.clear();
     log.reserve(n);
@@ -1851,7 +1849,7 @@ class SemiOrderedIndex {
     // Chunks of the batch, claimed dynamically (a helper can start late on a core that
     // was idle): bucket (c, o) holds chunk c's positions whose id o owns, in order.
     const unsigned C = kApplyChunksPerThread * T;
-    scratch_.ensure(size_t(C) * T);
+    scratch_.use(size_t(C) * T);
     auto bucket = [&](unsigned chunk, unsigned own) -> detail::ScratchLog<uint64_t>& {
       return scratch_.words(size_t(chunk) * T + own);
     };
@@ -1922,9 +1920,8 @@ class SemiOrderedIndex {
     const uint64_t cap = capacity_;  // a local: the word stores could alias the member
     std::vector<uint64_t*> out(T);
     std::vector<size_t> cnt(T, 0);
-    for (unsigned o = 0; o < T; ++o) {
+    for (unsigned o = 0; o < T; ++o) {  // reserved by the caller (see apply_partitioned)
       bucket(o).clear();
-      bucket(o).reserve(bucket_reserve(e - b, T));
       out[o] = bucket(o).data();
     }
     size_t i = b;
@@ -2187,7 +2184,7 @@ class SemiOrderedIndex {
     // 4 interleaved copies, so runs of ids in one bucket (a pool of small counts) do not
     // wait on each other's increments.
     std::vector<std::vector<uint32_t>> hist(C, std::vector<uint32_t>(nb, 0));
-    std::vector<std::vector<uint32_t>> h4_of(T, std::vector<uint32_t>(nb * 4, 0));  // allocated here: see bucket_reserve
+    std::vector<std::vector<uint32_t>> h4_of(T, std::vector<uint32_t>(nb * 4, 0));  // allocated here, not by helpers: see apply_partitioned
     std::vector<std::vector<double>> tmin_score(T, std::vector<double>(nb, std::numeric_limits<double>::infinity()));
     std::vector<std::vector<uint32_t>> tmin_id(T, std::vector<uint32_t>(nb, 0));
     std::vector<std::vector<double>> tmax_score(T, std::vector<double>(nb, -std::numeric_limits<double>::infinity()));
@@ -2371,7 +2368,7 @@ class SemiOrderedIndex {
         mm.store(make_meta(IDLE, c.node, slot, tag_of(m) + 1), std::memory_order_relaxed);
       }
     };
-    std::vector<std::vector<Cursor>> cursors(T, std::vector<Cursor>(nb));  // allocated here: see bucket_reserve
+    std::vector<std::vector<Cursor>> cursors(T, std::vector<Cursor>(nb));  // allocated here, not by helpers: see apply_partitioned
     detail::parallel_for(T, T, [&](unsigned t, size_t, size_t) {
       std::vector<Cursor>& cur = cursors[t];
       cursors_at(cur, [&](size_t bk) { return part_start(t, bk); });
@@ -2667,7 +2664,10 @@ class SemiOrderedIndex {
   // one per (chunk, owner) pair. One 8-byte word per batch item either way.
   struct BulkScratch {
     std::vector<std::unique_ptr<PaddedWords>> buffers;
-    void ensure(size_t k) {
+    // Exactly k buffers: missing ones are created, the rest (a wider earlier call's
+    // layout) dropped, so switching thread counts does not pile scratch up.
+    void use(size_t k) {
+      if (buffers.size() > k) buffers.resize(k);
       while (buffers.size() < k) buffers.emplace_back(new PaddedWords);
     }
     detail::ScratchLog<uint64_t>& words(size_t k) noexcept { return buffers[k]->words; }
@@ -2675,9 +2675,6 @@ class SemiOrderedIndex {
       uint64_t b = 0;
       for (const auto& w : buffers) b += w->words.capacity_bytes();
       return b;
-    }
-    void keep(size_t k) {
-      if (buffers.size() > k) buffers.resize(k);
     }
     void release() { buffers.clear(); }
   };
