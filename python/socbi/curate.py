@@ -77,6 +77,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 import numpy as np
 
 from ._checks import positive_int as _int_param
+from ._checks import readonly_view
 
 from .knn import ExactPool, HNSWPool, NeighbourPool, _fsync_path, load_pool
 
@@ -211,9 +212,7 @@ class _Buffer:
         self.n = need
 
     def view(self) -> np.ndarray:
-        v = self._a[:self.n]
-        v.flags.writeable = False
-        return v
+        return readonly_view(self._a[:self.n])
 
 
 class _QuantileSketch:

@@ -41,6 +41,8 @@ from typing import Any, Dict, Optional, Tuple, Union
 
 import numpy as np
 
+from ._checks import readonly_view
+
 try:  # tqdm is a hard dependency of socbi, but keep the pool importable without it.
     from tqdm.auto import tqdm as _tqdm
 except ImportError:  # pragma: no cover - exercised only without tqdm
@@ -307,9 +309,7 @@ class NeighbourPool:
     @property
     def state(self) -> np.ndarray:
         """Read-only view of the per-id state (0 absent, 1 unlabelled, 2 labelled)."""
-        view = self._state.view()
-        view.flags.writeable = False
-        return view
+        return readonly_view(self._state)
 
     def unlabelled_ids(self) -> np.ndarray:
         """Ascending ids of the unlabelled samples. O(capacity)."""

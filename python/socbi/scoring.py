@@ -49,6 +49,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 import numpy as np
 
 from ._checks import positive_int as _positive_int
+from ._checks import readonly_view
 
 from . import knn as _knn
 from .knn import NeighbourPool, _check_embeddings, _check_ids
@@ -111,9 +112,7 @@ class _LabelledState:
     @property
     def labelled_mask(self) -> np.ndarray:
         """Read-only bool view: True for labelled samples."""
-        view = self._labelled.view()
-        view.flags.writeable = False
-        return view
+        return readonly_view(self._labelled)
 
     def labelled_ids(self) -> np.ndarray:
         """Ascending labelled ids. O(n)."""

@@ -52,6 +52,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 
 import numpy as np
 
+from ._checks import readonly_view
 from .knn import _check_embeddings, _check_ids, _fsync_path
 from .scoring import BoundaryScorer, _positive_int
 from .strategies import (SEALS, KCenterGreedy, PoolState, RandomSampling, SoCBI, SoCBIPrefilter,
@@ -607,9 +608,7 @@ class ActiveLearner:
     @property
     def labels(self) -> np.ndarray:
         """Read-only (n,) int64 view: class of each labelled sample, -1 for unlabelled."""
-        view = self._labels.view()
-        view.flags.writeable = False
-        return view
+        return readonly_view(self._labels)
 
     @property
     def embeddings(self) -> np.ndarray:
