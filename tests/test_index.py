@@ -539,16 +539,19 @@ def test_threads_inside_one_call():
     idx.check()
 
 
-def test_queries_during_updates_are_sorted_distinct_and_bounded():
-    n_ids = 5000
+@pytest.mark.parametrize("query, delta, n_ids, n_updates, batch, k, seed", [
+    ("top", 1.0, 5000, 2_000_000, 10_000, 200, 1),     # monotone increments, top()
+    ("bottom", -1.0, 4000, 600_000, 5000, 150, 2),     # monotone decrements, bottom()
+])
+def test_queries_during_updates_are_sorted_distinct_and_bounded(query, delta, n_ids, n_updates, batch, k, seed):
     idx = socbi.SemiOrderedIndex(n_ids, node_size=16)
     idx.insert(np.arange(n_ids), 0.0)
     stop = threading.Event()
-    plan = np.random.default_rng(1).integers(0, n_ids, size=2_000_000)
+    plan = np.random.default_rng(seed).integers(0, n_ids, size=n_updates)
 
     def writer():
-        for s in range(0, len(plan), 10_000):
-            idx.update(plan[s : s + 10_000], 1.0, bulk=False)
+        for s in range(0, len(plan), batch):
+            idx.update(plan[s : s + batch], delta, bulk=False)
         stop.set()
 
     w = threading.Thread(target=writer)
@@ -556,13 +559,17 @@ def test_queries_during_updates_are_sorted_distinct_and_bounded():
     checked = 0
     while not stop.is_set() or checked == 0:
         before = idx.score(np.arange(n_ids))
-        ids, scores = idx.top(200)
+        ids, scores = getattr(idx, query)(k)
         after = idx.score(np.arange(n_ids))
         assert len(np.unique(ids)) == len(ids)
-        assert (np.diff(scores) <= 0).all()
-        # monotone increments: each returned score lies between the id's score before
-        # and after the call
-        assert (scores >= before[ids]).all() and (scores <= after[ids]).all()
+        # monotone updates: each returned score lies between the id's score before and
+        # after the call
+        if query == "top":
+            assert (np.diff(scores) <= 0).all()
+            assert (scores >= before[ids]).all() and (scores <= after[ids]).all()
+        else:
+            assert (np.diff(scores) >= 0).all()
+            assert (scores <= before[ids]).all() and (scores >= after[ids]).all()
         checked += 1
     w.join()
     idx.check()
