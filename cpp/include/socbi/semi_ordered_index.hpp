@@ -2336,34 +2336,33 @@ class SemiOrderedIndex {
         if (left[p].compare_exchange_weak(st, next, std::memory_order_relaxed)) return size_t(front ? f : b - 1);
       }
     };
-    auto place_up = [&](std::vector<Cursor>& cur, size_t b, size_t e) {
-      for (size_t id = b; id < e; ++id) {
+    // Places ids [b, e): upward (ids ascending, each bucket's cursor moving up through
+    // its pieces) or downward (ids descending, cursors moving down; the pieces below a
+    // downward cursor are full ones).
+    auto place = [&](std::vector<Cursor>& cur, size_t b, size_t e, auto upward) {
+      constexpr bool kUp = decltype(upward)::value;
+      for (size_t j = 0; j < e - b; ++j) {
+        const size_t id = kUp ? b + j : e - 1 - j;
         std::atomic<uint64_t>& mm = entries_[id].meta;
         const uint64_t m = mm.load(std::memory_order_relaxed);
         if (status_of(m) == ABSENT) continue;
         Cursor& c = cur[bucket_of(entries_[id].score.load(std::memory_order_relaxed))];
-        if (c.slot == c.limit) {  // this piece is full: on to the next
-          c.node = nodes[++c.piece];
-          c.items = node(c.node).items;
-          c.slot = 0;
+        uint32_t slot;
+        if constexpr (kUp) {
+          if (c.slot == c.limit) {  // this piece is full: on to the next
+            c.node = nodes[++c.piece];
+            c.items = node(c.node).items;
+            c.slot = 0;
+          }
+          slot = c.slot++;
+        } else {
+          if (c.slot == 0) {  // the bottom of this piece: on to the previous
+            c.node = nodes[--c.piece];
+            c.items = node(c.node).items;
+            c.slot = c.limit;
+          }
+          slot = --c.slot;
         }
-        const uint32_t slot = c.slot++;
-        c.items[slot].store(uint32_t(id), std::memory_order_relaxed);
-        mm.store(make_meta(IDLE, c.node, slot, tag_of(m) + 1), std::memory_order_relaxed);
-      }
-    };
-    auto place_down = [&](std::vector<Cursor>& cur, size_t b, size_t e) {
-      for (size_t id = e; id-- > b;) {
-        std::atomic<uint64_t>& mm = entries_[id].meta;
-        const uint64_t m = mm.load(std::memory_order_relaxed);
-        if (status_of(m) == ABSENT) continue;
-        Cursor& c = cur[bucket_of(entries_[id].score.load(std::memory_order_relaxed))];
-        if (c.slot == 0) {  // the bottom of this piece: on to the previous (a full one)
-          c.node = nodes[--c.piece];
-          c.items = node(c.node).items;
-          c.slot = c.limit;
-        }
-        const uint32_t slot = --c.slot;
         c.items[slot].store(uint32_t(id), std::memory_order_relaxed);
         mm.store(make_meta(IDLE, c.node, slot, tag_of(m) + 1), std::memory_order_relaxed);
       }
@@ -2374,7 +2373,7 @@ class SemiOrderedIndex {
       cursors_at(cur, [&](size_t bk) { return part_start(t, bk); });
       const auto [pb, pe] = part_ids(t);
       for (size_t k, taken = 0; taken < size_t(SOCBI_TEST_FRONT_CHUNKS) && (k = claim(t, true)) < K; ++taken)
-        place_up(cur, pb + (pe - pb) * k / K, pb + (pe - pb) * (k + 1) / K);
+        place(cur, pb + (pe - pb) * k / K, pb + (pe - pb) * (k + 1) / K, std::true_type{});
       for (;;) {  // help: the back of the part with the most left that no one else helps
         unsigned best = T;
         uint64_t most = 0;
@@ -2394,7 +2393,7 @@ class SemiOrderedIndex {
           continue;  // someone else took it first
         cursors_at(cur, [&](size_t bk) { return part_end(best, bk); });
         const auto [qb, qe] = part_ids(best);
-        for (size_t k; (k = claim(best, false)) < K;) place_down(cur, qb + (qe - qb) * k / K, qb + (qe - qb) * (k + 1) / K);
+        for (size_t k; (k = claim(best, false)) < K;) place(cur, qb + (qe - qb) * k / K, qb + (qe - qb) * (k + 1) / K, std::false_type{});
       }
     });
   }
