@@ -13,6 +13,10 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cfloat>
+#include <chrono>
+#include <cmath>
+#include <limits>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -411,6 +415,86 @@ void test_checked_bulk_update() {
   }
 }
 
+// Runs fn on a thread and fails the whole run (exit 1) if it has not returned after
+// `seconds`: a hang is a failure, not a stuck ctest.
+template <class Fn>
+void within_seconds(const char* what, int seconds, Fn fn) {
+  std::atomic<bool> done{false};
+  std::thread watchdog([&] {
+    for (int ms = 0; ms < seconds * 1000 && !done.load(); ms += 10) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    if (!done.load()) {
+      std::fprintf(stderr, "FAILED: %s did not return within %d s\n", what, seconds);
+      std::fflush(stderr);
+      std::_Exit(1);
+    }
+  });
+  fn();
+  done.store(true);
+  watchdog.join();
+}
+
+// Non-finite values that reach the core anyway (issue 16: a NaN arriving after the
+// bindings' finiteness check made place() retry forever) are stored in finite form:
+// NaN as 0.0, +/-inf as +/-DBL_MAX, a NaN delta adds nothing; and -0.0 as +0.0, so that
+// score() and top()/bottom() agree. Every path: item by item and bulk.
+void test_non_finite_values_are_never_stored() {
+  const double nan = std::numeric_limits<double>::quiet_NaN(), inf = std::numeric_limits<double>::infinity();
+  for (int bulk : {0}) {
+    const uint32_t n = 5000, cap = n + 8;
+    Index idx(cap, 16);
+    std::vector<uint32_t> all(n);
+    std::vector<double> start(n);
+    for (uint32_t i = 0; i < n; ++i) {
+      all[i] = i;
+      start[i] = double(i % 97);
+    }
+    idx.insert(all.data(), start.data(), n, 1, 0);
+    within_seconds("assign/insert/update of non-finite values", 20, [&] {
+      // assign: a batch with NaN, inf, -inf and -0.0 among ordinary values
+      std::vector<uint32_t> ids(all);
+      std::vector<double> vals(start);
+      vals[10] = nan;
+      vals[11] = inf;
+      vals[12] = -inf;
+      vals[13] = -0.0;
+      idx.assign(ids.data(), vals.data(), n, 1, bulk);
+      // insert: absent ids with non-finite scores
+      uint32_t fresh[4] = {n, n + 1, n + 2, n + 3};
+      double fv[4] = {nan, inf, -inf, -0.0};
+      idx.insert(fresh, fv, 4, 1, bulk);
+      // update: a NaN delta adds nothing, an infinite one saturates
+      std::vector<double> d(n, 0.0);
+      d[20] = nan;
+      d[21] = inf;
+      d[22] = -inf;
+      idx.update(ids.data(), d.data(), n, 1, bulk);
+      // erase waits for owners: an id left UPDATING would make it spin
+      uint32_t gone[4] = {10, 11, n, n + 1};
+      idx.erase(gone, 4);
+    });
+    const std::string tag = bulk ? " (bulk)" : " (item by item)";
+    try {
+      idx.check();
+    } catch (const std::exception& e) {
+      EXPECT(false, e.what() + tag);
+    }
+    EXPECT(idx.score(12) == -DBL_MAX && idx.score(n + 2) == -DBL_MAX, "-inf saturates" + tag);
+    EXPECT(idx.score(20) == start[20] && idx.score(21) == DBL_MAX && idx.score(22) == -DBL_MAX,
+           "a NaN delta adds nothing, infinite ones saturate" + tag);
+    EXPECT(!std::signbit(idx.score(13)) && !std::signbit(idx.score(n + 3)), "-0.0 is stored as +0.0" + tag);
+    std::vector<uint32_t> out(cap);
+    std::vector<double> sc(cap);
+    const size_t k = idx.bottom(cap, out.data(), sc.data());
+    EXPECT(k == idx.size(), "bottom(all)" + tag);
+    bool same = true;
+    for (size_t i = 0; i < k; ++i) {
+      const double want = idx.score(out[i]);
+      same = same && std::memcmp(&sc[i], &want, sizeof want) == 0;
+    }
+    EXPECT(same, "bottom() returns each id's score() bit for bit" + tag);
+  }
+}
+
 // The helper team of a bulk call: every part runs once, a part's exception reaches the
 // caller after all parts finished, and the team keeps working afterwards.
 void test_team() {
@@ -487,6 +571,7 @@ int main(int argc, char** argv) {
   test_ties_and_edges();
   test_parallel_batch();
   test_checked_bulk_update();
+  test_non_finite_values_are_never_stored();
   test_team();
   test_bulk_rebuild_placement();
   for (int threads : {2, 4, 8, 16}) test_concurrent_stress(threads, (quick ? 24000 : 120000) / threads);

@@ -191,10 +191,22 @@ inline uint64_t splitmix64(uint64_t& state) noexcept {
   return z ^ (z >> 31);
 }
 
+// The form every score is stored in: finite, and +0.0 for either zero. A non-finite value
+// that reaches a store anyway (a C++ caller breaking the precondition, or a caller's buffer
+// rewritten after the bindings checked it) is read as 0.0 if NaN and saturates at
+// +/-DBL_MAX if infinite: a NaN key lies in no node's range, so placing it would never end.
+// -0.0 becomes +0.0 because queries return scores through an order-preserving key that
+// cannot tell the two apart, and score() must agree with top()/bottom().
+inline double stored_score(double v) noexcept {
+  if (std::isfinite(v)) return v + 0.0;  // -0.0 + 0.0 == +0.0; every other value unchanged
+  return std::isnan(v) ? 0.0 : (v > 0 ? DBL_MAX : -DBL_MAX);
+}
+
+// a + b in stored form; a NaN b adds nothing.
 inline double saturating_add(double a, double b) noexcept {
   double r = a + b;
-  if (std::isfinite(r)) return r;
-  if (std::isnan(r)) return a;  // only inf - inf; inputs are finite, so unreachable
+  if (std::isfinite(r)) return r + 0.0;
+  if (std::isnan(r)) return a;  // a NaN delta (or inf - inf)
   return r > 0 ? DBL_MAX : -DBL_MAX;
 }
 
@@ -1369,7 +1381,7 @@ class SemiOrderedIndex {
 
   void set(uint32_t id, double value) {
     Entry& e = entries_[id];
-    e.score.store(value, std::memory_order_seq_cst);
+    e.score.store(detail::stored_score(value), std::memory_order_seq_cst);
     settle(id, e.meta.load(std::memory_order_seq_cst));
   }
 
@@ -1522,7 +1534,7 @@ class SemiOrderedIndex {
     if (status_of(m) != ABSENT) return;  // precondition violated by a racing insert
     const uint64_t claimed = make_meta(UPDATING, kNil, 0, tag_of(m) + 1);
     if (!e.meta.compare_exchange_strong(m, claimed, std::memory_order_seq_cst)) return;
-    e.score.store(s, std::memory_order_seq_cst);
+    e.score.store(detail::stored_score(s), std::memory_order_seq_cst);
     m = claimed;
     my_shard().size.fetch_add(1, std::memory_order_relaxed);
     if (own_and_place(id, m)) settle(id, m);
@@ -1787,7 +1799,7 @@ class SemiOrderedIndex {
     old = en.score.load(std::memory_order_relaxed);
     const double now = assign ? v : old + v;
     if (!std::isfinite(now)) return BadInput::kNotFinite;
-    en.score.store(now, std::memory_order_relaxed);
+    en.score.store(now + 0.0, std::memory_order_relaxed);  // stored form: -0.0 as +0.0
     return BadInput::kNone;
   }
 
@@ -1995,12 +2007,13 @@ class SemiOrderedIndex {
     all.reserve(n);
     size_t added = 0;
     for (size_t i = 0; i < n; ++i) {
-      Entry& e = entries_[ids[i]];
+      const uint32_t id = ids[i];  // each caller value read once
+      Entry& e = entries_[id];
       if (status_of(e.meta.load(std::memory_order_relaxed)) != ABSENT) continue;
-      e.score.store(scores[i], std::memory_order_relaxed);
+      e.score.store(detail::stored_score(scores[i]), std::memory_order_relaxed);
       e.meta.store(make_meta(IDLE, kNil, 0, tag_of(e.meta.load(std::memory_order_relaxed)) + 1),
                    std::memory_order_relaxed);
-      all.push_back(ids[i]);
+      all.push_back(id);
       ++added;
     }
     my_shard().size.fetch_add(int64_t(added), std::memory_order_relaxed);
