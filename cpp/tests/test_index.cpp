@@ -439,7 +439,7 @@ void within_seconds(const char* what, int seconds, Fn fn) {
 // score() and top()/bottom() agree. Every path: item by item and bulk.
 void test_non_finite_values_are_never_stored() {
   const double nan = std::numeric_limits<double>::quiet_NaN(), inf = std::numeric_limits<double>::infinity();
-  for (int bulk : {0}) {
+  for (int bulk : {0, 1}) {
     const uint32_t n = 5000, cap = n + 8;
     Index idx(cap, 16);
     std::vector<uint32_t> all(n);
@@ -492,6 +492,60 @@ void test_non_finite_values_are_never_stored() {
       same = same && std::memcmp(&sc[i], &want, sizeof want) == 0;
     }
     EXPECT(same, "bottom() returns each id's score() bit for bit" + tag);
+  }
+}
+
+// Unchecked update()/assign() on the bulk path behave as item by item (issue 16: a sum
+// that overflowed made the bulk path drop the whole batch silently): an overflowing sum
+// of a repeated id saturates at +/-DBL_MAX and the rest of the batch is applied; an
+// absent id is skipped; an id out of range throws std::out_of_range with nothing changed.
+void test_unchecked_bulk_saturates_like_item_by_item() {
+  for (unsigned threads : {1u, 2u}) {
+    const uint32_t n = 40000, cap = n + 10;
+    std::vector<uint32_t> all(n);
+    for (uint32_t i = 0; i < n; ++i) all[i] = i;
+    std::vector<uint32_t> ids(all);
+    ids.insert(ids.end(), all.begin(), all.end());  // every id twice: 80,000 items
+    std::vector<double> d(ids.size(), 1.0);
+    d[3] = d[n + 3] = 1e308;     // id 3: 2e308 overflows
+    d[4] = d[n + 4] = -1e308;    // id 4: -2e308 overflows downward
+    std::vector<double> got[2];
+    for (int bulk : {0, 1}) {
+      Index idx(cap, 64);
+      std::vector<double> zero(n, 0.0);
+      idx.insert(all.data(), zero.data(), n);
+      idx.update(ids.data(), d.data(), ids.size(), threads, bulk);
+      const std::string tag = std::string(bulk ? " (bulk" : " (item by item") + ", threads " + std::to_string(threads) + ")";
+      EXPECT(idx.score(3) == DBL_MAX && idx.score(4) == -DBL_MAX, "overflowing sums saturate" + tag);
+      EXPECT(idx.score(5) == 2.0 && idx.score(n - 1) == 2.0, "the rest of the batch is applied" + tag);
+      idx.check();
+      got[bulk].resize(n);
+      for (uint32_t i = 0; i < n; ++i) got[bulk][i] = idx.score(i);
+      if (bulk) {
+        // assign with an infinite value: saturates, the others are applied
+        std::vector<double> v(n, 7.0);
+        v[9] = std::numeric_limits<double>::infinity();
+        idx.assign(all.data(), v.data(), n, threads, 1);
+        EXPECT(idx.score(9) == DBL_MAX && idx.score(10) == 7.0, "bulk assign saturates an infinite value" + tag);
+        // an absent id is skipped
+        uint32_t gone = 11;
+        idx.erase(&gone, 1);
+        idx.update(all.data(), d.data(), n, threads, 1);
+        EXPECT(!idx.contains(11) && idx.score(12) == 8.0, "bulk update skips an absent id" + tag);
+        // an id out of range: refused whole
+        std::vector<uint32_t> bad(all);
+        bad[n / 2] = cap + 100;
+        bool thrown = false;
+        try {
+          idx.update(bad.data(), d.data(), n, threads, 1);
+        } catch (const std::out_of_range&) {
+          thrown = true;
+        }
+        EXPECT(thrown && idx.score(12) == 8.0, "bulk update with an id out of range throws, nothing changed" + tag);
+        idx.check();
+      }
+    }
+    EXPECT(got[0] == got[1], "bulk and item-by-item results agree");
   }
 }
 
@@ -572,6 +626,7 @@ int main(int argc, char** argv) {
   test_parallel_batch();
   test_checked_bulk_update();
   test_non_finite_values_are_never_stored();
+  test_unchecked_bulk_saturates_like_item_by_item();
   test_team();
   test_bulk_rebuild_placement();
   for (int threads : {2, 4, 8, 16}) test_concurrent_stress(threads, (quick ? 24000 : 120000) / threads);

@@ -576,7 +576,7 @@ class SemiOrderedIndex {
   BatchError update_checked(const IdT* ids, const double* deltas, double delta, size_t n, unsigned threads = 1,
                             int bulk = -1) {
     static_assert(std::is_integral<IdT>::value, "ids must be integers");
-    if (use_bulk(n, bulk)) return bulk_apply(ids, deltas, delta, n, threads, /*assign=*/false);
+    if (use_bulk(n, bulk)) return bulk_apply(ids, deltas, delta, n, threads, /*assign=*/false, /*lenient=*/false);
     std::vector<uint32_t> v(n);
     for (size_t i = 0; i < n; ++i) {
       if (!id_in_range(ids[i])) return {i, BadInput::kOutOfRange};
@@ -621,7 +621,7 @@ class SemiOrderedIndex {
   void update(const uint32_t* ids, const double* deltas, size_t n, unsigned threads = 1,
               int bulk = -1 /* -1 auto, 0 never, 1 always */) {
     if (use_bulk(n, bulk)) {
-      bulk_update(ids, deltas, n, threads, /*assign=*/false);
+      bulk_update(ids, deltas, 0.0, n, threads, /*assign=*/false);
       return;
     }
     if (n >= kSortedBatch) {
@@ -637,7 +637,7 @@ class SemiOrderedIndex {
   // Same as update with one delta for every id.
   void update_scalar(const uint32_t* ids, double delta, size_t n, unsigned threads = 1, int bulk = -1) {
     if (use_bulk(n, bulk)) {
-      bulk_apply(ids, nullptr, delta, n, threads, /*assign=*/false);
+      bulk_update(ids, nullptr, delta, n, threads, /*assign=*/false);
       return;
     }
     std::vector<uint32_t> sid;
@@ -655,7 +655,7 @@ class SemiOrderedIndex {
   // Sets the score of ids[i] to scores[i] (a concurrent update lands before or after).
   void assign(const uint32_t* ids, const double* scores, size_t n, unsigned threads = 1, int bulk = -1) {
     if (use_bulk(n, bulk)) {
-      bulk_update(ids, scores, n, threads, /*assign=*/true);
+      bulk_update(ids, scores, 0.0, n, threads, /*assign=*/true);
       return;
     }
     detail::parallel_for(n, threads, [&](unsigned, size_t b, size_t e) {
@@ -1771,8 +1771,15 @@ class SemiOrderedIndex {
     return n >= 4096 && double(n) >= bulk_fraction_ * double(sz);
   }
 
-  void bulk_update(const uint32_t* ids, const double* vals, size_t n, unsigned threads, bool assign) {
-    bulk_apply(ids, vals, 0.0, n, threads, assign);  // preconditions hold: it cannot refuse
+  // The unchecked bulk path behaves as the item-by-item one: a sum that overflows (or an
+  // infinite value) saturates at +/-DBL_MAX, a NaN value is read as 0.0 (a NaN delta adds
+  // nothing), an absent id is skipped. An id out of range (no item-by-item behaviour to
+  // match: it would index past the status table) throws std::out_of_range, nothing changed.
+  void bulk_update(const uint32_t* ids, const double* vals, double scalar, size_t n, unsigned threads, bool assign) {
+    const BatchError bad = bulk_apply(ids, vals, scalar, n, threads, assign, /*lenient=*/true);
+    if (bad.index < n)
+      throw std::out_of_range("socbi: ids[" + std::to_string(bad.index) + "] is out of range [0, capacity=" +
+                              std::to_string(capacity_) + "); the batch was not applied");
   }
 
   // Exclusive. The batch is applied to the status table and checked in the same pass (id
@@ -1780,12 +1787,13 @@ class SemiOrderedIndex {
   // is rolled back from the log newest first, which restores every score bit for bit.
   // Then the rebuild.
   template <class IdT>
-  BatchError bulk_apply(const IdT* ids, const double* vals, double scalar, size_t n, unsigned threads, bool assign) {
+  BatchError bulk_apply(const IdT* ids, const double* vals, double scalar, size_t n, unsigned threads, bool assign,
+                        bool lenient) {
     ExclusiveGuard ex(*this);
     const unsigned T = unsigned(std::max<size_t>(1, std::min<size_t>(threads, n / kMinPerThread)));
     detail::TeamScope team(std::max(T, rebuild_threads(threads)));
-    const BatchError bad = (T == 1 || n > UINT32_MAX) ? apply_serial(ids, vals, scalar, n, assign)
-                                                      : apply_partitioned(ids, vals, scalar, n, T, assign);
+    const BatchError bad = (T == 1 || n > UINT32_MAX) ? apply_serial(ids, vals, scalar, n, assign, lenient)
+                                                      : apply_partitioned(ids, vals, scalar, n, T, assign, lenient);
     if (scratch_.bytes() > kScratchKeepPerId * capacity_) scratch_.release();
     scratch_bytes_.store(scratch_.bytes(), std::memory_order_relaxed);  // stats() must not walk scratch_
     if (bad.index == n) rebuild_any_locked(threads);
@@ -1793,12 +1801,17 @@ class SemiOrderedIndex {
   }
 
   // Adds (or assigns) v to a present id's score, setting `old` to the score it replaced;
-  // or says why not (and changes nothing).
-  BadInput apply_one(Entry& en, double v, bool assign, double& old) {
-    if (status_of(en.meta.load(std::memory_order_relaxed)) == ABSENT) return BadInput::kAbsent;
+  // or says why not (and changes nothing). lenient (the unchecked path): an absent id is
+  // skipped (old is its score, so restoring it is a no-op) and a non-finite result is
+  // stored in finite form, as the item-by-item path does.
+  BadInput apply_one(Entry& en, double v, bool assign, bool lenient, double& old) {
     old = en.score.load(std::memory_order_relaxed);
-    const double now = assign ? v : old + v;
-    if (!std::isfinite(now)) return BadInput::kNotFinite;
+    if (status_of(en.meta.load(std::memory_order_relaxed)) == ABSENT) return lenient ? BadInput::kNone : BadInput::kAbsent;
+    double now = assign ? v : old + v;
+    if (!std::isfinite(now)) {
+      if (!lenient) return BadInput::kNotFinite;
+      now = assign ? detail::stored_score(v) : detail::saturating_add(old, v);
+    }
     en.score.store(now + 0.0, std::memory_order_relaxed);  // stored form: -0.0 as +0.0
     return BadInput::kNone;
   }
@@ -1806,7 +1819,7 @@ class SemiOrderedIndex {
   // One thread, 64 positions at a time: a branch-free pass makes the block's mask of ids
   // in range, whose entries are prefetched one block ahead. Old scores go to the undo log.
   template <class IdT>
-  BatchError apply_serial(const IdT* ids, const double* vals, double scalar, size_t n, bool assign) {
+  BatchError apply_serial(const IdT* ids, const double* vals, double scalar, size_t n, bool assign, bool lenient) {
     auto in_range_mask = [&](size_t b, size_t e) {
       uint64_t m = 0;
       for (size_t j = b; j < e; ++j) m |= uint64_t(id_in_range(ids[j])) << (j - b);
@@ -1829,7 +1842,7 @@ class SemiOrderedIndex {
       const size_t stop = in == full ? e : b + size_t(__builtin_ctzll(~in));  // first id out of range
       for (size_t i = b; i < stop; ++i) {
         double old;
-        const BadInput why = apply_one(entries_[uint64_t(ids[i])], vals ? vals[i] : scalar, assign, old);
+        const BadInput why = apply_one(entries_[uint64_t(ids[i])], vals ? vals[i] : scalar, assign, lenient, old);
         if (why != BadInput::kNone) {
           bad = {i, why};
           break;
@@ -1854,7 +1867,8 @@ class SemiOrderedIndex {
   // its buckets in chunk order (so in position order), prefetching far ahead, and
   // overwrites each applied word with the score it replaced: the buckets are the undo log.
   template <class IdT>
-  BatchError apply_partitioned(const IdT* ids, const double* vals, double scalar, size_t n, unsigned T, bool assign) {
+  BatchError apply_partitioned(const IdT* ids, const double* vals, double scalar, size_t n, unsigned T, bool assign,
+                               bool lenient) {
     auto owner = [T](uint64_t id) noexcept -> unsigned {
       return unsigned((uint64_t(uint32_t((id >> 4) * 0x9E3779B1u)) * T) >> 32);
     };
@@ -1898,7 +1912,7 @@ class SemiOrderedIndex {
           }
           if (k + 64 < m) __builtin_prefetch(&entries_[uint32_t(w[k + 64])], 1, 1);  // far ahead: misses overlap
           double old;
-          const BadInput why = apply_one(entries_[uint32_t(w[k])], vals ? vals[i] : scalar, assign, old);
+          const BadInput why = apply_one(entries_[uint32_t(w[k])], vals ? vals[i] : scalar, assign, lenient, old);
           if (why != BadInput::kNone) {
             err[t] = {i, why};
             size_t cur = first_bad.load(std::memory_order_relaxed);
