@@ -39,10 +39,11 @@
 //     of the status table in id order (no full sort, no random status-table writes).
 //     One team of threads serves the whole call, and its passes divide work dynamically
 //     (the placement pass from both ends of each thread's part), so a core slowed by a
-//     neighbour on a shared machine costs its share only. Scratch (one 8-byte word per
-//     batch item: the undo log, or the per-owner buckets whose words become the undo
-//     log as they are applied) stays with the index between calls, up to 16 bytes per
-//     id of capacity, and counts in stats().memory_bytes.
+//     neighbour on a shared machine costs its share only. Scratch (one 8-byte word and
+//     one 4-byte id per batch item: the undo log, or the per-owner buckets whose words
+//     become the undo log as they are applied, beside a log of the applied ids) stays
+//     with the index between calls, up to 16 bytes per id of capacity, and counts in
+//     stats().memory_bytes.
 //   * The status table is 2 MiB-aligned and asks Linux for transparent huge pages: each
 //     update is a random access into it, and 4 KiB pages would add a TLB miss to most.
 //
@@ -415,6 +416,11 @@ class ScratchLog {
   void set_size(size_t n) noexcept { size_ = n; }  // n <= capacity(); the caller wrote [0, n)
   const T& operator[](size_t i) const noexcept { return p_[i]; }
   void clear() noexcept { size_ = 0; }  // keeps the memory (and its faulted-in pages)
+  void release() noexcept {  // gives the memory back
+    std::free(p_);
+    p_ = nullptr;
+    size_ = cap_ = 0;
+  }
   size_t capacity_bytes() const noexcept { return cap_ * sizeof(T); }
 
  private:
@@ -1819,43 +1825,54 @@ class SemiOrderedIndex {
   // One thread, 64 positions at a time: a branch-free pass makes the block's mask of ids
   // in range, whose entries are prefetched one block ahead. Old scores go to the undo log.
   template <class IdT>
+  // Each caller id is read once, into a block (the caller may rewrite its buffer during
+  // the call: the range check, the apply and the undo must all see the id that was read),
+  // and each applied id goes to a second log beside its old score, which the undo reads.
   BatchError apply_serial(const IdT* ids, const double* vals, double scalar, size_t n, bool assign, bool lenient) {
-    auto in_range_mask = [&](size_t b, size_t e) {
+    uint32_t block[2][64];
+    auto load_block = [&](size_t b, size_t e, uint32_t* out) {  // the block's ids and mask of ids in range
       uint64_t m = 0;
-      for (size_t j = b; j < e; ++j) m |= uint64_t(id_in_range(ids[j])) << (j - b);
+      for (size_t j = b; j < e; ++j) {
+        const IdT v = ids[j];
+        m |= uint64_t(id_in_range(v)) << (j - b);
+        out[j - b] = uint32_t(v);  // meaningful only where the mask bit is set
+      }
       return m;
     };
     scratch_.use(1);
     detail::ScratchLog<uint64_t>& log = scratch_.words(0);
+    detail::ScratchLog<uint32_t>& log_ids = scratch_.ids(0);
     log.clear();
     log.reserve(n);
+    log_ids.clear();
+    log_ids.reserve(n);
     BatchError bad{n, BadInput::kNone};
-    uint64_t next = in_range_mask(0, std::min<size_t>(64, n));
-    for (size_t b = 0; b < n && bad.index == n; b += 64) {
+    uint64_t next = load_block(0, std::min<size_t>(64, n), block[0]);
+    for (size_t b = 0, cur = 0; b < n && bad.index == n; b += 64, cur ^= 1) {
       const size_t e = std::min(b + 64, n);
       const uint64_t in = next;
       if (e < n) {
-        next = in_range_mask(e, std::min(e + 64, n));
-        for (uint64_t m = next; m; m &= m - 1) __builtin_prefetch(&entries_[uint64_t(ids[e + size_t(__builtin_ctzll(m))])], 1, 1);
+        next = load_block(e, std::min(e + 64, n), block[cur ^ 1]);
+        for (uint64_t m = next; m; m &= m - 1) __builtin_prefetch(&entries_[block[cur ^ 1][__builtin_ctzll(m)]], 1, 1);
       }
       const uint64_t full = e - b == 64 ? ~uint64_t(0) : (uint64_t(1) << (e - b)) - 1;
       const size_t stop = in == full ? e : b + size_t(__builtin_ctzll(~in));  // first id out of range
       for (size_t i = b; i < stop; ++i) {
+        const uint32_t id = block[cur][i - b];
         double old;
-        const BadInput why = apply_one(entries_[uint64_t(ids[i])], vals ? vals[i] : scalar, assign, lenient, old);
+        const BadInput why = apply_one(entries_[id], vals ? vals[i] : scalar, assign, lenient, old);
         if (why != BadInput::kNone) {
           bad = {i, why};
           break;
         }
         log.push_back(detail::bits_of(old));
+        log_ids.push_back(id);
       }
       if (bad.index == n && stop < e) bad = {stop, BadInput::kOutOfRange};
     }
-    if (bad.index < n) {
-      size_t k = log.size();
-      for (size_t i = bad.index; i-- > 0;)
-        entries_[uint64_t(ids[i])].score.store(detail::double_of(log[--k]), std::memory_order_relaxed);
-    }
+    if (bad.index < n)
+      for (size_t k = log.size(); k-- > 0;)
+        entries_[log_ids[k]].score.store(detail::double_of(log[k]), std::memory_order_relaxed);
     return bad;
   }
 
@@ -1865,7 +1882,9 @@ class SemiOrderedIndex {
   // parallel pass over contiguous chunks of the batch reads the caller's ids once and
   // appends a (position, id) word to the bucket of (chunk, owner); then thread t applies
   // its buckets in chunk order (so in position order), prefetching far ahead, and
-  // overwrites each applied word with the score it replaced: the buckets are the undo log.
+  // overwrites each applied word with the score it replaced, its id going to the thread's
+  // id log: the buckets and id logs are the undo log (the caller's buffer is not read
+  // again, so rewriting it during the call cannot misdirect the undo).
   template <class IdT>
   BatchError apply_partitioned(const IdT* ids, const double* vals, double scalar, size_t n, unsigned T, bool assign,
                                bool lenient) {
@@ -1894,12 +1913,20 @@ class SemiOrderedIndex {
     size_t range_bad = n;  // the first position out of range (chunks are in position order)
     for (unsigned c = 0; c < C && range_bad == n; ++c)
       if (chunk_end[c] < chunk_begin(c + 1)) range_bad = chunk_end[c];
+    for (size_t k = T; k < size_t(C) * T; ++k) scratch_.ids(k).release();  // a wider earlier call's
+    for (unsigned t = 0; t < T; ++t) {  // reserved here, not by the workers (see above)
+      size_t mine = 0;
+      for (unsigned c = 0; c < C; ++c) mine += bucket(c, t).size();
+      scratch_.ids(t).clear();
+      scratch_.ids(t).reserve(mine);
+    }
     std::vector<BatchError> err(T, BatchError{n, BadInput::kNone});
     std::vector<size_t> applied(T, 0);
     std::atomic<size_t> first_bad{range_bad};  // lets the other threads stop early
     detail::parallel_for(T, T, [&](unsigned t, size_t, size_t) {
       size_t done = 0;
       bool stop = false;
+      uint32_t* log_ids = scratch_.ids(t).data();
       for (unsigned c = 0; c < C && !stop; ++c) {
         detail::ScratchLog<uint64_t>& items = bucket(c, t);
         uint64_t* w = items.data();
@@ -1921,16 +1948,17 @@ class SemiOrderedIndex {
             stop = true;
             break;
           }
+          log_ids[done++] = uint32_t(w[k]);
           w[k] = detail::bits_of(old);
-          ++done;
         }
       }
       applied[t] = done;
+      scratch_.ids(t).set_size(done);
     });
     BatchError bad{range_bad, range_bad < n ? BadInput::kOutOfRange : BadInput::kNone};
     for (const auto& e : err)
       if (e.index < bad.index) bad = e;
-    if (bad.index < n) undo_partitioned(ids, T, C, chunk_begin, owner, chunk_end, applied, bucket);
+    if (bad.index < n) undo_partitioned(T, C, applied, bucket);
     return bad;
   }
 
@@ -1962,8 +1990,9 @@ class SemiOrderedIndex {
       if (T == 2) {  // both words written, one kept: no indexed store chain
         uint64_t *o0 = out[0], *o1 = out[1];
         size_t k0 = cnt[0], k1 = cnt[1];
-        for (; i < be && uint64_t(ids[i]) < cap; ++i) {
-          const uint64_t id = uint64_t(ids[i]);
+        for (; i < be; ++i) {
+          const uint64_t id = uint64_t(ids[i]);  // read once: the caller may rewrite its buffer
+          if (id >= cap) break;
           const uint64_t word = (uint64_t(i) << 32) | id;
           const size_t mine = owner(id);
           o0[k0] = word;
@@ -1974,8 +2003,9 @@ class SemiOrderedIndex {
         cnt[0] = k0;
         cnt[1] = k1;
       } else {
-        for (; i < be && uint64_t(ids[i]) < cap; ++i) {
+        for (; i < be; ++i) {
           const uint64_t id = uint64_t(ids[i]);
+          if (id >= cap) break;
           const unsigned o = owner(id);
           out[o][cnt[o]++] = (uint64_t(i) << 32) | id;
         }
@@ -1987,29 +2017,23 @@ class SemiOrderedIndex {
   }
 
   // Rolls back what apply_partitioned applied, newest first per owner, so a repeated id
-  // ends at the score it had before the batch. An applied word holds the old score, not
-  // the id: the ids come from walking each chunk's positions again (a rare path).
-  template <class IdT, class Begin, class Owner, class Bucket>
-  void undo_partitioned(const IdT* ids, unsigned T, unsigned C, const Begin& chunk_begin, const Owner& owner,
-                        const std::vector<size_t>& chunk_end, const std::vector<size_t>& applied, const Bucket& bucket) {
+  // ends at the score it had before the batch. Thread t applied a prefix of its buckets in
+  // chunk order; an applied word holds the old score, the thread's id log the id.
+  template <class Bucket>
+  void undo_partitioned(unsigned T, unsigned C, const std::vector<size_t>& applied, const Bucket& bucket) {
+    std::vector<size_t> in_chunk(C);
     for (unsigned t = 0; t < T; ++t) {
-      size_t before = 0;  // items of thread t in chunks before c
-      for (unsigned c = 0; c < C; ++c) before += bucket(c, t).size();
+      size_t left = applied[t];
+      for (unsigned c = 0; c < C; ++c) {
+        in_chunk[c] = std::min(bucket(c, t).size(), left);
+        left -= in_chunk[c];
+      }
+      const detail::ScratchLog<uint32_t>& log_ids = scratch_.ids(t);
+      size_t j = applied[t];
       for (unsigned c = C; c-- > 0;) {  // newest first: the last chunk first
         const detail::ScratchLog<uint64_t>& items = bucket(c, t);
-        before -= items.size();
-        const size_t a = std::min(items.size(), applied[t] > before ? applied[t] - before : 0);
-        // Bucket (c, t) holds the positions of chunk c below chunk_end[c] that t owns, in
-        // order; walk them backwards, skipping the ones not applied.
-        size_t skip = items.size() - a, k = a;
-        for (size_t i = chunk_end[c]; k > 0 && i-- > chunk_begin(c);) {
-          if (uint64_t(ids[i]) >= capacity_ || owner(uint64_t(ids[i])) != t) continue;
-          if (skip > 0) {
-            --skip;
-            continue;
-          }
-          entries_[uint64_t(ids[i])].score.store(detail::double_of(items[--k]), std::memory_order_relaxed);
-        }
+        for (size_t k = in_chunk[c]; k-- > 0;)
+          entries_[log_ids[--j]].score.store(detail::double_of(items[k]), std::memory_order_relaxed);
       }
     }
   }
@@ -2685,9 +2709,11 @@ class SemiOrderedIndex {
   // kScratchKeepPerId bytes per id of capacity; counted in stats().memory_bytes.
   struct alignas(64) PaddedWords {  // own cache line: its size is written per call
     detail::ScratchLog<uint64_t> words;
+    detail::ScratchLog<uint32_t> ids;  // the undo log's ids (buffer t: thread t's)
   };
-  // Word buffers: buffer 0 is the serial path's undo log; the threaded path uses T * T,
-  // one per (chunk, owner) pair. One 8-byte word per batch item either way.
+  // Word buffers: buffer 0 is the serial path's undo log; the threaded path uses C * T,
+  // one per (chunk, owner) pair, and buffer t's ids as thread t's id log. One 8-byte word
+  // and one 4-byte id per batch item either way.
   struct BulkScratch {
     std::vector<std::unique_ptr<PaddedWords>> buffers;
     // Exactly k buffers: missing ones are created, the rest (a wider earlier call's
@@ -2697,9 +2723,10 @@ class SemiOrderedIndex {
       while (buffers.size() < k) buffers.emplace_back(new PaddedWords);
     }
     detail::ScratchLog<uint64_t>& words(size_t k) noexcept { return buffers[k]->words; }
+    detail::ScratchLog<uint32_t>& ids(size_t k) noexcept { return buffers[k]->ids; }
     uint64_t bytes() const noexcept {
       uint64_t b = 0;
-      for (const auto& w : buffers) b += w->words.capacity_bytes();
+      for (const auto& w : buffers) b += w->words.capacity_bytes() + w->ids.capacity_bytes();
       return b;
     }
     void release() { buffers.clear(); }
