@@ -9,6 +9,12 @@
 // Every rebuild thread takes one place-chunk upward, the rest of its part downward.
 #define SOCBI_TEST_FRONT_CHUNKS 1
 #endif
+#include <cstdint>
+// Named hooks (see SOCBI_TEST_HOOK in the header): a test may act at one point, for one node.
+namespace socbi_test {
+void on_hook(const char* site, uint32_t node);
+}
+#define SOCBI_TEST_HOOK(site, node) socbi_test::on_hook(site, node)
 #include <socbi/semi_ordered_index.hpp>
 
 #include <algorithm>
@@ -28,6 +34,33 @@
 #include <utility>
 #include <thread>
 #include <vector>
+
+namespace socbi {
+// The tests' view of the index's internals (a friend of SemiOrderedIndex).
+struct TestAccess {
+  static uint32_t node_of_id(const SemiOrderedIndex& x, uint32_t id) {
+    return SemiOrderedIndex::node_of(x.entries_[id].meta.load());
+  }
+  // The node this thread's finger names for index x (kNil if it names another index's).
+  static uint32_t finger_node(const SemiOrderedIndex& x) {
+    const auto& f = SemiOrderedIndex::finger();
+    return f.owner == x.instance_id_ ? f.node : SemiOrderedIndex::kNil;
+  }
+  static bool next_to_reuse(const SemiOrderedIndex& x, uint32_t nd) { return !x.free_.empty() && x.free_.back() == nd; }
+  static void set_score(SemiOrderedIndex& x, uint32_t id, double s) { x.entries_[id].score.store(s); }
+};
+}  // namespace socbi
+
+namespace socbi_test {
+// One callback for the named hooks, installed by a test; runs on whichever thread hits one.
+std::atomic<void (*)(const char*, uint32_t)> g_hook{nullptr};
+void on_hook(const char* site, uint32_t node) {
+#if defined(SOCBI_TEST_RACE_HOOKS)
+  std::this_thread::yield();
+#endif
+  if (auto* f = g_hook.load()) f(site, node);
+}
+}  // namespace socbi_test
 
 namespace {
 
@@ -549,6 +582,70 @@ void test_unchecked_bulk_saturates_like_item_by_item() {
   }
 }
 
+// A thread's finger (the node it last moved an id into) outlives its calls. Issue 16: it
+// was trusted while !dead, but alloc_node clears `dead` on a reused node before the split
+// that took it has set its range or locked it, so a stale finger let an update put an id
+// into the unlinked node, under its old range (check(): "id lies outside its node's
+// range"; in another interleaving a deadlock). The hook right after `dead = 0` holds the
+// split there while this thread moves an id into the old range of its finger's node.
+std::atomic<uint32_t> g_reuse_node{~0u};
+std::atomic<bool> g_reuse_paused{false}, g_reuse_resume{false};
+void hold_reused_node(const char* site, uint32_t node) {
+  if (std::strcmp(site, "reused node marked live") != 0 || node != g_reuse_node.load()) return;
+  g_reuse_node.store(~0u);  // once
+  g_reuse_paused.store(true);
+  for (int ms = 0; ms < 5000 && !g_reuse_resume.load(); ++ms) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+}
+
+void test_stale_finger_never_reaches_a_reused_node() {
+  Index idx(200, 8, /*bulk_fraction=*/0.0);
+  for (uint32_t id = 0; id < 64; ++id) {  // ascending: a chain of small nodes
+    double s = double(id);
+    idx.insert(&id, &s, 1);
+  }
+  uint32_t mover = 63, late = 99;
+  double to = 24.5 - 63.0, low = -5.0;
+  idx.insert(&late, &low, 1);   // in the head node, far from 24.5
+  idx.update(&mover, &to, 1);   // 63 moves to 24.5: this thread's finger names its node
+  const uint32_t target = socbi::TestAccess::finger_node(idx);
+  EXPECT(target != Index::kNil && socbi::TestAccess::node_of_id(idx, mover) == target, "setup: the finger names 63's node");
+  std::vector<uint32_t> in_target;
+  for (uint32_t id = 0; id < 64; ++id)
+    if (socbi::TestAccess::node_of_id(idx, id) == target) in_target.push_back(id);
+  idx.erase(in_target.data(), in_target.size());  // the node empties, is unlinked and retired
+  for (int i = 0; i < 4; ++i) idx.stats();       // unpinning advances the epoch: it is freed
+  EXPECT(socbi::TestAccess::next_to_reuse(idx, target), "setup: the finger's node is the next to be reused");
+  g_reuse_paused.store(false);
+  g_reuse_resume.store(false);
+  g_reuse_node.store(target);
+  socbi_test::g_hook.store(&hold_reused_node);
+  std::thread splitter([&] {  // fills the last node until it splits and takes the freed node
+    for (uint32_t id = 100; id < 140; ++id) {
+      double s = 1000.0 + id;
+      idx.insert(&id, &s, 1);
+    }
+  });
+  for (int ms = 0; ms < 5000 && !g_reuse_paused.load(); ++ms) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  const bool paused = g_reuse_paused.load();
+  if (paused) {
+    double up = 24.5 - low;  // `late` moves to (24.5, 99): inside the reused node's old range
+    idx.update(&late, &up, 1);
+  }
+  g_reuse_resume.store(true);
+  splitter.join();
+  socbi_test::g_hook.store(nullptr);
+  EXPECT(paused, "setup: the split reused the finger's node");
+  try {
+    idx.check();
+  } catch (const std::exception& e) {
+    EXPECT(false, std::string("after an update met a node being reused: ") + e.what());
+  }
+  std::vector<uint32_t> out(200);
+  std::vector<double> sc(200);
+  const size_t k = idx.bottom(200, out.data(), sc.data());
+  EXPECT(k == idx.size() && std::count(out.begin(), out.begin() + k, late) == 1, "bottom(all) holds the moved id");
+}
+
 // The helper team of a bulk call: every part runs once, a part's exception reaches the
 // caller after all parts finished, and the team keeps working afterwards.
 void test_team() {
@@ -627,6 +724,7 @@ int main(int argc, char** argv) {
   test_checked_bulk_update();
   test_non_finite_values_are_never_stored();
   test_unchecked_bulk_saturates_like_item_by_item();
+  test_stale_finger_never_reaches_a_reused_node();
   test_team();
   test_bulk_rebuild_placement();
   for (int threads : {2, 4, 8, 16}) test_concurrent_stress(threads, (quick ? 24000 : 120000) / threads);

@@ -131,6 +131,12 @@
 #define SOCBI_RACE_HOOK() ((void)0)
 #endif
 
+// Test builds may define SOCBI_TEST_HOOK(site, node) to act (pause, change a score) at a
+// named point that concerns one node; site is a string literal. By default a race hook.
+#ifndef SOCBI_TEST_HOOK
+#define SOCBI_TEST_HOOK(site, node) SOCBI_RACE_HOOK()
+#endif
+
 // Test builds may cap how many place-chunks a rebuild thread takes from the front of its
 // own part, so that the downward walk of the placement pass (otherwise taken only when a
 // core lags) runs on every rebuild. Unlimited by default.
@@ -438,6 +444,8 @@ class ScratchLog {
 
 }  // namespace detail
 
+struct TestAccess;  // defined by the C++ tests only
+
 struct IndexStats {
   uint64_t size = 0;
   uint64_t capacity = 0;
@@ -457,6 +465,8 @@ struct IndexStats {
 };
 
 class SemiOrderedIndex {
+  friend struct TestAccess;
+
  public:
   static constexpr uint32_t kNil = 0x3FFFFFFFu;  // 30-bit node index "none"
   static constexpr int kMaxLevel = 12;  // lo + tower fill one cache line; 4^12 nodes
@@ -903,7 +913,10 @@ class SemiOrderedIndex {
       while (exclusive_.load(std::memory_order_seq_cst)) detail::cpu_relax(spins);
       uint64_t e = epoch_.load(std::memory_order_seq_cst);
       pins_[e & 1].fetch_add(1, std::memory_order_seq_cst);
-      if (epoch_.load(std::memory_order_seq_cst) == e && !exclusive_.load(std::memory_order_seq_cst)) return e;
+      if (epoch_.load(std::memory_order_seq_cst) == e && !exclusive_.load(std::memory_order_seq_cst)) {
+        ++pin_serial();  // fingers taken under an earlier pin are no longer trusted
+        return e;
+      }
       pins_[e & 1].fetch_sub(1, std::memory_order_seq_cst);
     }
   }
@@ -991,6 +1004,7 @@ class SemiOrderedIndex {
     nd.seen_ver.store(~0u, std::memory_order_relaxed);
     nd.sorted_ver.store(~0u, std::memory_order_relaxed);
     nd.dead.store(0, std::memory_order_relaxed);
+    SOCBI_TEST_HOOK("reused node marked live", x);
     nd.fully_linked.store(0, std::memory_order_relaxed);
     nd.prev.store(kNil, std::memory_order_relaxed);
     for (auto& n : nd.next) n.store(kNil, std::memory_order_relaxed);
@@ -1120,7 +1134,9 @@ class SemiOrderedIndex {
     Node& y = node(yi);
     y.lo = pivot;
     y.height = random_height();
-    y.lock.lock();  // unreachable until linked, so taking it out of order cannot deadlock
+    // Unreachable until linked (fingers are trusted only within the pin they were taken
+    // in, so none names a node freed before it), so taking it out of order cannot deadlock.
+    y.lock.lock();
     y.set_hi(hi);
     y.begin_items_change();
     x.begin_items_change();
@@ -1129,7 +1145,7 @@ class SemiOrderedIndex {
     // Narrow x's range first; every item is examined afterwards, so any owner that read
     // the old range is forced (by the tag bump) to re-check.
     x.set_hi(pivot);
-    SOCBI_RACE_HOOK();
+    SOCBI_TEST_HOOK("split narrowed x", xi);
 
     // Partition x's items: key >= pivot go to y. Re-read each item's meta/score and CAS,
     // redoing the item if its owner changed its status meanwhile.
@@ -1353,10 +1369,19 @@ class SemiOrderedIndex {
 
   // The node this thread last moved an id into, for this index: consecutive moves of a
   // sorted batch usually land in the same node, so it is tried before the skip list.
+  // Trusted only under the pin it was taken in (pin_serial() unchanged): a node reachable
+  // then cannot be reused before that pin ends, whereas a finger kept across pins may
+  // name a node that was freed and is being set up by a split (live, unlinked, its old
+  // range still in place), where an update would place an id out of range or deadlock.
   struct Finger {
     uint64_t owner = 0;
+    uint64_t pin = 0;
     uint32_t node = kNil;
   };
+  static uint64_t& pin_serial() noexcept {  // this thread's pins, counted
+    thread_local uint64_t serial = 0;
+    return serial;
+  }
   static Finger& finger() noexcept {
     thread_local Finger f;
     return f;
@@ -1452,7 +1477,8 @@ class SemiOrderedIndex {
         }
       }
       Finger& f = finger();
-      if (ti == kNil && f.owner == instance_id_ && f.node != kNil && !node(f.node).dead.load(std::memory_order_acquire)) {
+      if (ti == kNil && f.owner == instance_id_ && f.pin == pin_serial() && f.node != kNil &&
+          !node(f.node).dead.load(std::memory_order_acquire)) {
         const Node& fn = node(f.node);
         if (fn.range_contains(k)) {
           ti = f.node;
@@ -1463,6 +1489,7 @@ class SemiOrderedIndex {
       }
       if (ti == kNil) ti = find_floor(k);
       f.owner = instance_id_;
+      f.pin = pin_serial();
       f.node = ti;
       Node& t = node(ti);
       if (xi == kNil || xi == ti) {
