@@ -646,6 +646,32 @@ void test_stale_finger_never_reaches_a_reused_node() {
   EXPECT(k == idx.size() && std::count(out.begin(), out.begin() + k, late) == 1, "bottom(all) holds the moved id");
 }
 
+// Issue 16: a rebuild over scores spanning a subnormal range made the linear bucketing's
+// scale nb / span infinite, 0 * inf NaN and size_t(NaN) undefined (UBSan with
+// -fsanitize=float-cast-overflow, which the ASan build now enables, reports it). Both
+// rebuilds: the status-table scan (most of the capacity present) and the general one.
+void test_rebuild_over_a_subnormal_span() {
+  const double tiny = std::numeric_limits<double>::denorm_min();
+  for (uint32_t spare : {0u, 9u}) {  // capacity n (scan rebuild) or 10 n (general rebuild)
+    const uint32_t n = 20000;
+    Index idx(uint64_t(n) * (spare + 1), 64);
+    bulk_build(idx, n, [tiny](uint32_t i) { return i % 3 == 0 ? 0.0 : (i % 3 == 1 ? tiny : 3 * tiny); });
+    std::vector<uint32_t> out(n);
+    std::vector<double> sc(n);
+    EXPECT(idx.bottom(n, out.data(), sc.data()) == n, "bottom(all) after a subnormal bulk build");
+    bool ordered = true;
+    for (uint32_t i = 1; i < n; ++i) ordered = ordered && (sc[i - 1] < sc[i] || (sc[i - 1] == sc[i] && out[i - 1] < out[i]));
+    EXPECT(ordered && sc[0] == 0.0 && sc[n - 1] == 3 * tiny, "subnormal scores in (score, id) order");
+    // and a bulk update that keeps the span subnormal
+    std::vector<uint32_t> ids(n);
+    std::vector<double> d(n, 0.0);
+    for (uint32_t i = 0; i < n; ++i) ids[i] = i;
+    d[5] = tiny;
+    idx.update(ids.data(), d.data(), n, 2, 1);
+    idx.check();
+  }
+}
+
 // The helper team of a bulk call: every part runs once, a part's exception reaches the
 // caller after all parts finished, and the team keeps working afterwards.
 void test_team() {
@@ -725,6 +751,7 @@ int main(int argc, char** argv) {
   test_non_finite_values_are_never_stored();
   test_unchecked_bulk_saturates_like_item_by_item();
   test_stale_finger_never_reaches_a_reused_node();
+  test_rebuild_over_a_subnormal_span();
   test_team();
   test_bulk_rebuild_placement();
   for (int threads : {2, 4, 8, 16}) test_concurrent_stress(threads, (quick ? 24000 : 120000) / threads);

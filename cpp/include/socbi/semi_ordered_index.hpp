@@ -2109,12 +2109,17 @@ class SemiOrderedIndex {
     size_t nb;
     Bucketing(double lo, double hi, size_t buckets) : mn(lo), nb(buckets) {
       const double span = hi - lo;
-      scale = (span > 0 && std::isfinite(span)) ? double(nb) / span : 0.0;
+      // One bucket (scale 0) when the span is 0, overflows (scores near +/-DBL_MAX) or is
+      // so small (subnormal) that nb / span overflows: an infinite scale made 0 * inf NaN.
+      const double s = double(nb) / span;
+      scale = (span > 0 && std::isfinite(span) && std::isfinite(s)) ? s : 0.0;
     }
     size_t operator()(double v) const noexcept {
       // Clamped with min/max, not branches: in a pool of small counts most ids hit the
-      // bottom bucket and a branch on it would mispredict about once per id.
-      return size_t(std::min(std::max((v - mn) * scale, 0.0), double(nb - 1)));
+      // bottom bucket and a branch on it would mispredict about once per id. max(0.0, x)
+      // (this order) maps a NaN x to 0: with scale 0, v - mn may overflow to inf, and
+      // inf * 0 is NaN, whose conversion to size_t is undefined.
+      return size_t(std::min(std::max(0.0, (v - mn) * scale), double(nb - 1)));
     }
   };
 
