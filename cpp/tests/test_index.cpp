@@ -672,6 +672,38 @@ void test_rebuild_over_a_subnormal_span() {
   }
 }
 
+// A split sizes its new node for the ids expected to go up and grows it while unlinked
+// if scores rose meanwhile (issue 16: that growth was missing from the slot bytes stats()
+// reports). The hook after the split narrows x raises the score of every id in the
+// crowded node, as adders racing with the split would, so that all of them go up.
+std::atomic<bool> g_raise_armed{false};
+socbi::SemiOrderedIndex* g_raise_index = nullptr;
+void raise_crowded_scores(const char* site, uint32_t) {
+  if (std::strcmp(site, "split narrowed x") != 0 || !g_raise_armed.exchange(false)) return;
+  for (uint32_t id = 1; id < 100000; id += 2) socbi::TestAccess::set_score(*g_raise_index, id, 2.0 + id);
+}
+
+void test_split_growth_is_counted_in_stats() {
+  const uint32_t n = 100000;
+  Index idx(n, 64);
+  bulk_build(idx, n, [](uint32_t i) { return i % 2 ? 1.0 + double(i) * 2.220446049250313e-16 : 0.0; });
+  EXPECT(idx.stats().oversized_nodes > 0, "setup: one oversized node holds the odd ids");
+  g_raise_index = &idx;
+  g_raise_armed.store(true);
+  socbi_test::g_hook.store(&raise_crowded_scores);
+  std::vector<uint32_t> out(10);
+  std::vector<double> sc(10);
+  idx.top(10, out.data(), sc.data());  // refines the oversized node: the split
+  socbi_test::g_hook.store(nullptr);
+  EXPECT(!g_raise_armed.load(), "setup: the split ran the hook");
+  EXPECT(out[0] == n - 1 && sc[0] == 2.0 + (n - 1), "top after the split");
+  try {
+    idx.check();
+  } catch (const std::exception& e) {
+    EXPECT(false, e.what());
+  }
+}
+
 // The helper team of a bulk call: every part runs once, a part's exception reaches the
 // caller after all parts finished, and the team keeps working afterwards.
 void test_team() {
@@ -752,6 +784,7 @@ int main(int argc, char** argv) {
   test_unchecked_bulk_saturates_like_item_by_item();
   test_stale_finger_never_reaches_a_reused_node();
   test_rebuild_over_a_subnormal_span();
+  test_split_growth_is_counted_in_stats();
   test_team();
   test_bulk_rebuild_placement();
   for (int threads : {2, 4, 8, 16}) test_concurrent_stress(threads, (quick ? 24000 : 120000) / threads);

@@ -978,9 +978,12 @@ class SemiOrderedIndex {
   // ------------------------------------------------------------------ nodes
   // Gives a node (locked, unreachable, or the bulk path's) slots for cap ids.
   void reallocate_slots(Node& nd, uint32_t cap) {
-    auto bytes = [](uint32_t c) { return int64_t(c) * int64_t(sizeof(uint32_t)) + int64_t(Node::hole_words(c)) * 8; };
-    slot_bytes_.fetch_add(bytes(cap) - bytes(nd.cap), std::memory_order_relaxed);
+    slot_bytes_.fetch_add(slot_bytes_of(cap) - slot_bytes_of(nd.cap), std::memory_order_relaxed);
     nd.allocate(cap);
+  }
+  // What a node's slots and hole bitmap take for cap ids (stats() counts it).
+  static int64_t slot_bytes_of(uint32_t cap) noexcept {
+    return int64_t(cap) * int64_t(sizeof(uint32_t)) + int64_t(Node::hole_words(cap)) * 8;
   }
 
   uint32_t alloc_node(uint32_t cap) {
@@ -1205,8 +1208,9 @@ class SemiOrderedIndex {
   }
 
   // Doubles the arrays of a node no reader can reach yet (a split's new node).
-  static void grow_unlinked(Node& y, uint64_t new_cap) {
+  void grow_unlinked(Node& y, uint64_t new_cap) {
     if (new_cap <= y.cap) throw std::length_error("socbi: node exceeds the 2^20-slot limit");
+    slot_bytes_.fetch_add(slot_bytes_of(uint32_t(new_cap)) - slot_bytes_of(y.cap), std::memory_order_relaxed);
     auto* items = new std::atomic<uint32_t>[new_cap];
     auto* holes = new uint64_t[Node::hole_words(uint32_t(new_cap))]();
     const uint32_t h = y.hwm.load(std::memory_order_relaxed);
@@ -2673,6 +2677,11 @@ class SemiOrderedIndex {
       const uint64_t m = entries_[id].meta.load(std::memory_order_relaxed);
       if (status_of(m) != ABSENT && !seen[id]) fail("present id " + std::to_string(id) + " is in no node");
     }
+    int64_t slot_bytes = 0;  // every node ever made keeps its slots: stats() counts them all
+    for (uint64_t x = 0; x < next_fresh_; ++x) slot_bytes += slot_bytes_of(node(uint32_t(x)).cap);
+    if (slot_bytes != slot_bytes_.load(std::memory_order_relaxed))
+      fail("slot bytes counted for stats() (" + std::to_string(slot_bytes_.load(std::memory_order_relaxed)) +
+           ") != the nodes' slots (" + std::to_string(slot_bytes) + ")");
     // Upper levels: sorted sublists of level 0 made of live nodes with enough height.
     for (int l = 1; l < kMaxLevel; ++l) {
       uint32_t x = head_;
