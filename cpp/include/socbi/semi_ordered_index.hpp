@@ -10,7 +10,8 @@
 //   * Status table: one 16-byte entry per id: the score (atomic double) and a 64-bit
 //     meta word packing status (ABSENT / IDLE / UPDATING), the node and slot that hold
 //     the id, and a 12-bit tag that changes whenever a node split or rebuild touches the
-//     item (so a stale decision can never be committed).
+//     item (so a stale decision can never be committed; why a wrapped tag cannot either:
+//     see Entry).
 //   * Nodes hold up to B ids (default 2048) *unordered*; removal leaves a tombstone and
 //     a bit in the node's hole bitmap, so a move touches no other id's entry. Node keys
 //     are (score, id) pairs, a total order, so ties (e.g. every count starts at 0) split
@@ -762,6 +763,20 @@ class SemiOrderedIndex {
     std::atomic<uint64_t> meta{0};  // status:2 | slot:20 | node:30 | tag:12
   };
   static_assert(sizeof(Entry) == 16, "status entry must stay 16 bytes");
+  // Why a 12-bit tag is enough (no room to widen it: slot and node need their bits, and a
+  // wider meta would make the entry 24 bytes). A tag that wrapped (4,096 relocations
+  // between an owner's read of the meta word and its CAS) lets the CAS succeed on an equal
+  // word; that commits no stale decision:
+  //  * every CAS on a meta word writes back the node and slot it read, and an equal word
+  //    means those are the id's place now;
+  //  * a move, an erase, a split and a node sort read the meta word again under the node's
+  //    lock, where no relocation of the id can run, and decide from the current score;
+  //  * the one lock-free decision, the owner's "the score is still in my node's range"
+  //    release, stays true: while the owner is in flight it holds a pin, so its node
+  //    cannot be freed and reused; a split moves ids only into a new node, never back, so
+  //    an id found in the same node and slot never left it, and each split of that node
+  //    kept the id below the pivot, inside the narrowed range (lo never changes). Sorts
+  //    move the id within the node.
 
   static constexpr uint64_t kStatusMask = 0x3;
   static constexpr int kSlotShift = 2, kNodeShift = 22, kTagShift = 52;
