@@ -154,9 +154,19 @@ def test_lc_socbi_is_lc_inside_the_smallest_count_candidates(world):
     assert set(picked.tolist()) <= set(cand.tolist())
     lc = 1 - probs[cand].max(axis=1)
     np.testing.assert_array_equal(picked, cand[np.argsort(-lc, kind="stable")[:n]])
-    # candidate_size = n: the So-CBI selection itself, reordered by LC
+    # candidate_size = n: the n smallest counts, the tie at the cut broken by LC (issue 15:
+    # was the scorer's fixed permutation, so most of each round's candidates were last
+    # round's rejects)
     same = SoCBIPrefilter(LeastConfidence(), candidate_size=n).select(st, n)
-    np.testing.assert_array_equal(np.sort(same), np.sort(scorer.select(n)[0]))
+    unl = st.unlabelled_ids()
+    cu = scorer.counts(unl)
+    cut = np.sort(cu)[n - 1]
+    below = unl[cu < cut]
+    tied = unl[cu == cut]
+    assert tied.size > n - below.size                              # the case this covers
+    lc_tied = 1 - probs[tied].max(axis=1)
+    want = np.concatenate([below, tied[np.argsort(-lc_tied, kind="stable")[:n - below.size]]])
+    np.testing.assert_array_equal(np.sort(same), np.sort(want))
     # the opposite end is a flag away
     hi = SoCBIPrefilter(LeastConfidence(), largest=True).candidates(st, n)
     assert scorer.counts(hi).min() >= scorer.counts(cand).max()
@@ -231,10 +241,21 @@ def test_bad_input_gives_clear_errors(world):
     full = PoolState(labelled=np.ones(10, bool), probabilities=np.full((10, 2), 0.5))
     with pytest.raises(ValueError, match="pool is empty"):
         select("lc", full, 1)
-    with pytest.raises(ValueError, match="look like logits"):
-        PoolState(labelled=np.zeros(3, bool), probabilities=np.array([[2.0, -1], [0, 1], [1, 0]]))
-    with pytest.raises(ValueError, match=r"rows \[1\] sum to"):
-        PoolState(labelled=np.zeros(2, bool), probabilities=np.array([[0.5, 0.5], [0.5, 0.4]]))
+    # probabilities are checked in the pass that reads them (issue 15), so select raises,
+    # for the fused pass and for the numpy path alike
+    for name in ("lc", "margin", "entropy"):
+        with pytest.raises(ValueError, match="look like logits"):
+            select(name, PoolState(labelled=np.zeros(3, bool),
+                                   probabilities=np.array([[2.0, -1], [0, 1], [1, 0]])), 1)
+        with pytest.raises(ValueError, match=r"rows \[1\] sum to"):
+            select(name, PoolState(labelled=np.zeros(2, bool),
+                                   probabilities=np.array([[0.5, 0.5], [0.5, 0.4]])), 1)
+        with pytest.raises(ValueError, match=r"NaN or infinite values in rows \[2\]"):
+            select(name, PoolState(labelled=np.zeros(3, bool),
+                                   probabilities=np.array([[0.5, 0.5], [0.5, 0.5], [np.inf, 0]])), 1)
+    with pytest.raises(ValueError, match=r"rows \[7\] sum to"):   # numpy path names the sample id
+        PoolState(labelled=np.zeros(9, bool), probabilities=np.r_[np.full((7, 2), 0.5), [[0.5, 0.4]],
+                                                                  [[0.5, 0.5]]]).predict_proba(np.array([3, 7]))
     with pytest.raises(ValueError, match="probabilities has 5 rows but the state has 600"):
         state_of(world, probabilities=probs[:5])
     bad = x.copy()

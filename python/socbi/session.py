@@ -55,7 +55,7 @@ import numpy as np
 from ._checks import readonly_view
 from .knn import _check_embeddings, _check_ids, _fsync_path
 from .scoring import BoundaryScorer, _positive_int
-from .strategies import (SEALS, KCenterGreedy, PoolState, RandomSampling, SoCBI, SoCBIPrefilter,
+from .strategies import (SEALS, KCenterGreedy, NeighbourhoodDiverse, PoolState, RandomSampling, SoCBI, SoCBIPrefilter,
                          Strategy, UncertaintySampling, make_strategy)
 
 __all__ = [
@@ -69,11 +69,12 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 # Canonical strategy keys (make_strategy accepts them) and their table names.
 STRATEGY_NAMES = ("random", "least_confidence", "margin", "entropy", "kcenter", "seals",
-                  "lc_socbi", "kcenter_socbi", "socbi", "ascmr")
+                  "lc_socbi", "kcenter_socbi", "socbi", "ascmr", "margin_div")
 DISPLAY_NAMES = {
     "random": "random", "least_confidence": "LC", "margin": "margin", "entropy": "entropy",
     "kcenter": "KCenter", "seals": "SEALS", "lc_socbi": "LC-So-CBI",
     "kcenter_socbi": "KCenter-So-CBI", "socbi": "So-CBI", "ascmr": "ASCMR",
+    "margin_div": "margin-div",
 }
 _ALIASES = {"lc": "least_confidence", "k_center": "kcenter", "kcentre": "kcenter",
             "k_center_socbi": "kcenter_socbi", "least_confidence_socbi": "lc_socbi",
@@ -365,7 +366,7 @@ class _TimedScorer:
 
 def _base_of(strategy: Strategy) -> Strategy:
     base = strategy
-    while isinstance(base, (SoCBIPrefilter, SEALS)):
+    while isinstance(base, (SoCBIPrefilter, SEALS, NeighbourhoodDiverse)):
         base = base.base
     return base
 
