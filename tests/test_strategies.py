@@ -275,3 +275,81 @@ def test_bad_input_gives_clear_errors(world):
     # nothing was changed by any of this
     assert scorer.labelled_mask.sum() == 12
     scorer.check()
+
+
+# ----------------------------------------------------------------------------- fused selection (issue 15)
+def _reference_top(p, lab, n, measure):
+    """Plain numpy: the unlabelled ids by uncertainty, most uncertain first, as scores."""
+    s = MarginSampling().uncertainty(p) if measure == "margin" else \
+        LeastConfidence().uncertainty(p) if measure == "least_confidence" else EntropySampling().uncertainty(p)
+    s = np.where(lab, -np.inf, s)
+    return np.sort(s)[::-1][:n]
+
+
+@pytest.mark.parametrize("measure", ["least_confidence", "margin", "entropy"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_fused_selection_matches_numpy(measure, dtype):
+    rng = np.random.default_rng(5)
+    z = rng.normal(scale=3.0, size=(3000, 7))
+    p = softmax(z).astype(dtype)
+    lab = rng.random(3000) < 0.1
+    st = PoolState(labelled=lab, probabilities=p)
+    got = make_strategy(measure).select(st, 100, seed=2)
+    assert not lab[got].any() and np.unique(got).size == 100
+    p64 = p.astype(np.float64)
+    want = _reference_top(p64, lab, 100, measure)
+    mine = make_strategy(measure).uncertainty(p64[got])
+    np.testing.assert_allclose(mine, want, rtol=1e-9, atol=1e-12)
+    assert np.all(np.diff(mine) <= 1e-12)                          # best first
+    # over a candidate subset (the composite strategies' path) and from a model: same rule
+    cand = np.flatnonzero(~lab)[::3]
+    sub = make_strategy(measure)._select_among(st, cand, 20, np.random.default_rng(0))
+    np.testing.assert_allclose(make_strategy(measure).uncertainty(p64[sub]),
+                               np.sort(make_strategy(measure).uncertainty(p64[cand]))[::-1][:20], rtol=1e-9)
+
+
+def test_fused_selection_breaks_ties_only_at_the_cut_and_by_seed():
+    # 50 rows strictly more uncertain than the rest, 500 tied at the cut, the rest below
+    p = np.tile([0.9, 0.1], (2000, 1))
+    p[:50] = [0.5, 0.5]
+    p[50:550] = [0.7, 0.3]
+    rng = np.random.default_rng(1)
+    perm = rng.permutation(2000)                                   # ids not in score order
+    p = p[perm]
+    top = np.flatnonzero(np.isin(perm, np.arange(50)))
+    tied = np.flatnonzero(np.isin(perm, np.arange(50, 550)))
+    st = PoolState(labelled=np.zeros(2000, bool), probabilities=p)
+    for name in ("least_confidence", "margin", "entropy"):
+        a = make_strategy(name).select(st, 80, seed=3)
+        assert set(a[:50].tolist()) == set(top.tolist())            # all strictly better ones first
+        assert set(a[50:].tolist()) <= set(tied.tolist())           # the rest from the tie only
+        assert np.array_equal(a, make_strategy(name).select(st, 80, seed=3))
+        assert not np.array_equal(a[50:], make_strategy(name).select(st, 80, seed=4)[50:])
+
+
+def test_fused_selection_threads_give_the_same_answer():
+    rng = np.random.default_rng(7)
+    p = softmax(rng.normal(size=(70000, 5)))
+    p[::7] = p[3]                                                 # plenty of exact ties
+    lab = rng.random(70000) < 0.05
+    st = PoolState(labelled=lab, probabilities=p)
+    for name in ("least_confidence", "margin", "entropy"):
+        one = make_strategy(name).select(st, 500, seed=1)
+        two = make_strategy(name, threads=2).select(st, 500, seed=1)
+        np.testing.assert_array_equal(one, two)
+
+
+def test_margin_div_takes_no_two_picks_from_one_neighbourhood(world):
+    x, probs, scorer = world
+    st = state_of(world)
+    picks = make_strategy("margin_div").select(st, 15, seed=0)
+    assert not st.labelled[picks].any() and np.unique(picks).size == 15
+    nbr, _ = scorer.pool.query(x[picks], scorer.k + 1)
+    for i, row in enumerate(nbr):
+        others = set(picks.tolist()) - {int(picks[i])}
+        assert others.isdisjoint(row.tolist())
+    # the most uncertain sample always leads
+    assert picks[0] == MarginSampling().select(st, 1, seed=0)[0]
+    # asking for more than the neighbourhoods allow still fills the batch
+    big = make_strategy("margin_div").select(st, 400, seed=0)
+    assert np.unique(big).size == 400 and not st.labelled[big].any()

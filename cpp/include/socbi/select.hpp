@@ -25,6 +25,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <thread>
 #include <vector>
@@ -134,6 +135,27 @@ class TopN {
   double tie_value_ = -std::numeric_limits<double>::infinity();
 };
 
+// ln(x) for normal x > 0 within 1e-7 absolute, a few flops and no libm call: x = m 2^e
+// with m in [sqrt(1/2), sqrt(2)), ln m = 2 atanh(z), z = (m - 1)/(m + 1), |z| <= 0.1716,
+// series to z^7: the rest is below 2 z^9 / (9 (1 - z^2)) < 3.1e-8. Used only to screen
+// rows; a row that survives the screen gets the exact std::log entropy.
+inline double fast_log(double x) {
+  uint64_t bits;
+  std::memcpy(&bits, &x, sizeof bits);
+  int64_t e = static_cast<int64_t>((bits >> 52) & 0x7ff) - 1023;
+  bits = (bits & 0x000FFFFFFFFFFFFFULL) | 0x3FF0000000000000ULL;  // mantissa in [1, 2)
+  double m;
+  std::memcpy(&m, &bits, sizeof m);
+  if (m > 1.4142135623730951) {
+    m *= 0.5;
+    ++e;
+  }
+  const double z = (m - 1.0) / (m + 1.0), z2 = z * z;
+  return static_cast<double>(e) * 0.6931471805599453 +
+         2.0 * z * (1.0 + z2 * (1.0 / 3.0 + z2 * (1.0 / 5.0 + z2 * (1.0 / 7.0))));
+}
+constexpr double kFastLogError = 1e-7;
+
 // Fano bound h(p) + (1 - p) log(C - 1) on the entropy of a row whose largest entry is p.
 inline double entropy_bound(double p, double log_c1) {
   double h = 0.0;
@@ -164,11 +186,13 @@ struct Options {
 };
 
 // One thread's share: positions [begin, end) of the candidate list (or of the rows).
-template <class T>
+// M is a template parameter so that the row loop carries no per-row switch.
+template <Measure M, class T>
 void scan(const T* P, int64_t n_rows, int64_t C, const uint8_t* skip, const int64_t* rows, const int64_t* labels,
           int64_t begin, int64_t end, const Options& opt, TopN& top, Error& err) {
-  double cut_t = std::numeric_limits<double>::quiet_NaN();
-  double p_cut = std::numeric_limits<double>::infinity();
+  constexpr double inf = std::numeric_limits<double>::infinity();
+  double cut_t = -inf, p_cut = inf;  // entropy: rows with p_max > p_cut cannot reach cut_t
+  int64_t last_refresh = begin;
   const double lo_ok = -opt.range_tol, hi_ok = 1.0 + opt.range_tol;
   for (int64_t pos = begin; pos < end; ++pos) {
     int64_t i = pos;
@@ -181,20 +205,16 @@ void scan(const T* P, int64_t n_rows, int64_t C, const uint8_t* skip, const int6
     }
     if (skip != nullptr && skip[i]) continue;
     const T* r = P + i * C;
-    double s = 0.0, mx = -std::numeric_limits<double>::infinity(), second = mx;
-    double mn = std::numeric_limits<double>::infinity();
+    // Branch-free row statistics: sum (NaN/inf show up in it), min, max and second max.
+    double s = 0.0, mx = -inf, second = -inf, mn = inf;
     for (int64_t c = 0; c < C; ++c) {
       const double v = static_cast<double>(r[c]);
       s += v;
-      if (v > mx) {
-        second = mx;
-        mx = v;
-      } else if (v > second) {
-        second = v;
-      }
-      mn = v < mn ? v : mn;
+      mn = std::min(mn, v);
+      if (M == Measure::margin) second = std::max(second, std::min(mx, v));
+      mx = std::max(mx, v);
     }
-    if (!std::isfinite(s)) {  // a NaN or inf anywhere in the row makes the sum non-finite
+    if (!std::isfinite(s)) {
       err = {ErrorKind::non_finite, i, s};
       return;
     }
@@ -207,29 +227,49 @@ void scan(const T* P, int64_t n_rows, int64_t C, const uint8_t* skip, const int6
       return;
     }
     double score;
-    switch (opt.measure) {
-      case Measure::least_confidence:
-        score = 1.0 - mx;
-        break;
-      case Measure::margin:
-        score = second - mx;
-        break;
-      default: {
-        const double t = top.threshold();
-        if (t != cut_t) {  // refresh the exact skip rule for the new n-th best entropy
-          cut_t = t;
-          p_cut = entropy_cutoff(t - 1e-6, C);
-        }
-        if (mx > p_cut && std::fabs(s - 1.0) < 1e-9) continue;  // cannot reach the top n
-        double h = 0.0;
+    if (M == Measure::least_confidence) {
+      score = 1.0 - mx;
+    } else if (M == Measure::margin) {
+      score = second - mx;
+    } else {
+      const double t = top.threshold();
+      // Refresh the skip rule now and then (a stale one only skips less); the slack keeps
+      // rows that tie with the cut or sit within rounding of it.
+      if (t != cut_t && (pos - last_refresh >= 1024 || cut_t == -inf)) {
+        cut_t = t;
+        last_refresh = pos;
+        p_cut = entropy_cutoff(t - 1e-4, C);
+      }
+      if (mx > p_cut && mn >= 0.0 && std::fabs(s - 1.0) <= 1e-6) continue;
+      if (t > -inf) {  // screen with the cheap log: |approx - H| <= kFastLogError * sum |v|
+        double ha = 0.0;
         for (int64_t c = 0; c < C; ++c) {
           const double v = static_cast<double>(r[c]);
-          if (v > 0.0) h -= v * std::log(v);
+          ha -= v > 1e-300 ? v * fast_log(v) : 0.0;  // v log v < 1e-297 below that
         }
-        score = h;
+        if (ha + 2.0 * kFastLogError * (s + 1.0) < t) continue;
       }
+      double h = 0.0;
+      for (int64_t c = 0; c < C; ++c) {
+        const double v = static_cast<double>(r[c]);
+        if (v > 0.0) h -= v * std::log(v);
+      }
+      score = h;
     }
     if (score >= top.threshold()) top.offer(score, labels != nullptr ? labels[i] : i);
+  }
+}
+
+template <class T>
+void scan_any(const T* P, int64_t n_rows, int64_t C, const uint8_t* skip, const int64_t* rows, const int64_t* labels,
+              int64_t begin, int64_t end, const Options& opt, TopN& top, Error& err) {
+  switch (opt.measure) {
+    case Measure::least_confidence:
+      return scan<Measure::least_confidence>(P, n_rows, C, skip, rows, labels, begin, end, opt, top, err);
+    case Measure::margin:
+      return scan<Measure::margin>(P, n_rows, C, skip, rows, labels, begin, end, opt, top, err);
+    default:
+      return scan<Measure::entropy>(P, n_rows, C, skip, rows, labels, begin, end, opt, top, err);
   }
 }
 
@@ -249,12 +289,12 @@ std::vector<Pick> select_uncertain(const T* P, int64_t n_rows, int64_t C, const 
   std::vector<TopN> tops(static_cast<std::size_t>(nt), TopN(opt.n));
   std::vector<Error> errs(static_cast<std::size_t>(nt));
   if (nt == 1) {
-    scan(P, n_rows, C, skip, rows, labels, 0, total, opt, tops[0], errs[0]);
+    scan_any(P, n_rows, C, skip, rows, labels, 0, total, opt, tops[0], errs[0]);
   } else {
     std::vector<std::thread> pool;
     for (int t = 0; t < nt; ++t) {
       const int64_t b = total * t / nt, e = total * (t + 1) / nt;
-      pool.emplace_back([&, t, b, e] { scan(P, n_rows, C, skip, rows, labels, b, e, opt, tops[t], errs[t]); });
+      pool.emplace_back([&, t, b, e] { scan_any(P, n_rows, C, skip, rows, labels, b, e, opt, tops[t], errs[t]); });
     }
     for (auto& th : pool) th.join();
   }
