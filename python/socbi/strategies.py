@@ -728,7 +728,8 @@ class NeighbourhoodDiverse(Strategy):
 
     name = "margin_div"
 
-    def __init__(self, base: Optional[Strategy] = None, k: Optional[int] = None) -> None:
+    def __init__(self, base: Optional[Strategy] = None, k: Optional[int] = None,
+                 coverage: bool = False) -> None:
         base = MarginSampling() if base is None else base
         if not isinstance(base, UncertaintySampling):
             raise ValueError(f"base must be an uncertainty strategy (lc, margin, entropy), got {base!r}")
@@ -736,7 +737,8 @@ class NeighbourhoodDiverse(Strategy):
             raise ValueError(f"k must be a positive integer or None (the scorer's K), got {k!r}")
         self.base = base
         self.k = None if k is None else int(k)
-        self.name = f"{base.name}_div"
+        self.coverage = bool(coverage)
+        self.name = f"{base.name}_div" + ("_cover" if self.coverage else "")
 
     def _pool_and_k(self, state: PoolState) -> Tuple[NeighbourPool, int]:
         pool = state.pool if state.pool is not None else \
@@ -754,14 +756,33 @@ class NeighbourhoodDiverse(Strategy):
         picks: list = []
         taken: set = set()
         blocked: set = set()
+        if self.coverage and state.scorer is not None:
+            # Exploration share = the uncovered share of the candidates (count 0: in no
+            # labelled sample's K-NN list); those slots go to uncovered samples, in
+            # uncertainty order, with the same neighbourhood rule. Fades as coverage grows.
+            uncovered = candidates[state.scorer.counts(candidates) == 0]
+            quota = int(round(n * uncovered.size / max(candidates.size, 1)))
+            if quota:
+                self._walk(state, pool, kq, uncovered, quota, seed, picks, taken, blocked)
+        rest = n - len(picks)
+        if rest:
+            left = candidates if not picks else np.setdiff1d(candidates, np.asarray(picks, np.int64),
+                                                              assume_unique=True)
+            self._walk(state, pool, kq, left, rest, seed, picks, taken, blocked, fill=True)
+        return np.asarray(picks, np.int64)
+
+    def _walk(self, state, pool, kq, candidates, quota, seed, picks, taken, blocked, fill=False):
+        """Append up to ``quota`` picks from ``candidates`` in base order, no two from one
+        neighbourhood; with ``fill``, top up from the skipped ones if the walk runs out."""
+        target = len(picks) + quota
         skipped: list = []
         walked = 0
-        m = min(candidates.size, 2 * n)
+        m = min(candidates.size, 2 * quota)
         while True:
             ranked = self.base._select_among(state, candidates, m, np.random.default_rng(seed))
             fresh = ranked[walked:]
-            for s0 in range(0, fresh.size, max(n, 64)):
-                chunk = fresh[s0:s0 + max(n, 64)]
+            for s0 in range(0, fresh.size, max(quota, 64)):
+                chunk = fresh[s0:s0 + max(quota, 64)]
                 nbr, _ = pool.query(state.embeddings[chunk], kq)
                 for c, row in zip(chunk.tolist(), nbr.tolist()):
                     walked += 1
@@ -771,13 +792,13 @@ class NeighbourhoodDiverse(Strategy):
                     picks.append(c)
                     taken.add(c)
                     blocked.update(row)
-                    if len(picks) == n:
-                        return np.asarray(picks, np.int64)
+                    if len(picks) == target:
+                        return
             if m == candidates.size:
                 break
             m = min(candidates.size, 2 * m)
-        picks.extend(skipped[:n - len(picks)])
-        return np.asarray(picks, np.int64)
+        if fill:
+            picks.extend(skipped[:target - len(picks)])
 
     def __repr__(self) -> str:
         return f"NeighbourhoodDiverse({self.base!r}, k={self.k})"
@@ -863,6 +884,7 @@ STRATEGIES: Dict[str, Callable[..., Strategy]] = {
         KCenterGreedy(**{k: kw.pop(k) for k in ("metric", "chunk", "progress") if k in kw}), **kw),
     "seals": SEALS,
     "margin_div": NeighbourhoodDiverse,
+    "margin_div_cover": lambda **kw: NeighbourhoodDiverse(coverage=True, **kw),
     # socbi.ascmr imports this module, so it is imported when first asked for.
     "ascmr": lambda **kw: __import__("socbi.ascmr", fromlist=["ASCMR"]).ASCMR(**kw),
 }
