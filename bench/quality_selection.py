@@ -12,7 +12,7 @@ are skipped, so the script can be stopped and resumed and strategies added later
 difference to margin (mean, wins/losses/ties, two-sided sign test).
 
     OMP_NUM_THREADS=1 python bench/quality_selection.py --seeds 10 --out quality.jsonl
-    python bench/quality_selection.py --report --out quality.jsonl
+    python bench/quality_selection.py --report --out quality.jsonl[,more.jsonl]
 """
 from __future__ import annotations
 
@@ -101,7 +101,7 @@ def sign_test(wins: int, losses: int) -> float:
 
 
 def report(args: argparse.Namespace) -> None:
-    rows = [json.loads(line) for line in Path(args.out).read_text().splitlines()]
+    rows = [json.loads(line) for out in args.out.split(",") for line in Path(out).read_text().splitlines()]
     ref = args.reference
     for pool in POOLS:
         rs = [r for r in rows if r["pool"] == pool]

@@ -69,12 +69,12 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 # Canonical strategy keys (make_strategy accepts them) and their table names.
 STRATEGY_NAMES = ("random", "least_confidence", "margin", "entropy", "kcenter", "seals",
-                  "lc_socbi", "kcenter_socbi", "socbi", "ascmr", "margin_div", "margin_div_cover")
+                  "lc_socbi", "kcenter_socbi", "socbi", "ascmr", "margin_div", "margin_div_cover", "margin_div_kc")
 DISPLAY_NAMES = {
     "random": "random", "least_confidence": "LC", "margin": "margin", "entropy": "entropy",
     "kcenter": "KCenter", "seals": "SEALS", "lc_socbi": "LC-So-CBI",
     "kcenter_socbi": "KCenter-So-CBI", "socbi": "So-CBI", "ascmr": "ASCMR",
-    "margin_div": "margin-div", "margin_div_cover": "margin-div-cover",
+    "margin_div": "margin-div", "margin_div_cover": "margin-div-cover", "margin_div_kc": "margin-div-kc",
 }
 _ALIASES = {"lc": "least_confidence", "k_center": "kcenter", "kcentre": "kcenter",
             "k_center_socbi": "kcenter_socbi", "least_confidence_socbi": "lc_socbi",

@@ -729,7 +729,7 @@ class NeighbourhoodDiverse(Strategy):
     name = "margin_div"
 
     def __init__(self, base: Optional[Strategy] = None, k: Optional[int] = None,
-                 coverage: bool = False) -> None:
+                 coverage: Any = False) -> None:
         base = MarginSampling() if base is None else base
         if not isinstance(base, UncertaintySampling):
             raise ValueError(f"base must be an uncertainty strategy (lc, margin, entropy), got {base!r}")
@@ -737,8 +737,12 @@ class NeighbourhoodDiverse(Strategy):
             raise ValueError(f"k must be a positive integer or None (the scorer's K), got {k!r}")
         self.base = base
         self.k = None if k is None else int(k)
-        self.coverage = bool(coverage)
-        self.name = f"{base.name}_div" + ("_cover" if self.coverage else "")
+        if coverage not in (False, True, "kcenter"):
+            raise ValueError(f"coverage must be False, True (uncovered share in uncertainty order) or "
+                             f"'kcenter' (uncovered share by K-Center greedy), got {coverage!r}")
+        self.coverage = coverage
+        self._kcenter = KCenterGreedy(progress=False) if coverage == "kcenter" else None
+        self.name = f"{base.name}_div" + {False: "", True: "_cover", "kcenter": "_kc"}[coverage]
 
     def _pool_and_k(self, state: PoolState) -> Tuple[NeighbourPool, int]:
         pool = state.pool if state.pool is not None else \
@@ -762,7 +766,13 @@ class NeighbourhoodDiverse(Strategy):
             # uncertainty order, with the same neighbourhood rule. Fades as coverage grows.
             uncovered = candidates[state.scorer.counts(candidates) == 0]
             quota = int(round(n * uncovered.size / max(candidates.size, 1)))
-            if quota:
+            if quota and self._kcenter is not None:
+                first = self._kcenter._select_among(state, uncovered, quota, np.random.default_rng(seed))
+                nbr, _ = pool.query(state.embeddings[first], kq)
+                picks.extend(first.tolist())
+                taken.update(first.tolist())
+                blocked.update(nbr.ravel().tolist())
+            elif quota:
                 self._walk(state, pool, kq, uncovered, quota, seed, picks, taken, blocked)
         rest = n - len(picks)
         if rest:
@@ -885,6 +895,7 @@ STRATEGIES: Dict[str, Callable[..., Strategy]] = {
     "seals": SEALS,
     "margin_div": NeighbourhoodDiverse,
     "margin_div_cover": lambda **kw: NeighbourhoodDiverse(coverage=True, **kw),
+    "margin_div_kc": lambda **kw: NeighbourhoodDiverse(coverage="kcenter", **kw),
     # socbi.ascmr imports this module, so it is imported when first asked for.
     "ascmr": lambda **kw: __import__("socbi.ascmr", fromlist=["ASCMR"]).ASCMR(**kw),
 }
