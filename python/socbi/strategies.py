@@ -42,11 +42,15 @@ from .knn import NeighbourPool, _check_embeddings, _check_ids
 __all__ = [
     "PoolState", "Strategy", "RandomSampling", "UncertaintySampling", "LeastConfidence",
     "MarginSampling", "EntropySampling", "KCenterGreedy", "SoCBI", "SoCBIPrefilter", "SEALS",
-    "NeighbourhoodDiverse",
+    "NeighbourhoodDiverse", "DEFAULT_STRATEGY",
     "STRATEGIES", "make_strategy", "select",
 ]
 
 _PROBA_CHUNK = 65536
+
+#: The recommended strategy: the default of ActiveLearner, ``socbi select`` and ``socbi demo``
+#: (issue 15: margin with no two picks of a batch from one neighbourhood; docs/scoring.md).
+DEFAULT_STRATEGY = "margin_div"
 
 
 # =============================================================================== state
