@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> None:
     pools = [p for p in POOLS if not args.pools or p in args.pools.split(",")]
     strategies = args.strategies.split(",") if args.strategies else list(STRATEGIES)
     data = {}
-    for seed in range(args.seeds):           # seeds outermost: a stopped run has whole seeds
+    for seed in range(args.first_seed, args.first_seed + args.seeds):  # seeds outermost
         for pool in pools:
             ds, imb, batch = POOLS[pool]
             if ds not in data:
@@ -129,6 +129,7 @@ def report(args: argparse.Namespace) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--pools", default="", help=f"comma-separated subset of {', '.join(POOLS)}")
     ap.add_argument("--strategies", default="", help="comma-separated (default: the peers and So-CBI variants)")
     ap.add_argument("--out", default="quality.jsonl")

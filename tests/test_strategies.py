@@ -223,7 +223,7 @@ def test_probabilities_from_sklearn_and_torch_models_match_arrays(world):
     net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 5)).eval()
     with torch.no_grad():
         logits = net(torch.from_numpy(x)).double().numpy()
-    for name in ("margin", "entropy", "lc_socbi"):
+    for name in ("margin", "entropy", "lc_socbi", "margin_div"):
         a = select(name, state_of(world, probabilities=None, model=net), 15, seed=3)
         b = select(name, state_of(world, probabilities=softmax(logits)), 15, seed=3)
         np.testing.assert_array_equal(a, b)
@@ -353,3 +353,34 @@ def test_margin_div_takes_no_two_picks_from_one_neighbourhood(world):
     # asking for more than the neighbourhoods allow still fills the batch
     big = make_strategy("margin_div").select(st, 400, seed=0)
     assert np.unique(big).size == 400 and not st.labelled[big].any()
+
+
+def test_margin_div_is_the_default_of_the_session_and_the_cli():
+    import inspect
+
+    from socbi.session import ActiveLearner
+    from socbi.strategies import DEFAULT_STRATEGY
+    assert DEFAULT_STRATEGY == "margin_div"
+    assert inspect.signature(ActiveLearner).parameters["strategy"].default == "margin_div"
+    from socbi.cli import build_parser
+    args = build_parser().parse_args(["select", "--embeddings", "x.npy", "--labels", "y.npy", "--n", "3"])
+    assert args.strategy == "margin_div"
+    from socbi.experiment import DEFAULT_STRATEGIES
+    assert "margin_div" in DEFAULT_STRATEGIES
+
+
+def test_session_with_the_default_strategy_picks_spread_batches():
+    from sklearn.datasets import load_digits
+
+    from socbi.session import ActiveLearner
+    d = load_digits()
+    x = (d.data / 16.0).astype(np.float32)[:400]
+    y = d.target[:400]
+    labels = np.full(400, -1)
+    first = np.concatenate([np.flatnonzero(y == c)[:2] for c in range(10)])
+    labels[first] = y[first]
+    lrn = ActiveLearner(x, labels, k=10, backend="exact", progress=False, seed=0)
+    ids = lrn.query(20)
+    assert lrn.strategy_name == "margin_div" and np.unique(ids).size == 20 and (labels[ids] == -1).all()
+    nbr, _ = lrn.scorer.pool.query(x[ids], 11)
+    assert all(set(ids.tolist()).isdisjoint(set(row.tolist()) - {int(i)}) for i, row in zip(ids, nbr))
