@@ -223,7 +223,7 @@ def test_probabilities_from_sklearn_and_torch_models_match_arrays(world):
     net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 5)).eval()
     with torch.no_grad():
         logits = net(torch.from_numpy(x)).double().numpy()
-    for name in ("margin", "entropy", "lc_socbi", "margin_div"):
+    for name in ("margin", "entropy", "lc_socbi", "margin_div", "margin_div_cover"):
         a = select(name, state_of(world, probabilities=None, model=net), 15, seed=3)
         b = select(name, state_of(world, probabilities=softmax(logits)), 15, seed=3)
         np.testing.assert_array_equal(a, b)
@@ -355,18 +355,18 @@ def test_margin_div_takes_no_two_picks_from_one_neighbourhood(world):
     assert np.unique(big).size == 400 and not st.labelled[big].any()
 
 
-def test_margin_div_is_the_default_of_the_session_and_the_cli():
+def test_margin_div_cover_is_the_default_of_the_session_and_the_cli():
     import inspect
 
     from socbi.session import ActiveLearner
     from socbi.strategies import DEFAULT_STRATEGY
-    assert DEFAULT_STRATEGY == "margin_div"
-    assert inspect.signature(ActiveLearner).parameters["strategy"].default == "margin_div"
+    assert DEFAULT_STRATEGY == "margin_div_cover"
+    assert inspect.signature(ActiveLearner).parameters["strategy"].default == "margin_div_cover"
     from socbi.cli import build_parser
     args = build_parser().parse_args(["select", "--embeddings", "x.npy", "--labels", "y.npy", "--n", "3"])
-    assert args.strategy == "margin_div"
+    assert args.strategy == "margin_div_cover"
     from socbi.experiment import DEFAULT_STRATEGIES
-    assert "margin_div" in DEFAULT_STRATEGIES
+    assert "margin_div_cover" in DEFAULT_STRATEGIES
 
 
 def test_session_with_the_default_strategy_picks_spread_batches():
@@ -381,6 +381,27 @@ def test_session_with_the_default_strategy_picks_spread_batches():
     labels[first] = y[first]
     lrn = ActiveLearner(x, labels, k=10, backend="exact", progress=False, seed=0)
     ids = lrn.query(20)
-    assert lrn.strategy_name == "margin_div" and np.unique(ids).size == 20 and (labels[ids] == -1).all()
+    assert lrn.strategy_name == "margin_div_cover" and np.unique(ids).size == 20 and (labels[ids] == -1).all()
     nbr, _ = lrn.scorer.pool.query(x[ids], 11)
     assert all(set(ids.tolist()).isdisjoint(set(row.tolist()) - {int(i)}) for i, row in zip(ids, nbr))
+
+
+def test_margin_div_cover_spends_the_uncovered_share_on_uncovered_samples(world):
+    x, probs, scorer = world
+    st = state_of(world)
+    unl = st.unlabelled_ids()
+    share = np.mean(scorer.counts(unl) == 0)
+    assert 0.2 < share < 1.0                                       # the case this covers
+    n = 20
+    picks = make_strategy("margin_div_cover").select(st, n, seed=0)
+    quota = int(round(n * share))
+    counts = scorer.counts(picks)
+    assert (counts[:quota] == 0).all()                             # exploration slots first
+    # they are the uncovered samples in margin order, no two from one neighbourhood
+    div = make_strategy("margin_div")
+    first = div._select_among(st, unl[scorer.counts(unl) == 0], quota, np.random.default_rng(0))
+    assert np.unique(picks).size == n and not st.labelled[picks].any()
+    np.testing.assert_array_equal(picks[:quota], first)
+    nbr, _ = scorer.pool.query(x[picks], scorer.k + 1)
+    for i, row in enumerate(nbr):
+        assert (set(picks.tolist()) - {int(picks[i])}).isdisjoint(row.tolist())

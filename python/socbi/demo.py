@@ -5,14 +5,15 @@ What it runs (see :mod:`socbi.experiment` for the protocol and the metrics): 1,7
 split, 2 labels per class to start, batches of 20 until half of the pool is labelled,
 logistic regression retrained every round, So-CBI counts with K = 10 in the C++ score
 index over an exact neighbour pool. Nine strategies -- random, LC, margin, entropy,
-KCenter, SEALS, LC-So-CBI, KCenter-So-CBI and the recommended default margin-div
-(margin, no two picks of a batch from one neighbourhood) -- on the same initial pools,
+KCenter, SEALS, LC-So-CBI, KCenter-So-CBI and the recommended default margin-div-cover
+(margin, no two picks of a batch from one neighbourhood, a cold-start share for samples
+far from every label) -- on the same initial pools,
 5 seeds, on the balanced pool and on the paper's imbalanced variants (IF = 0.1 and 0.3
 applied to half of the classes). Worker processes: all CPUs (``--jobs``).
 
 It prints the table (accuracy at 10 / 25 / 50 % of the pool labelled, AUBC, selection
 imbalance, retrieval time per round; mean ± std over seeds), the paired comparison of
-each So-CBI variant with its base strategy (and of margin-div with margin), and where it wrote the learning curves,
+each So-CBI variant with its base strategy (and of margin-div-cover with margin), and where it wrote the learning curves,
 ``results.json`` and the tables (``--out``, default ``socbi-out/demo``).
 """
 from __future__ import annotations
@@ -51,7 +52,7 @@ def register(subparsers: Any) -> None:
                     "Prints the table and writes the learning curves.")
     p.add_argument("--strategies", default=",".join(DEFAULT_STRATEGIES),
                    help="comma-separated strategies (default: the eight of the paper's comparison and "
-                        "the recommended margin_div)")
+                        "the recommended margin_div_cover)")
     p.add_argument("--seeds", type=int, default=5, help="number of seeds (default 5)")
     p.add_argument("--imbalance", type=_floats, default=[1.0, 0.1, 0.3],
                    help="comma-separated imbalance factors IF, 1 = balanced (default 1,0.1,0.3)")
@@ -86,7 +87,7 @@ def _main(args: argparse.Namespace) -> int:
     print(result.table())
     lines = compare_to_base(result)
     if lines:
-        print("\nSo-CBI variants (and margin-div) against their base strategy (paired by seed):")
+        print("\nSo-CBI variants (and margin-div-cover) against their base strategy (paired by seed):")
         for line in lines:
             print("  " + line)
     plot = Path(result.files["plot"]).resolve()

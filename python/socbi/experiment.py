@@ -68,7 +68,7 @@ __all__ = ["ExperimentConfig", "ExperimentResult", "run_experiment", "load_datas
            "run_one", "summarise", "class_imbalance", "aubc", "DEFAULT_STRATEGIES", "DATASETS"]
 
 DEFAULT_STRATEGIES = ("random", "least_confidence", "margin", "entropy", "kcenter", "seals",
-                      "lc_socbi", "kcenter_socbi", "margin_div")
+                      "lc_socbi", "kcenter_socbi", "margin_div_cover")
 DATASETS = ("digits", "iris", "wine", "breast_cancer")
 
 
@@ -436,12 +436,14 @@ def run_experiment(cfg: ExperimentConfig, *, out: Optional[str] = None,
 
 
 # =============================================================================== summary
-SOCBI_BASES = {"lc_socbi": "least_confidence", "kcenter_socbi": "kcenter", "margin_div": "margin"}
+SOCBI_BASES = {"lc_socbi": "least_confidence", "kcenter_socbi": "kcenter", "margin_div": "margin",
+               "margin_div_cover": "margin"}
 
 
 def compare_to_base(result: "ExperimentResult") -> List[str]:
     """Paired (same seed, same initial pool) differences of each So-CBI variant and its base
-    (LC-So-CBI vs LC, KCenter-So-CBI vs KCenter, the recommended margin-div vs margin).
+    (LC-So-CBI vs LC, KCenter-So-CBI vs KCenter, margin-div and the recommended
+    margin-div-cover vs margin).
 
     One line per (IF, pair) present: mean ± std over seeds of the AUBC and acc@first
     checkpoint differences, and in how many seeds the So-CBI variant's AUBC was higher.

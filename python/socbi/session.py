@@ -2,7 +2,7 @@
 
 :class:`ActiveLearner` ties the layers together::
 
-    learner = ActiveLearner(embeddings, labels, k=10)   # strategy: DEFAULT_STRATEGY (margin_div)
+    learner = ActiveLearner(embeddings, labels, k=10)   # strategy: DEFAULT_STRATEGY (margin_div_cover)
     ids = learner.query(128)            # the next batch, best first (does not change state)
     learner.teach(ids, labels_of(ids))  # record labels; pool, counts and model follow
     learner.save("run.socbi")           # atomic; ActiveLearner.load("run.socbi") resumes
@@ -431,9 +431,10 @@ class ActiveLearner:
         Class >= 0 for samples labelled at the start, -1 for unlabelled ones (default:
         all unlabelled).
     strategy : str
-        Default ``margin_div`` (recommended: margin with no two picks of a batch from one
-        neighbourhood). Or one of ``random, least_confidence (lc), margin, entropy,
-        kcenter, seals, lc_socbi, kcenter_socbi, socbi, ascmr`` (case and '-'
+        Default ``margin_div_cover`` (recommended: margin, no two picks of a batch from
+        one neighbourhood, a cold-start share for samples no labelled neighbourhood
+        covers). Or one of ``random, least_confidence (lc), margin, entropy, kcenter,
+        seals, lc_socbi, kcenter_socbi, socbi, ascmr, margin_div`` (case and '-'
         insensitive: "LC-So-CBI").
     strategy_options : dict, optional
         Keyword arguments for :func:`socbi.strategies.make_strategy`, e.g.

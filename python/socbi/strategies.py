@@ -49,8 +49,9 @@ __all__ = [
 _PROBA_CHUNK = 65536
 
 #: The recommended strategy: the default of ActiveLearner, ``socbi select`` and ``socbi demo``
-#: (issue 15: margin with no two picks of a batch from one neighbourhood; docs/scoring.md).
-DEFAULT_STRATEGY = "margin_div"
+#: (issue 15: margin, no two picks of a batch from one neighbourhood, and a share of the
+#: batch equal to the uncovered share of the pool spent on uncovered samples; docs/scoring.md).
+DEFAULT_STRATEGY = "margin_div_cover"
 
 
 # =============================================================================== state
@@ -717,7 +718,8 @@ class SoCBIPrefilter(Strategy):
 
 
 class NeighbourhoodDiverse(Strategy):
-    """Uncertainty with batch diversity from the neighbour lists (cluster-margin style).
+    """Uncertainty with batch diversity from the neighbour lists (cluster-margin style),
+    optionally with a coverage share for the cold start.
 
     Walk the unlabelled samples from the most uncertain down (``base``, default margin);
     take a sample unless it lies in the K-NN list of a sample already taken in this batch,
@@ -726,8 +728,17 @@ class NeighbourhoodDiverse(Strategy):
     So-CBI scorer keeps, K = the scorer's K), so the rule has no constant of its own. If the
     walk runs out, the skipped samples fill the batch in uncertainty order.
 
+    ``coverage=True`` (``margin_div_cover``, the recommended default): first
+    round(n * u) picks, u = the share of the unlabelled samples whose boundary count is 0
+    (in no labelled sample's K-NN list: regions no label covers, ProbCover's notion), are
+    taken by the same walk among those uncovered samples; the rest by the walk over all.
+    Early, when labels cover little, much of the batch explores; the share fades by itself
+    as coverage grows, with no schedule to tune. ``coverage="kcenter"`` takes the
+    uncovered share by K-Center greedy instead (evaluated; not recommended).
+
     Cost: the base strategy's top-m (m = 2n, doubled while picks are missing) plus one
-    K-NN query per sample walked; O(n K) set operations.
+    K-NN query per sample walked; O(n K) set operations; with coverage, the counts of
+    the candidates (O(|unlabelled|) index reads).
     """
 
     name = "margin_div"
