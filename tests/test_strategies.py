@@ -369,23 +369,6 @@ def test_margin_div_cover_is_the_default_of_the_session_and_the_cli():
     assert "margin_div_cover" in DEFAULT_STRATEGIES
 
 
-def test_session_with_the_default_strategy_picks_spread_batches():
-    from sklearn.datasets import load_digits
-
-    from socbi.session import ActiveLearner
-    d = load_digits()
-    x = (d.data / 16.0).astype(np.float32)[:400]
-    y = d.target[:400]
-    labels = np.full(400, -1)
-    first = np.concatenate([np.flatnonzero(y == c)[:2] for c in range(10)])
-    labels[first] = y[first]
-    lrn = ActiveLearner(x, labels, k=10, backend="exact", progress=False, seed=0)
-    ids = lrn.query(20)
-    assert lrn.strategy_name == "margin_div_cover" and np.unique(ids).size == 20 and (labels[ids] == -1).all()
-    nbr, _ = lrn.scorer.pool.query(x[ids], 11)
-    assert all(set(ids.tolist()).isdisjoint(set(row.tolist()) - {int(i)}) for i, row in zip(ids, nbr))
-
-
 def test_margin_div_cover_spends_the_uncovered_share_on_uncovered_samples(world):
     x, probs, scorer = world
     st = state_of(world)
