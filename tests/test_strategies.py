@@ -388,3 +388,35 @@ def test_margin_div_cover_spends_the_uncovered_share_on_uncovered_samples(world)
     nbr, _ = scorer.pool.query(x[picks], scorer.k + 1)
     for i, row in enumerate(nbr):
         assert (set(picks.tolist()) - {int(picks[i])}).isdisjoint(row.tolist())
+
+
+# ----------------------------------------------------------------------------- bench scripts stay runnable
+def _bench_module(name):
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"_bench_{name}", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_selection_bench_scripts_run_tiny(tmp_path, capsys):
+    sel = _bench_module("bench_selection")
+    out = tmp_path / "sel.json"
+    assert sel.main(["--sizes", "3000", "--n", "20", "--reps", "1", "--json", str(out)]) == 0
+    import json
+    rows = json.loads(out.read_text())
+    assert {r["measure"] for r in rows} == {"margin", "least_confidence", "entropy"}
+    assert all(r["numpy_ms"] > 0 and r["socbi_ms"] > 0 for r in rows)
+    q = _bench_module("quality_selection")
+    jl = tmp_path / "q.jsonl"
+    assert q.main(["--seeds", "1", "--pools", "wine", "--strategies", "margin,margin_div_cover",
+                   "--out", str(jl)]) == 0
+    assert len(jl.read_text().splitlines()) == 2
+    assert q.main(["--seeds", "1", "--pools", "wine", "--strategies", "margin", "--out", str(jl)]) == 0
+    assert len(jl.read_text().splitlines()) == 2                  # resumable: nothing re-run
+    capsys.readouterr()
+    assert q.main(["--report", "--out", str(jl)]) == 0
+    assert "margin_div_cover" in capsys.readouterr().out
+    assert q.sign_test(10, 0) < 0.01 and q.sign_test(3, 3) == 1.0
