@@ -7,6 +7,7 @@
 
 #include <socbi/semi_ordered_index.hpp>
 #include <socbi/baselines.hpp>  // benchmark baselines (bind_baselines below)
+#include <socbi/select.hpp>     // fused uncertainty selection (issue 15, last block of the module)
 
 #include <algorithm>
 #include <cmath>
@@ -883,4 +884,77 @@ Exact when no update is in flight; lock-free otherwise (each score was held duri
       });
 
   bind_baselines(m);  // benchmark baselines (issue 3), defined above
+
+  // ---- issue 15: fused uncertainty selection (socbi/select.hpp) ----------------------
+  m.def(
+      "select_uncertain",
+      [](py::array P, int measure, int64_t n, py::object skip, py::object rows, py::object labels, uint64_t seed,
+         int threads) {
+        // Validated with the GIL held; P is read in place (float32 or float64, C order).
+        if (P.ndim() != 2) throw py::value_error("probabilities must be 2-D (n_samples, n_classes)");
+        const bool f32 = py::isinstance<py::array_t<float>>(P), f64 = py::isinstance<py::array_t<double>>(P);
+        if ((!f32 && !f64) || !(P.flags() & py::array::c_style))
+          throw py::value_error("probabilities must be a C-contiguous float32 or float64 array");
+        if (measure < 0 || measure > 2) throw py::value_error("measure must be 0 (LC), 1 (margin) or 2 (entropy)");
+        if (n < 0) throw py::value_error("n must be >= 0");
+        if (threads < 1) throw py::value_error("threads must be >= 1");
+        const int64_t n_rows = P.shape(0), C = P.shape(1);
+        const uint8_t* skip_ptr = nullptr;
+        py::array skip_arr;
+        if (!skip.is_none()) {
+          skip_arr = py::array::ensure(skip);
+          if (!skip_arr || skip_arr.ndim() != 1 || skip_arr.shape(0) != n_rows || skip_arr.itemsize() != 1 ||
+              !(skip_arr.flags() & py::array::c_style))
+            throw py::value_error("skip must be a contiguous bool/uint8 array with one entry per row");
+          skip_ptr = static_cast<const uint8_t*>(skip_arr.data());
+        }
+        const int64_t* rows_ptr = nullptr;
+        int64_t n_cand = 0;
+        py::array_t<int64_t, py::array::c_style> rows_arr;
+        if (!rows.is_none()) {
+          rows_arr = py::array_t<int64_t, py::array::c_style>::ensure(rows);
+          if (!rows_arr || rows_arr.ndim() != 1) throw py::value_error("rows must be a 1-D integer array");
+          rows_ptr = rows_arr.data();
+          n_cand = rows_arr.shape(0);
+        }
+        const int64_t* labels_ptr = nullptr;
+        py::array_t<int64_t, py::array::c_style> labels_arr;
+        if (!labels.is_none()) {
+          labels_arr = py::array_t<int64_t, py::array::c_style>::ensure(labels);
+          if (!labels_arr || labels_arr.ndim() != 1 || labels_arr.shape(0) != n_rows)
+            throw py::value_error("labels must be a 1-D integer array with one id per row");
+          labels_ptr = labels_arr.data();
+        }
+        socbi::select::Options opt;
+        opt.measure = static_cast<socbi::select::Measure>(measure);
+        opt.n = static_cast<std::size_t>(n);
+        opt.seed = seed;
+        socbi::select::Error err;
+        std::vector<socbi::select::Pick> picks;
+        {
+          py::gil_scoped_release release;
+          if (f32)
+            picks = socbi::select::select_uncertain(static_cast<const float*>(P.data()), n_rows, C, skip_ptr, rows_ptr,
+                                                    n_cand, labels_ptr, opt, threads, err);
+          else
+            picks = socbi::select::select_uncertain(static_cast<const double*>(P.data()), n_rows, C, skip_ptr,
+                                                    rows_ptr, n_cand, labels_ptr, opt, threads, err);
+        }
+        py::array_t<int64_t> ids{py::ssize_t(picks.size())};
+        py::array_t<double> scores{py::ssize_t(picks.size())};
+        auto ib = ids.mutable_unchecked<1>();
+        auto sb = scores.mutable_unchecked<1>();
+        for (std::size_t i = 0; i < picks.size(); ++i) {
+          ib(py::ssize_t(i)) = picks[i].id;
+          sb(py::ssize_t(i)) = picks[i].score;
+        }
+        return py::make_tuple(ids, scores, static_cast<int>(err.kind), err.row, err.value);
+      },
+      py::arg("probabilities"), py::arg("measure"), py::arg("n"), py::arg("skip") = py::none(),
+      py::arg("rows") = py::none(), py::arg("labels") = py::none(), py::arg("seed") = 0, py::arg("threads") = 1,
+      "The n most uncertain rows of a class-probability matrix in one fused pass (socbi/select.hpp).\n"
+      "measure: 0 least confidence (1 - max p), 1 margin (-(p1 - p2)), 2 entropy. Rows with skip[i] set are\n"
+      "left out; with rows given only those row ids are read; labels[i] is the id reported for row i. Returns (ids, scores, err_kind, err_row,\n"
+      "err_value): err_kind 0 = ok, 1 NaN/inf, 2 value outside [0, 1], 3 row sum != 1, 4 bad row id (then ids\n"
+      "is empty). Ties at the cut by a seeded hash of the id. O(rows * C); GIL released; threads split rows.");
 }

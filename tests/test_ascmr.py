@@ -210,8 +210,13 @@ def test_strategy_with_second_embeddings_and_model(pool_world):
     st = PoolState(labelled=labelled, embeddings=x, model=Model())
     ids = ASCMR(lam=0.3, second_embeddings=text).select(st, 10, seed=0)
     assert ids.size == 10 and not labelled[ids].any()
-    with pytest.raises(ValueError, match="w_inter > 0 but there is nothing to compare"):
-        ASCMR(lam=0.3).select(st, 10)
+    # single-view data with the defaults: falls back to the intra term and says so (was a
+    # ValueError "nothing to compare across modalities", issue 15)
+    single = ASCMR(lam=0.3)
+    with pytest.warns(UserWarning, match="single-view data"):
+        got = single.select(st, 10, seed=0)
+    assert single.single_view
+    np.testing.assert_array_equal(got, ASCMR(lam=0.3, w_inter=0.0).select(st, 10, seed=0))
     only_density = PoolState(labelled=labelled, embeddings=x)
     with pytest.raises(ValueError, match="ASCMR has nothing to measure informativeness with"):
         ASCMR(w_inter=0.0).select(only_density, 5)

@@ -28,6 +28,9 @@ def test_class_imbalance_by_hand():
     assert class_imbalance([2, 2, 2], 4) == 1.0
     # p = (1/2, 1/2, 0, 0): L1 to uniform = 4 * 1/4 = 1; max = 2 * (1 - 1/4) = 1.5
     assert math.isclose(class_imbalance([0, 1], 4), 1 / 1.5)
+    # one class is exactly 1 for every C (floats gave 1.0000000000000002 for C = 6, 9, 10)
+    assert all(class_imbalance([0], c) == 1.0 and class_imbalance([c - 1] * 3, c) == 1.0 for c in range(2, 40))
+    assert all(class_imbalance(list(range(c)), c) == 0.0 for c in range(2, 40))
     assert math.isnan(class_imbalance([], 4))
 
 

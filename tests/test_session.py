@@ -53,7 +53,8 @@ def counts_snapshot(lrn):
 
 
 # ----------------------------------------------------------------------------- rounds
-@pytest.mark.parametrize("strategy", ["lc_socbi", "kcenter_socbi", "seals", "random"])
+@pytest.mark.parametrize("strategy", ["lc_socbi", "kcenter_socbi", "seals", "random", "margin_div_cover",
+                                      "margin_div"])
 def test_rounds_never_repeat_and_counts_match_a_recount(digits, strategy):
     x, y = digits
     lrn = learner(digits, strategy)

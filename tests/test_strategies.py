@@ -154,9 +154,19 @@ def test_lc_socbi_is_lc_inside_the_smallest_count_candidates(world):
     assert set(picked.tolist()) <= set(cand.tolist())
     lc = 1 - probs[cand].max(axis=1)
     np.testing.assert_array_equal(picked, cand[np.argsort(-lc, kind="stable")[:n]])
-    # candidate_size = n: the So-CBI selection itself, reordered by LC
+    # candidate_size = n: the n smallest counts, the tie at the cut broken by LC (issue 15:
+    # was the scorer's fixed permutation, so most of each round's candidates were last
+    # round's rejects)
     same = SoCBIPrefilter(LeastConfidence(), candidate_size=n).select(st, n)
-    np.testing.assert_array_equal(np.sort(same), np.sort(scorer.select(n)[0]))
+    unl = st.unlabelled_ids()
+    cu = scorer.counts(unl)
+    cut = np.sort(cu)[n - 1]
+    below = unl[cu < cut]
+    tied = unl[cu == cut]
+    assert tied.size > n - below.size                              # the case this covers
+    lc_tied = 1 - probs[tied].max(axis=1)
+    want = np.concatenate([below, tied[np.argsort(-lc_tied, kind="stable")[:n - below.size]]])
+    np.testing.assert_array_equal(np.sort(same), np.sort(want))
     # the opposite end is a flag away
     hi = SoCBIPrefilter(LeastConfidence(), largest=True).candidates(st, n)
     assert scorer.counts(hi).min() >= scorer.counts(cand).max()
@@ -213,7 +223,7 @@ def test_probabilities_from_sklearn_and_torch_models_match_arrays(world):
     net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 5)).eval()
     with torch.no_grad():
         logits = net(torch.from_numpy(x)).double().numpy()
-    for name in ("margin", "entropy", "lc_socbi"):
+    for name in ("margin", "entropy", "lc_socbi", "margin_div", "margin_div_cover"):
         a = select(name, state_of(world, probabilities=None, model=net), 15, seed=3)
         b = select(name, state_of(world, probabilities=softmax(logits)), 15, seed=3)
         np.testing.assert_array_equal(a, b)
@@ -231,10 +241,21 @@ def test_bad_input_gives_clear_errors(world):
     full = PoolState(labelled=np.ones(10, bool), probabilities=np.full((10, 2), 0.5))
     with pytest.raises(ValueError, match="pool is empty"):
         select("lc", full, 1)
-    with pytest.raises(ValueError, match="look like logits"):
-        PoolState(labelled=np.zeros(3, bool), probabilities=np.array([[2.0, -1], [0, 1], [1, 0]]))
-    with pytest.raises(ValueError, match=r"rows \[1\] sum to"):
-        PoolState(labelled=np.zeros(2, bool), probabilities=np.array([[0.5, 0.5], [0.5, 0.4]]))
+    # probabilities are checked in the pass that reads them (issue 15), so select raises,
+    # for the fused pass and for the numpy path alike
+    for name in ("lc", "margin", "entropy"):
+        with pytest.raises(ValueError, match="look like logits"):
+            select(name, PoolState(labelled=np.zeros(3, bool),
+                                   probabilities=np.array([[2.0, -1], [0, 1], [1, 0]])), 1)
+        with pytest.raises(ValueError, match=r"rows \[1\] sum to"):
+            select(name, PoolState(labelled=np.zeros(2, bool),
+                                   probabilities=np.array([[0.5, 0.5], [0.5, 0.4]])), 1)
+        with pytest.raises(ValueError, match=r"NaN or infinite values in rows \[2\]"):
+            select(name, PoolState(labelled=np.zeros(3, bool),
+                                   probabilities=np.array([[0.5, 0.5], [0.5, 0.5], [np.inf, 0]])), 1)
+    with pytest.raises(ValueError, match=r"rows \[7\] sum to"):   # numpy path names the sample id
+        PoolState(labelled=np.zeros(9, bool), probabilities=np.r_[np.full((7, 2), 0.5), [[0.5, 0.4]],
+                                                                  [[0.5, 0.5]]]).predict_proba(np.array([3, 7]))
     with pytest.raises(ValueError, match="probabilities has 5 rows but the state has 600"):
         state_of(world, probabilities=probs[:5])
     bad = x.copy()
@@ -254,3 +275,148 @@ def test_bad_input_gives_clear_errors(world):
     # nothing was changed by any of this
     assert scorer.labelled_mask.sum() == 12
     scorer.check()
+
+
+# ----------------------------------------------------------------------------- fused selection (issue 15)
+def _reference_top(p, lab, n, measure):
+    """Plain numpy: the unlabelled ids by uncertainty, most uncertain first, as scores."""
+    s = MarginSampling().uncertainty(p) if measure == "margin" else \
+        LeastConfidence().uncertainty(p) if measure == "least_confidence" else EntropySampling().uncertainty(p)
+    s = np.where(lab, -np.inf, s)
+    return np.sort(s)[::-1][:n]
+
+
+@pytest.mark.parametrize("measure", ["least_confidence", "margin", "entropy"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_fused_selection_matches_numpy(measure, dtype):
+    rng = np.random.default_rng(5)
+    z = rng.normal(scale=3.0, size=(3000, 7))
+    p = softmax(z).astype(dtype)
+    lab = rng.random(3000) < 0.1
+    st = PoolState(labelled=lab, probabilities=p)
+    got = make_strategy(measure).select(st, 100, seed=2)
+    assert not lab[got].any() and np.unique(got).size == 100
+    p64 = p.astype(np.float64)
+    want = _reference_top(p64, lab, 100, measure)
+    mine = make_strategy(measure).uncertainty(p64[got])
+    np.testing.assert_allclose(mine, want, rtol=1e-9, atol=1e-12)
+    assert np.all(np.diff(mine) <= 1e-12)                          # best first
+    # over a candidate subset (the composite strategies' path) and from a model: same rule
+    cand = np.flatnonzero(~lab)[::3]
+    sub = make_strategy(measure)._select_among(st, cand, 20, np.random.default_rng(0))
+    np.testing.assert_allclose(make_strategy(measure).uncertainty(p64[sub]),
+                               np.sort(make_strategy(measure).uncertainty(p64[cand]))[::-1][:20], rtol=1e-9)
+
+
+def test_fused_selection_breaks_ties_only_at_the_cut_and_by_seed():
+    # 50 rows strictly more uncertain than the rest, 500 tied at the cut, the rest below
+    p = np.tile([0.9, 0.1], (2000, 1))
+    p[:50] = [0.5, 0.5]
+    p[50:550] = [0.7, 0.3]
+    rng = np.random.default_rng(1)
+    perm = rng.permutation(2000)                                   # ids not in score order
+    p = p[perm]
+    top = np.flatnonzero(np.isin(perm, np.arange(50)))
+    tied = np.flatnonzero(np.isin(perm, np.arange(50, 550)))
+    st = PoolState(labelled=np.zeros(2000, bool), probabilities=p)
+    for name in ("least_confidence", "margin", "entropy"):
+        a = make_strategy(name).select(st, 80, seed=3)
+        assert set(a[:50].tolist()) == set(top.tolist())            # all strictly better ones first
+        assert set(a[50:].tolist()) <= set(tied.tolist())           # the rest from the tie only
+        assert np.array_equal(a, make_strategy(name).select(st, 80, seed=3))
+        assert not np.array_equal(a[50:], make_strategy(name).select(st, 80, seed=4)[50:])
+
+
+def test_fused_selection_threads_give_the_same_answer():
+    rng = np.random.default_rng(7)
+    p = softmax(rng.normal(size=(70000, 5)))
+    p[::7] = p[3]                                                 # plenty of exact ties
+    lab = rng.random(70000) < 0.05
+    st = PoolState(labelled=lab, probabilities=p)
+    for name in ("least_confidence", "margin", "entropy"):
+        one = make_strategy(name).select(st, 500, seed=1)
+        two = make_strategy(name, threads=2).select(st, 500, seed=1)
+        np.testing.assert_array_equal(one, two)
+
+
+def test_margin_div_takes_no_two_picks_from_one_neighbourhood(world):
+    x, probs, scorer = world
+    st = state_of(world)
+    picks = make_strategy("margin_div").select(st, 15, seed=0)
+    assert not st.labelled[picks].any() and np.unique(picks).size == 15
+    nbr, _ = scorer.pool.query(x[picks], scorer.k + 1)
+    for i, row in enumerate(nbr):
+        others = set(picks.tolist()) - {int(picks[i])}
+        assert others.isdisjoint(row.tolist())
+    # the most uncertain sample always leads
+    assert picks[0] == MarginSampling().select(st, 1, seed=0)[0]
+    # asking for more than the neighbourhoods allow still fills the batch
+    big = make_strategy("margin_div").select(st, 400, seed=0)
+    assert np.unique(big).size == 400 and not st.labelled[big].any()
+
+
+def test_margin_div_cover_is_the_default_of_the_session_and_the_cli():
+    import inspect
+
+    from socbi.session import ActiveLearner
+    from socbi.strategies import DEFAULT_STRATEGY
+    assert DEFAULT_STRATEGY == "margin_div_cover"
+    assert inspect.signature(ActiveLearner).parameters["strategy"].default == "margin_div_cover"
+    from socbi.cli import build_parser
+    args = build_parser().parse_args(["select", "--embeddings", "x.npy", "--labels", "y.npy", "--n", "3"])
+    assert args.strategy == "margin_div_cover"
+    from socbi.experiment import DEFAULT_STRATEGIES
+    assert "margin_div_cover" in DEFAULT_STRATEGIES
+
+
+def test_margin_div_cover_spends_the_uncovered_share_on_uncovered_samples(world):
+    x, probs, scorer = world
+    st = state_of(world)
+    unl = st.unlabelled_ids()
+    share = np.mean(scorer.counts(unl) == 0)
+    assert 0.2 < share < 1.0                                       # the case this covers
+    n = 20
+    picks = make_strategy("margin_div_cover").select(st, n, seed=0)
+    quota = int(round(n * share))
+    counts = scorer.counts(picks)
+    assert (counts[:quota] == 0).all()                             # exploration slots first
+    # they are the uncovered samples in margin order, no two from one neighbourhood
+    div = make_strategy("margin_div")
+    first = div._select_among(st, unl[scorer.counts(unl) == 0], quota, np.random.default_rng(0))
+    assert np.unique(picks).size == n and not st.labelled[picks].any()
+    np.testing.assert_array_equal(picks[:quota], first)
+    nbr, _ = scorer.pool.query(x[picks], scorer.k + 1)
+    for i, row in enumerate(nbr):
+        assert (set(picks.tolist()) - {int(picks[i])}).isdisjoint(row.tolist())
+
+
+# ----------------------------------------------------------------------------- bench scripts stay runnable
+def _bench_module(name):
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"_bench_{name}", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_selection_bench_scripts_run_tiny(tmp_path, capsys):
+    sel = _bench_module("bench_selection")
+    out = tmp_path / "sel.json"
+    assert sel.main(["--sizes", "3000", "--n", "20", "--reps", "1", "--json", str(out)]) == 0
+    import json
+    rows = json.loads(out.read_text())
+    assert {r["measure"] for r in rows} == {"margin", "least_confidence", "entropy"}
+    assert all(r["numpy_ms"] > 0 and r["socbi_ms"] > 0 for r in rows)
+    q = _bench_module("quality_selection")
+    jl = tmp_path / "q.jsonl"
+    assert q.main(["--seeds", "1", "--pools", "wine", "--strategies", "margin,margin_div_cover",
+                   "--out", str(jl)]) == 0
+    assert len(jl.read_text().splitlines()) == 2
+    assert q.main(["--seeds", "1", "--pools", "wine", "--strategies", "margin", "--out", str(jl)]) == 0
+    assert len(jl.read_text().splitlines()) == 2                  # resumable: nothing re-run
+    capsys.readouterr()
+    assert q.main(["--report", "--out", str(jl)]) == 0
+    assert "margin_div_cover" in capsys.readouterr().out
+    assert q.sign_test(10, 0) < 0.01 and q.sign_test(3, 3) == 1.0

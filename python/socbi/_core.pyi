@@ -27,3 +27,15 @@ class SemiOrderedIndex:
     def items(self) -> Tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]: ...
     def check(self) -> None: ...
     def stats(self) -> Dict[str, int]: ...
+
+# issue 15: fused uncertainty selection (cpp/include/socbi/select.hpp)
+def select_uncertain(
+    probabilities: npt.NDArray[np.floating],
+    measure: int,
+    n: int,
+    skip: Optional[npt.NDArray[np.bool_]] = None,
+    rows: Optional[npt.NDArray[np.int64]] = None,
+    labels: Optional[npt.NDArray[np.int64]] = None,
+    seed: int = 0,
+    threads: int = 1,
+) -> Tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], int, int, float]: ...

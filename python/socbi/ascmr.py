@@ -41,6 +41,7 @@ reading of the abstract, stated so that they can be checked and changed.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -450,6 +451,12 @@ class ASCMR(Strategy):
     lam, k : density weight and neighbours of the density term (lam = 0: plain top-n).
     w_intra, w_inter, inter : see :func:`informativeness`.
 
+    Single-view data (only the state's own probabilities, no second modality): with the
+    defaults (``inter="auto"``) the inter-modality term has nothing to compare, so it is
+    switched off with a one-time ``UserWarning`` and ``single_view`` is set; the
+    strategy is then normalised entropy with the density-aware allocation. Pass
+    ``w_inter=0`` to ask for that without the warning.
+
     ``select(state, n, seed)`` computes u on the unlabelled candidates, builds their
     k-NN graph (the state's pool when it covers exactly the candidates, else a fresh
     exact / HNSW pool) and runs :func:`density_aware_select`.
@@ -487,6 +494,7 @@ class ASCMR(Strategy):
         self.variances = list(variances)
         self.backend = backend
         self.index_factory = index_factory
+        self.single_view = False  # set when a call fell back to the intra term (one modality)
         _check_weights(w_intra, w_inter, inter)
 
     def _extra(self, i: int, src: ProbaSource, ids: np.ndarray, n_samples: int) -> np.ndarray:
@@ -529,8 +537,20 @@ class ASCMR(Strategy):
             raise ValueError("ASCMR has nothing to measure informativeness with: set "
                              "PoolState.probabilities or PoolState.model (modality 0), or pass "
                              "extra_probabilities / second_embeddings / variances")
+        w_inter = self.w_inter
+        if self.inter == "auto" and w_inter > 0 and emb is None \
+                and sum(p is not None for p in probs) < 2:
+            # Single-view data: there is no second modality to disagree with. Fall back to
+            # the intra-modality term (normalised entropy) with the density-aware allocation,
+            # and say so once per strategy object.
+            w_inter = 0.0
+            if not self.single_view:
+                self.single_view = True
+                warnings.warn("ASCMR on single-view data (one modality, no extra_probabilities or "
+                              "second_embeddings): the inter-modality term is off, so this is "
+                              "entropy with density-aware allocation", UserWarning, stacklevel=4)
         return informativeness(probs, embeddings=emb, variances=var, w_intra=self.w_intra,
-                               w_inter=self.w_inter, inter=self.inter)
+                               w_inter=w_inter, inter=self.inter)
 
     def _select_among(self, state: PoolState, candidates: np.ndarray, n: int,
                       rng: np.random.Generator) -> np.ndarray:

@@ -68,7 +68,7 @@ __all__ = ["ExperimentConfig", "ExperimentResult", "run_experiment", "load_datas
            "run_one", "summarise", "class_imbalance", "aubc", "DEFAULT_STRATEGIES", "DATASETS"]
 
 DEFAULT_STRATEGIES = ("random", "least_confidence", "margin", "entropy", "kcenter", "seals",
-                      "lc_socbi", "kcenter_socbi")
+                      "lc_socbi", "kcenter_socbi", "margin_div_cover")
 DATASETS = ("digits", "iris", "wine", "breast_cancer")
 
 
@@ -276,8 +276,11 @@ def class_imbalance(labels: Any, n_classes: int) -> float:
     labels = np.asarray(labels, np.int64)
     if labels.size == 0 or n_classes < 2:
         return float("nan")
-    p = np.bincount(labels, minlength=n_classes)[:n_classes] / labels.size
-    return float(np.abs(p - 1.0 / n_classes).sum() / (2.0 * (1.0 - 1.0 / n_classes)))
+    counts = np.bincount(labels, minlength=n_classes)[:n_classes]
+    # In integers: L1 * n * C = sum |C c_i - n|, max 2 n (C - 1); exact, so one class gives
+    # exactly 1 (floats gave 1.0000000000000002 for C = 6, 9, 10, ...).
+    l1 = int(np.abs(n_classes * counts - labels.size).sum())
+    return l1 / (2.0 * labels.size * (n_classes - 1))
 
 
 def aubc(fractions: Sequence[float], accuracy: Sequence[float]) -> float:
@@ -433,11 +436,14 @@ def run_experiment(cfg: ExperimentConfig, *, out: Optional[str] = None,
 
 
 # =============================================================================== summary
-SOCBI_BASES = {"lc_socbi": "least_confidence", "kcenter_socbi": "kcenter"}
+SOCBI_BASES = {"lc_socbi": "least_confidence", "kcenter_socbi": "kcenter", "margin_div": "margin",
+               "margin_div_cover": "margin"}
 
 
 def compare_to_base(result: "ExperimentResult") -> List[str]:
-    """Paired (same seed, same initial pool) differences of each So-CBI prefilter and its base.
+    """Paired (same seed, same initial pool) differences of each So-CBI variant and its base
+    (LC-So-CBI vs LC, KCenter-So-CBI vs KCenter, margin-div and the recommended
+    margin-div-cover vs margin).
 
     One line per (IF, pair) present: mean ± std over seeds of the AUBC and acc@first
     checkpoint differences, and in how many seeds the So-CBI variant's AUBC was higher.

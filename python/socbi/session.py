@@ -2,7 +2,7 @@
 
 :class:`ActiveLearner` ties the layers together::
 
-    learner = ActiveLearner(embeddings, labels, strategy="lc_socbi", k=10)
+    learner = ActiveLearner(embeddings, labels, k=10)   # strategy: DEFAULT_STRATEGY (margin_div_cover)
     ids = learner.query(128)            # the next batch, best first (does not change state)
     learner.teach(ids, labels_of(ids))  # record labels; pool, counts and model follow
     learner.save("run.socbi")           # atomic; ActiveLearner.load("run.socbi") resumes
@@ -55,8 +55,9 @@ import numpy as np
 from ._checks import readonly_view
 from .knn import _check_embeddings, _check_ids, _fsync_path
 from .scoring import BoundaryScorer, _positive_int
-from .strategies import (SEALS, KCenterGreedy, PoolState, RandomSampling, SoCBI, SoCBIPrefilter,
-                         Strategy, UncertaintySampling, make_strategy)
+from .strategies import (DEFAULT_STRATEGY, SEALS, KCenterGreedy, NeighbourhoodDiverse, PoolState,
+                         RandomSampling, SoCBI, SoCBIPrefilter, Strategy, UncertaintySampling,
+                         make_strategy)
 
 __all__ = [
     "ActiveLearner", "TorchMLPClassifier", "SessionFileError", "atomic_write",
@@ -69,11 +70,12 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 # Canonical strategy keys (make_strategy accepts them) and their table names.
 STRATEGY_NAMES = ("random", "least_confidence", "margin", "entropy", "kcenter", "seals",
-                  "lc_socbi", "kcenter_socbi", "socbi", "ascmr")
+                  "lc_socbi", "kcenter_socbi", "socbi", "ascmr", "margin_div", "margin_div_cover", "margin_div_kc")
 DISPLAY_NAMES = {
     "random": "random", "least_confidence": "LC", "margin": "margin", "entropy": "entropy",
     "kcenter": "KCenter", "seals": "SEALS", "lc_socbi": "LC-So-CBI",
     "kcenter_socbi": "KCenter-So-CBI", "socbi": "So-CBI", "ascmr": "ASCMR",
+    "margin_div": "margin-div", "margin_div_cover": "margin-div-cover", "margin_div_kc": "margin-div-kc",
 }
 _ALIASES = {"lc": "least_confidence", "k_center": "kcenter", "kcentre": "kcenter",
             "k_center_socbi": "kcenter_socbi", "least_confidence_socbi": "lc_socbi",
@@ -365,7 +367,7 @@ class _TimedScorer:
 
 def _base_of(strategy: Strategy) -> Strategy:
     base = strategy
-    while isinstance(base, (SoCBIPrefilter, SEALS)):
+    while isinstance(base, (SoCBIPrefilter, SEALS, NeighbourhoodDiverse)):
         base = base.base
     return base
 
@@ -429,8 +431,11 @@ class ActiveLearner:
         Class >= 0 for samples labelled at the start, -1 for unlabelled ones (default:
         all unlabelled).
     strategy : str
-        One of ``random, least_confidence (lc), margin, entropy, kcenter, seals,
-        lc_socbi, kcenter_socbi, socbi`` (case and '-' insensitive: "LC-So-CBI").
+        Default ``margin_div_cover`` (recommended: margin, no two picks of a batch from
+        one neighbourhood, a cold-start share for samples no labelled neighbourhood
+        covers). Or one of ``random, least_confidence (lc), margin, entropy, kcenter,
+        seals, lc_socbi, kcenter_socbi, socbi, ascmr, margin_div`` (case and '-'
+        insensitive: "LC-So-CBI").
     strategy_options : dict, optional
         Keyword arguments for :func:`socbi.strategies.make_strategy`, e.g.
         ``{"candidate_factor": 3.0}`` for the So-CBI prefilters.
@@ -467,7 +472,7 @@ class ActiveLearner:
     Thread safety: not synchronised; call methods from one thread at a time.
     """
 
-    def __init__(self, embeddings: Any, labels: Any = None, *, strategy: str = "lc_socbi",
+    def __init__(self, embeddings: Any, labels: Any = None, *, strategy: str = DEFAULT_STRATEGY,
                  strategy_options: Optional[Dict[str, Any]] = None, k: int = 10,
                  backend: str = "hnsw", space: str = "l2",
                  pool_options: Optional[Dict[str, Any]] = None, threads: int = 1,
@@ -1190,8 +1195,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--labels", required=True, metavar="y.npy",
                    help="(n,) labels, -1 for unlabelled: .npy, or .csv with one label per row")
     p.add_argument("--n", type=int, required=True, help="how many samples to pick")
-    p.add_argument("--strategy", default="lc_socbi",
-                   help=f"one of {', '.join(STRATEGY_NAMES)} (default lc_socbi)")
+    p.add_argument("--strategy", default=DEFAULT_STRATEGY,
+                   help=f"one of {', '.join(STRATEGY_NAMES)} (default {DEFAULT_STRATEGY})")
     p.add_argument("--k", type=int, default=10, help="So-CBI neighbours per labelled sample (default 10)")
     p.add_argument("--backend", choices=["auto", "hnsw", "exact"], default="auto",
                    help="neighbour pool: exact up to 20,000 samples, else HNSW (default auto)")

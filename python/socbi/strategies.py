@@ -42,10 +42,16 @@ from .knn import NeighbourPool, _check_embeddings, _check_ids
 __all__ = [
     "PoolState", "Strategy", "RandomSampling", "UncertaintySampling", "LeastConfidence",
     "MarginSampling", "EntropySampling", "KCenterGreedy", "SoCBI", "SoCBIPrefilter", "SEALS",
+    "NeighbourhoodDiverse", "DEFAULT_STRATEGY",
     "STRATEGIES", "make_strategy", "select",
 ]
 
 _PROBA_CHUNK = 65536
+
+#: The recommended strategy: the default of ActiveLearner, ``socbi select`` and ``socbi demo``
+#: (issue 15: margin, no two picks of a batch from one neighbourhood, and a share of the
+#: batch equal to the uncovered share of the pool spent on uncovered samples; docs/scoring.md).
+DEFAULT_STRATEGY = "margin_div_cover"
 
 
 # =============================================================================== state
@@ -56,7 +62,11 @@ class PoolState:
     labelled : (n,) bool mask; taken from ``scorer`` when omitted.
     embeddings : (n, d) finite array (K-Center, SEALS without a scorer).
     features : model input rows (n, ...); defaults to ``embeddings``.
-    probabilities : (n, C) class probabilities, rows on the simplex.
+    probabilities : (n, C) class probabilities, rows on the simplex. float32 and float64
+        C-contiguous arrays are used in place (anything else is converted to float64).
+        Rows are checked (finite, in [0, 1], summing to 1) where they are read -- by the
+        selection pass or :meth:`predict_proba` -- not at construction, so a bad row raises
+        ValueError from ``select``.
     model : sklearn-style (``predict_proba``) or a torch model / callable returning logits
         (put torch models in eval mode yourself; the strategy only runs them under
         ``torch.inference_mode``).
@@ -64,7 +74,7 @@ class PoolState:
     pool : a :class:`socbi.knn.NeighbourPool` over the unlabelled samples (SEALS without
         a scorer).
 
-    Validation is O(n * (d + C)) at construction; nothing is copied except the mask.
+    Validation is O(n * d) at construction (embeddings); nothing is copied except the mask.
     """
 
     labelled: Any = None
@@ -75,6 +85,7 @@ class PoolState:
     scorer: Any = None
     pool: Optional[NeighbourPool] = None
     n_samples: int = field(init=False, default=0)
+    _n_unlabelled: Optional[int] = field(init=False, default=None, repr=False)
 
     def __post_init__(self) -> None:
         n: Optional[int] = None
@@ -84,11 +95,17 @@ class PoolState:
             self.embeddings = _check_embeddings(self.embeddings, None, name="embeddings")
             n = self._same_n(n, self.embeddings.shape[0], "embeddings")
         if self.probabilities is not None:
-            p = np.asarray(self.probabilities, dtype=np.float64)
+            p = self.probabilities
+            if not (isinstance(p, np.ndarray) and p.dtype in (np.float32, np.float64)):
+                p = np.asarray(p, dtype=np.float64)
             if p.ndim != 2:
                 raise ValueError(f"probabilities must be (n_samples, n_classes), got shape {p.shape}")
+            if p.shape[1] < 2:
+                raise ValueError(f"probabilities must have at least 2 class columns, got shape {p.shape}")
             n = self._same_n(n, p.shape[0], "probabilities")
-            self.probabilities = _check_proba(p, "probabilities")
+            # Kept as given (float32 or float64, read in place); the rows are checked where
+            # they are read: in the fused selection pass, or in predict_proba for a subset.
+            self.probabilities = np.ascontiguousarray(p)
         if self.features is not None:
             if not hasattr(self.features, "__len__"):
                 raise ValueError(f"features must be an array of model inputs, one row per sample, got "
@@ -145,6 +162,12 @@ class PoolState:
         kwargs.setdefault("embeddings", scorer.embeddings)
         return cls(scorer=scorer, **kwargs)
 
+    def n_unlabelled(self) -> int:
+        """Number of unlabelled samples. O(n) once, then cached (the mask is the state's own copy)."""
+        if self._n_unlabelled is None:
+            self._n_unlabelled = int(self.labelled.size - np.count_nonzero(self.labelled))
+        return self._n_unlabelled
+
     def unlabelled_ids(self) -> np.ndarray:
         """Ascending unlabelled ids. O(n)."""
         return np.flatnonzero(~self.labelled).astype(np.int64)
@@ -158,7 +181,7 @@ class PoolState:
         O(len(ids) * model cost); the model runs in chunks of 65,536 rows.
         """
         if self.probabilities is not None:
-            return self.probabilities[ids]
+            return _check_proba(self.probabilities[ids].astype(np.float64, copy=False), "probabilities", ids)
         if self.model is None:
             raise ValueError("this strategy needs class probabilities: set PoolState.probabilities "
                              "(n_samples x n_classes) or PoolState.model (predict_proba or logits)")
@@ -215,21 +238,36 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def _check_proba(p: np.ndarray, name: str) -> np.ndarray:
+def _proba_error(name: str, kind: int, rows: Any, value: Any) -> ValueError:
+    """The ValueError for bad probability rows (``rows``: sample ids), one wording for the
+    numpy check and the fused C++ pass. kind: 1 NaN/inf, 2 outside [0, 1], 3 sum != 1."""
+    rows = [int(r) for r in np.atleast_1d(rows)[:5]]
+    if kind == 1:
+        return ValueError(f"{name} has NaN or infinite values in rows {rows}; pass finite class "
+                          f"probabilities (repair or drop those rows)")
+    if kind == 2:
+        return ValueError(f"{name} has values outside [0, 1] (row {rows[0]}: {float(value):.3g}); these "
+                          f"look like logits: apply softmax, or pass the model instead")
+    sums = [round(float(v), 4) for v in np.atleast_1d(value)[:3]]
+    return ValueError(f"{name} rows {rows} sum to {sums}, not 1; normalise each row")
+
+
+def _check_proba(p: np.ndarray, name: str, ids: Optional[np.ndarray] = None) -> np.ndarray:
+    """``p`` if every row is finite, in [0, 1] and sums to 1 (errors name ``ids[row]``)."""
     if p.ndim != 2 or p.shape[1] < 2:
         raise ValueError(f"{name} must have at least 2 class columns, got shape {p.shape}")
+    at = (lambda r: r) if ids is None else (lambda r: ids[r])
     if not np.isfinite(p).all():
-        rows = np.flatnonzero(~np.isfinite(p).all(axis=1))
-        raise ValueError(f"{name} has NaN or infinite values in rows {rows[:5].tolist()}; pass finite "
-                         f"class probabilities (repair or drop those rows)")
-    if (p < -1e-6).any() or (p > 1 + 1e-6).any():
-        raise ValueError(f"{name} has values outside [0, 1] (min {p.min():.3g}, max {p.max():.3g}); "
-                         f"these look like logits: apply softmax, or pass the model instead")
+        raise _proba_error(name, 1, at(np.flatnonzero(~np.isfinite(p).all(axis=1))), None)
+    lo, hi = p.min(axis=1), p.max(axis=1)
+    bad = (lo < -1e-6) | (hi > 1 + 1e-6)
+    if bad.any():
+        r = int(np.flatnonzero(bad)[0])
+        raise _proba_error(name, 2, at(np.array([r])), lo[r] if lo[r] < -1e-6 else hi[r])
     sums = p.sum(axis=1)
     bad = np.abs(sums - 1.0) > 1e-3
     if bad.any():
-        raise ValueError(f"{name} rows {np.flatnonzero(bad)[:5].tolist()} sum to "
-                         f"{sums[bad][:3].round(4).tolist()}, not 1; normalise each row")
+        raise _proba_error(name, 3, at(np.flatnonzero(bad)), sums[bad])
     return p
 
 
@@ -245,23 +283,49 @@ def _check_budget(n: Any, available: int) -> int:
     return n
 
 
-def _top_n(scores: np.ndarray, ids: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    """The ``n`` ids with the largest scores, best first; ties in seeded random order.
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
-    O(m + c log c) where c is the number of candidates tied at or above the cut.
+
+def _tie_keys(ids: np.ndarray, seed: int) -> np.ndarray:
+    """Seeded tie-break key of each id: splitmix64(seed * golden + id), the same function as
+    ``socbi::select::tie_key`` in C++, so numpy and the fused pass break ties alike. O(len)."""
+    with np.errstate(over="ignore"):
+        z = np.uint64(seed) * _GOLDEN + ids.astype(np.uint64) + np.uint64(0x632BE59BD9B4E5AD)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+def _draw_seed(rng: np.random.Generator) -> int:
+    return int(rng.integers(0, 2**63 - 1))
+
+
+def _top_n(scores: np.ndarray, ids: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """The ``n`` ids with the largest scores, best first.
+
+    Ties are broken only where they matter: among the candidates tied at the cut, by a
+    seeded hash of the id (and the output order of equal scores by the same hash).
+    O(m) for the partition plus O(t + n log n) for t candidates tied at the cut; no copy
+    of ``scores``.
     """
     m = scores.size
     if n == 0 or m == 0:
         return np.empty(0, np.int64)
-    tie = rng.permutation(m)
-    neg = -scores
+    seed = _draw_seed(rng)
     if n < m:
-        cut = np.partition(neg, n - 1)[n - 1]
-        cand = np.flatnonzero(neg <= cut)
+        part = np.argpartition(scores, m - n)        # ascending: the best n at the tail
+        top = part[m - n:]
+        cut = scores[part[m - n]]
+        above = top[scores[top] > cut]
+        tied = np.flatnonzero(scores == cut)
+        need = n - above.size
+        if tied.size > need:
+            tied = tied[np.argsort(_tie_keys(ids[tied], seed), kind="stable")[:need]]
+        pos = np.concatenate([above, tied])
     else:
-        cand = np.arange(m)
-    order = cand[np.lexsort((tie[cand], neg[cand]))][:n]
-    return ids[order].astype(np.int64)
+        pos = np.arange(m)
+    order = np.lexsort((_tie_keys(ids[pos], seed), -scores[pos]))
+    return ids[pos[order]].astype(np.int64)
 
 
 def _progress(iterable, total: int, desc: str, enabled: bool):
@@ -296,15 +360,19 @@ class Strategy:
         if not isinstance(state, PoolState):
             raise ValueError(f"state must be a socbi.strategies.PoolState, got {type(state).__name__}")
         rng = _seed_rng(seed)
-        unl = state.unlabelled_ids()
-        n = _check_budget(n, unl.size)
+        n = _check_budget(n, state.n_unlabelled())
         if n == 0:
             return np.empty(0, np.int64)
-        out = np.asarray(self._select(state, unl, n, rng), dtype=np.int64)
+        out = np.asarray(self._select_pool(state, n, rng), dtype=np.int64)
         if out.size != n or np.unique(out).size != n or state.labelled[out].any():
             raise RuntimeError(f"{self!r} returned {out.size} ids for n={n} (duplicates or labelled "
                                f"ids): this is a bug in the strategy")
         return out
+
+    def _select_pool(self, state: PoolState, n: int, rng: np.random.Generator) -> np.ndarray:
+        """Pick among all unlabelled samples; strategies with a pass over the whole pool
+        override this to skip building the id list."""
+        return self._select(state, state.unlabelled_ids(), n, rng)
 
     def _select(self, state: PoolState, unlabelled: np.ndarray, n: int,
                 rng: np.random.Generator) -> np.ndarray:
@@ -331,16 +399,27 @@ class UncertaintySampling(Strategy):
     """Largest ``uncertainty(p)`` first; evaluates probabilities on the candidates only.
 
     ``measure``: ``"least_confidence"`` (1 - max p), ``"margin"`` (-(p1 - p2)) or
-    ``"entropy"`` (-sum p log p). O(m C + model cost) for m candidates.
+    ``"entropy"`` (-sum p log p).
+
+    With precomputed ``PoolState.probabilities`` the selection is one fused C++ pass
+    (``socbi._core.select_uncertain``): each row is read once, checked (finite, in
+    [0, 1], sums to 1), scored and offered to a bounded heap of the n best; labelled rows
+    are skipped via the mask, nothing of size n_samples is allocated, and ties at the cut
+    are broken by a seeded hash of the id. O(m C) for m candidates, O(n) memory;
+    ``threads`` > 1 splits the rows (worth it from ~10^6 rows). With a model, the model
+    runs on the candidates in chunks and the same pass picks from its output.
     """
 
     MEASURES = ("least_confidence", "margin", "entropy")
 
-    def __init__(self, measure: str = "least_confidence") -> None:
+    def __init__(self, measure: str = "least_confidence", threads: int = 1) -> None:
         if measure not in self.MEASURES:
             raise ValueError(f"measure must be one of {self.MEASURES}, got {measure!r}")
+        if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
+            raise ValueError(f"threads must be a positive integer, got {threads!r}")
         self.measure = measure
         self.name = measure
+        self.threads = int(threads)
 
     def uncertainty(self, p: np.ndarray) -> np.ndarray:
         """Uncertainty of each row of ``p`` (larger = more uncertain)."""
@@ -353,27 +432,51 @@ class UncertaintySampling(Strategy):
             logp = np.where(p > 0, np.log(np.where(p > 0, p, 1.0)), 0.0)
         return -(p * logp).sum(axis=1)
 
+    def _fused(self, p: np.ndarray, n: int, rng: np.random.Generator, *, skip: Any = None,
+               rows: Any = None, labels: Any = None, name: str = "probabilities") -> np.ndarray:
+        from . import _core
+
+        ids, _, kind, row, value = _core.select_uncertain(
+            p, self.MEASURES.index(self.measure), int(n), skip=skip, rows=rows, labels=labels,
+            seed=_draw_seed(rng), threads=self.threads)
+        if kind:
+            if kind == 4:  # pragma: no cover - candidates come from the state, always in range
+                raise ValueError(f"candidate id {value:g} is out of range")
+            raise _proba_error(name, kind, labels[row] if labels is not None else row, value)
+        return ids
+
+    def _select_pool(self, state, n, rng):
+        if state.probabilities is None:
+            return super()._select_pool(state, n, rng)
+        return self._fused(state.probabilities, n, rng, skip=state.labelled)
+
     def _select_among(self, state, candidates, n, rng):
-        p = state.predict_proba(candidates)
-        return _top_n(self.uncertainty(p), candidates, n, rng)
+        if state.probabilities is not None:
+            return self._fused(state.probabilities, n, rng, rows=candidates)
+        p = np.ascontiguousarray(state.predict_proba(candidates))
+        return self._fused(p, n, rng, labels=candidates)
+
+    def scores(self, state: PoolState, ids: np.ndarray) -> np.ndarray:
+        """Uncertainty of ``ids`` (larger = picked first). O(len(ids) C)."""
+        return self.uncertainty(state.predict_proba(ids))
 
     def __repr__(self) -> str:
         return f"UncertaintySampling({self.measure!r})"
 
 
 class LeastConfidence(UncertaintySampling):
-    def __init__(self) -> None:
-        super().__init__("least_confidence")
+    def __init__(self, threads: int = 1) -> None:
+        super().__init__("least_confidence", threads)
 
 
 class MarginSampling(UncertaintySampling):
-    def __init__(self) -> None:
-        super().__init__("margin")
+    def __init__(self, threads: int = 1) -> None:
+        super().__init__("margin", threads)
 
 
 class EntropySampling(UncertaintySampling):
-    def __init__(self) -> None:
-        super().__init__("entropy")
+    def __init__(self, threads: int = 1) -> None:
+        super().__init__("entropy", threads)
 
 
 class KCenterGreedy(Strategy):
@@ -469,6 +572,10 @@ class KCenterGreedy(Strategy):
         self._cache = (state.embeddings, lab.copy(), d)
         return d
 
+    def scores(self, state: PoolState, ids: np.ndarray) -> np.ndarray:
+        """Squared distance of ``ids`` to the nearest labelled sample (K-Center's criterion)."""
+        return self.min_distances(state)[ids]
+
     def _select(self, state, unlabelled, n, rng):
         d = self.min_distances(state)[unlabelled].copy()
         return self._greedy(state, unlabelled, d, n, rng)
@@ -531,18 +638,25 @@ class SoCBI(Strategy):
 
 
 class SoCBIPrefilter(Strategy):
-    """So-CBI as a prefilter for a base strategy (LC-So-CBI, KCenter-So-CBI).
+    """So-CBI as a prefilter for a base strategy (LC-So-CBI, KCenter-So-CBI), as in the paper.
 
     Definition: let m = ``candidate_size`` if given, else ceil(``candidate_factor`` * n);
     m is clamped to [n, |unlabelled|]. The candidate set C is the m unlabelled samples
-    with the **smallest** boundary counts (``largest=True``: the largest), read from the
-    score index with ``bottom(m)``; ties at the cut follow the scorer's seeded tie-break.
-    The base strategy then picks its n best *inside C*: LC ranks C by 1 - max p;
-    K-Center runs greedy farthest-first over C with the labelled samples as initial
-    centres. Counts only decide membership of C; inside C they play no further part.
+    with the **smallest** boundary counts (``largest=True``: the largest). Counts are
+    small integers with massive ties (early on, half the pool has count 0), so the cut
+    usually falls inside a tie; the tied samples at the cut are ranked by the *base
+    strategy* (LC: its uncertainty; K-Center: greedy farthest-first) and its best fill C.
+    The base strategy then picks its n best inside C.
 
-    Cost: O(m + node size) for C plus the base strategy on m candidates (LC: m model
-    evaluations; K-Center: O(m * (|labelled| + n) * d)).
+    Where it helps and where it hurts (digits, 10 seeds, docs/scoring.md): with K-Center
+    it helps (K-Center alone chases outliers; the low-count set keeps it in the
+    unexplored bulk). With LC/margin it helps only in the cold start: C is then mostly
+    far from every labelled sample, which adds diversity early but excludes the uncertain
+    samples next to the labelled data later, so over the whole budget it is below plain
+    margin. The recommended default is :class:`CoverMargin`.
+
+    Cost: O(m + node size) for the cut, O(|unlabelled|) to find the tied samples, plus
+    the base strategy on the ties and on m candidates.
     """
 
     def __init__(self, base: Strategy, candidate_factor: float = 3.0,
@@ -569,25 +683,150 @@ class SoCBIPrefilter(Strategy):
             int(math.ceil(self.candidate_factor * n))
         return int(min(max(m, n), available))
 
-    def candidates(self, state: PoolState, n: int) -> np.ndarray:
-        """The candidate set C (ascending ids) for budget ``n``."""
+    def _cut(self, state: PoolState, pool_ids: np.ndarray, counts: np.ndarray, m: int,
+             rng: np.random.Generator) -> np.ndarray:
+        """The m of ``pool_ids`` with the best counts; ties at the cut by the base strategy."""
+        key = counts if self.largest else -counts
+        if m >= pool_ids.size:
+            return np.sort(pool_ids)
+        cut = np.partition(key, key.size - m)[key.size - m]
+        strict = pool_ids[key > cut]
+        tied = pool_ids[key == cut]
+        need = m - strict.size
+        if tied.size > need:
+            tied = self.base._select_among(state, tied, need, rng)
+        return np.sort(np.concatenate([strict, tied]).astype(np.int64))
+
+    def candidates(self, state: PoolState, n: int, rng: Optional[np.random.Generator] = None) -> np.ndarray:
+        """The candidate set C (ascending ids) for budget ``n``. O(|unlabelled|) + the base on the ties."""
         scorer = _need_scorer(state, self.name)
-        m = self.candidate_count(n, len(scorer))
-        ids, _ = scorer.select(m, largest=self.largest)
-        return np.sort(ids)
+        unl = state.unlabelled_ids()
+        m = self.candidate_count(n, unl.size)
+        return self._cut(state, unl, scorer.counts(unl), m, _seed_rng(0) if rng is None else rng)
 
     def _select(self, state, unlabelled, n, rng):
-        return self.base._select_among(state, self.candidates(state, n), n, rng)
+        return self.base._select_among(state, self.candidates(state, n, rng), n, rng)
 
     def _select_among(self, state, candidates, n, rng):
-        counts = _need_scorer(state, self.name).counts(candidates).astype(np.float64)
+        counts = _need_scorer(state, self.name).counts(candidates)
         m = min(self.candidate_count(n, candidates.size), candidates.size)
-        pre = np.sort(_top_n(counts if self.largest else -counts, candidates, m, rng))
-        return self.base._select_among(state, pre, n, rng)
+        return self.base._select_among(state, self._cut(state, candidates, counts, m, rng), n, rng)
 
     def __repr__(self) -> str:
         size = self.candidate_size if self.candidate_size is not None else f"{self.candidate_factor:g}n"
         return f"SoCBIPrefilter({self.base!r}, candidates={size}, largest={self.largest})"
+
+
+class NeighbourhoodDiverse(Strategy):
+    """Uncertainty with batch diversity from the neighbour lists (cluster-margin style),
+    optionally with a coverage share for the cold start.
+
+    Walk the unlabelled samples from the most uncertain down (``base``, default margin);
+    take a sample unless it lies in the K-NN list of a sample already taken in this batch,
+    or one of those lies in its list -- no two picks of a batch from one neighbourhood.
+    The lists are the pool's K nearest *unlabelled* neighbours (the HNSW pool that the
+    So-CBI scorer keeps, K = the scorer's K), so the rule has no constant of its own. If the
+    walk runs out, the skipped samples fill the batch in uncertainty order.
+
+    ``coverage=True`` (``margin_div_cover``, the recommended default): first
+    round(n * u) picks, u = the share of the unlabelled samples whose boundary count is 0
+    (in no labelled sample's K-NN list: regions no label covers, ProbCover's notion), are
+    taken by the same walk among those uncovered samples; the rest by the walk over all.
+    Early, when labels cover little, much of the batch explores; the share fades by itself
+    as coverage grows, with no schedule to tune. ``coverage="kcenter"`` takes the
+    uncovered share by K-Center greedy instead (evaluated; not recommended).
+
+    Cost: the base strategy's top-m (m = 2n, doubled while picks are missing) plus one
+    K-NN query per sample walked; O(n K) set operations; with coverage, the counts of
+    the candidates (O(|unlabelled|) index reads).
+    """
+
+    name = "margin_div"
+
+    def __init__(self, base: Optional[Strategy] = None, k: Optional[int] = None,
+                 coverage: Any = False) -> None:
+        base = MarginSampling() if base is None else base
+        if not isinstance(base, UncertaintySampling):
+            raise ValueError(f"base must be an uncertainty strategy (lc, margin, entropy), got {base!r}")
+        if k is not None and (isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1):
+            raise ValueError(f"k must be a positive integer or None (the scorer's K), got {k!r}")
+        self.base = base
+        self.k = None if k is None else int(k)
+        if coverage not in (False, True, "kcenter"):
+            raise ValueError(f"coverage must be False, True (uncovered share in uncertainty order) or "
+                             f"'kcenter' (uncovered share by K-Center greedy), got {coverage!r}")
+        self.coverage = coverage
+        self._kcenter = KCenterGreedy(progress=False) if coverage == "kcenter" else None
+        self.name = f"{base.name}_div" + {False: "", True: "_cover", "kcenter": "_kc"}[coverage]
+
+    def _pool_and_k(self, state: PoolState) -> Tuple[NeighbourPool, int]:
+        pool = state.pool if state.pool is not None else \
+            (state.scorer.pool if state.scorer is not None else None)
+        if pool is None or state.embeddings is None:
+            raise ValueError(f"strategy {self.name!r} needs the neighbour pool: pass PoolState.scorer "
+                             f"(a BoundaryScorer), or PoolState.pool plus embeddings")
+        k = self.k if self.k is not None else (state.scorer.k if state.scorer is not None else 10)
+        return pool, k
+
+    def _select_among(self, state, candidates, n, rng):
+        pool, k = self._pool_and_k(state)
+        kq = min(k + 1, len(pool))                 # +1: a candidate is its own nearest neighbour
+        seed = _draw_seed(rng)
+        picks: list = []
+        taken: set = set()
+        blocked: set = set()
+        if self.coverage and state.scorer is not None:
+            # Exploration share = the uncovered share of the candidates (count 0: in no
+            # labelled sample's K-NN list); those slots go to uncovered samples, in
+            # uncertainty order, with the same neighbourhood rule. Fades as coverage grows.
+            uncovered = candidates[state.scorer.counts(candidates) == 0]
+            quota = int(round(n * uncovered.size / max(candidates.size, 1)))
+            if quota and self._kcenter is not None:
+                first = self._kcenter._select_among(state, uncovered, quota, np.random.default_rng(seed))
+                nbr, _ = pool.query(state.embeddings[first], kq)
+                picks.extend(first.tolist())
+                taken.update(first.tolist())
+                blocked.update(nbr.ravel().tolist())
+            elif quota:
+                self._walk(state, pool, kq, uncovered, quota, seed, picks, taken, blocked)
+        rest = n - len(picks)
+        if rest:
+            left = candidates if not picks else np.setdiff1d(candidates, np.asarray(picks, np.int64),
+                                                              assume_unique=True)
+            self._walk(state, pool, kq, left, rest, seed, picks, taken, blocked, fill=True)
+        return np.asarray(picks, np.int64)
+
+    def _walk(self, state, pool, kq, candidates, quota, seed, picks, taken, blocked, fill=False):
+        """Append up to ``quota`` picks from ``candidates`` in base order, no two from one
+        neighbourhood; with ``fill``, top up from the skipped ones if the walk runs out."""
+        target = len(picks) + quota
+        skipped: list = []
+        walked = 0
+        m = min(candidates.size, 2 * quota)
+        while True:
+            ranked = self.base._select_among(state, candidates, m, np.random.default_rng(seed))
+            fresh = ranked[walked:]
+            for s0 in range(0, fresh.size, max(quota, 64)):
+                chunk = fresh[s0:s0 + max(quota, 64)]
+                nbr, _ = pool.query(state.embeddings[chunk], kq)
+                for c, row in zip(chunk.tolist(), nbr.tolist()):
+                    walked += 1
+                    if c in blocked or not taken.isdisjoint(row):
+                        skipped.append(c)
+                        continue
+                    picks.append(c)
+                    taken.add(c)
+                    blocked.update(row)
+                    if len(picks) == target:
+                        return
+            if m == candidates.size:
+                break
+            m = min(candidates.size, 2 * m)
+        if fill:
+            picks.extend(skipped[:target - len(picks)])
+
+    def __repr__(self) -> str:
+        return f"NeighbourhoodDiverse({self.base!r}, k={self.k})"
 
 
 class SEALS(Strategy):
@@ -669,6 +908,9 @@ STRATEGIES: Dict[str, Callable[..., Strategy]] = {
     "kcenter_socbi": lambda **kw: SoCBIPrefilter(
         KCenterGreedy(**{k: kw.pop(k) for k in ("metric", "chunk", "progress") if k in kw}), **kw),
     "seals": SEALS,
+    "margin_div": NeighbourhoodDiverse,
+    "margin_div_cover": lambda **kw: NeighbourhoodDiverse(coverage=True, **kw),
+    "margin_div_kc": lambda **kw: NeighbourhoodDiverse(coverage="kcenter", **kw),
     # socbi.ascmr imports this module, so it is imported when first asked for.
     "ascmr": lambda **kw: __import__("socbi.ascmr", fromlist=["ASCMR"]).ASCMR(**kw),
 }
