@@ -339,6 +339,15 @@ def test_fused_selection_threads_give_the_same_answer():
         np.testing.assert_array_equal(one, two)
 
 
+def test_fused_selection_of_zero_rows_is_empty():
+    # n = 0 read the front of an empty heap (a crash); it must return no ids
+    from socbi import _core
+    p = softmax(np.random.default_rng(0).normal(size=(100, 3)))
+    for measure in (0, 1, 2):
+        ids, scores, kind, _, _ = _core.select_uncertain(p, measure, 0)
+        assert kind == 0 and ids.size == 0 and scores.size == 0
+
+
 def test_margin_div_takes_no_two_picks_from_one_neighbourhood(world):
     x, probs, scorer = world
     st = state_of(world)

@@ -61,8 +61,12 @@ class TopN {
  public:
   explicit TopN(std::size_t n) : n_(n) { heap_.reserve(n); }
 
-  // Smallest score that can still enter (-inf until n candidates were seen).
-  double threshold() const { return heap_.size() < n_ ? -std::numeric_limits<double>::infinity() : heap_.front().score; }
+  // Smallest score that can still enter (-inf until n candidates were seen; +inf for n = 0,
+  // where nothing enters and the heap has no front to read).
+  double threshold() const {
+    if (n_ == 0) return std::numeric_limits<double>::infinity();
+    return heap_.size() < n_ ? -std::numeric_limits<double>::infinity() : heap_.front().score;
+  }
 
   void offer(double s, int64_t id) {
     if (n_ == 0) return;
