@@ -87,6 +87,7 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict:
             "+ mixup stand-in": _Clipped(MixupClassGenerator(x_lt, y_lt), 0.0, 16.0)}
     diff = DiffusionClassGenerator(x_lt, y_lt, n_classes=C, image_shape=(8, 8), value_range=(0.0, 16.0),
                                    steps=args.steps, image_size=args.image_size, sample_steps=args.sample_steps,
+                                   batch_size=args.batch_size,
                                    guidance=args.guidance, threads=args.threads, checkpoint_dir=work, seed=seed,
                                    progress=True, progress_every=60)
     diff.fit()
@@ -227,10 +228,11 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=60, help="hashing head epochs")
     ap.add_argument("--steps", type=int, default=1500, help="diffusion training steps")
     ap.add_argument("--image-size", type=int, default=8, help="diffusion resolution (8 = native)")
+    ap.add_argument("--batch-size", type=int, default=32, help="diffusion training batch")
     ap.add_argument("--sample-steps", type=int, default=25)
     ap.add_argument("--guidance", type=float, default=2.0)
     ap.add_argument("--threads", type=int, default=1, help="torch threads per worker")
-    ap.add_argument("--jobs", type=int, default=1, help="seeds in parallel (worker processes)")
+    ap.add_argument("--jobs", type=int, default=3, help="seeds in parallel (worker processes)")
     ap.add_argument("--plot-seed", type=int, default=0)
     ap.add_argument("--work", default="bench_out/longtail_diffusion", help="per-seed results and checkpoints")
     ap.add_argument("--force", action="store_true", help="recompute seeds already in --work")

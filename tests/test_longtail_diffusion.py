@@ -29,6 +29,15 @@ def small():
     return x[idx], y[idx]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Tiny UNets: one torch thread is fastest on a shared machine (restored afterwards)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 @pytest.fixture(autouse=True)
 def offline(monkeypatch):
     """Any attempt to reach a model hub fails the test: nothing may download weights."""

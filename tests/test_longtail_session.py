@@ -110,12 +110,13 @@ def test_class_balanced_by_name_in_a_session_fills_the_rare_classes_first(pool):
     assert isinstance(make_strategy("class_balanced", base="margin"), ClassBalancedSelection)
     real = ~syn
     lab = labels[real].copy()
-    lab[(truth[real] == 3) & (lab >= 0)] = -1           # class 3: no label yet
+    lab[np.flatnonzero((truth[real] == 3) & (lab >= 0))[1:]] = -1      # class 3: one label, others three
     ln = ActiveLearner(x[real], lab, strategy="class_balanced", strategy_options={"base": "margin"},
                        backend="exact", progress=False, seed=1)
     ids = ln.query(10)
     quotas = ln._strategy.last_quotas
-    assert quotas[3] >= 1 and quotas.sum() == 10 and quotas.max() - quotas.min() <= 1
+    assert quotas.sum() == 10 and quotas[3] >= 2 and quotas[3] == quotas.max()   # the rare class first
+    assert ids.size == 10 and (lab[ids] < 0).all()
     assert np.isfinite(ln.pending()["scores"]).all() and ln.pending()["score_name"] == "margin"
     ln.teach(ids, truth[real][ids])
     cfg, _ = config_from_dict({"strategies": ["random", "class_balanced"], "seeds": 1})
@@ -177,12 +178,13 @@ def test_rebalance_cli_with_diffusion(images, tmp_path, capsys):
     d = images
     code = main(["rebalance", "--images", str(d / "flat.npy"), "--labels", str(d / "y.npy"), "--out",
                  str(tmp_path / "out.npz"), "--image-shape", "8x8", "--steps", "2", "--target", "6",
+                 "--image-size", "8", "--sample-steps", "2",
                  "--checkpoint-dir", str(tmp_path / "ck"), "--save-generator", str(tmp_path / "gen"),
                  "--threads", "1", "--no-progress"])
     out, err = capsys.readouterr()
     assert code == 0, err
     z = np.load(tmp_path / "out.npz")
-    assert z["images"].shape == (20, 64) and np.bincount(z["labels"]).tolist() == [10, 6, 6]
+    assert z["images"].shape == (22, 64) and np.bincount(z["labels"]).tolist() == [10, 6, 6]
     assert z["synthetic"].sum() == 6 and "diffusion" in str(z["generator"])
     assert (tmp_path / "ck" / "checkpoint.pt").is_file() and (tmp_path / "gen" / "model_index.json").is_file()
 

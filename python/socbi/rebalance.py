@@ -108,6 +108,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--image-shape", default=None, metavar="HxW",
                    help="shape of flat rows, e.g. 8x8 or 3x32x32 (default: square single channel)")
     p.add_argument("--steps", type=int, default=None, help="diffusion training steps (default 3000)")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="diffusion training resolution (default 16: 8x8 digits are upsampled; 0 = native)")
+    p.add_argument("--sample-steps", type=int, default=None, help="DDIM steps per sample (default 40)")
     p.add_argument("--pretrained", default=None, metavar="DIR",
                    help="fine-tune this local diffusers pipeline folder instead of training from scratch")
     p.add_argument("--checkpoint-dir", default=None, metavar="DIR", help="checkpoint (and resume) here")
@@ -161,16 +164,16 @@ def _main(args: argparse.Namespace) -> int:
                 return _err(f"--target {args.target!r}: pass 'max' or a count per class")
         opts: Dict[str, Any] = {}
         if args.generator == "diffusion":
-            for key in ("steps", "pretrained", "checkpoint_dir", "device", "threads"):
+            for key in ("steps", "image_size", "sample_steps", "pretrained", "checkpoint_dir", "device", "threads"):
                 if getattr(args, key) is not None:
                     opts[key] = getattr(args, key)
-        elif any(getattr(args, k) is not None for k in ("steps", "pretrained", "checkpoint_dir", "save_generator")):
-            return _err("--steps, --pretrained, --checkpoint-dir and --save-generator apply to --generator diffusion")
-        if shape is not None and args.generator == "diffusion":
-            opts["image_shape"] = shape
+        elif any(getattr(args, k) is not None for k in ("steps", "image_size", "sample_steps", "pretrained",
+                                                        "checkpoint_dir", "save_generator")):
+            return _err("--steps, --image-size, --sample-steps, --pretrained, --checkpoint-dir and "
+                        "--save-generator apply to --generator diffusion")
         aug, row_shape, gen = rebalance(x, y.astype(np.int64) if y.dtype.kind == "f" else y, generator=args.generator,
-                                   target=target, generator_options=opts, seed=args.seed,
-                                   progress=not args.no_progress)
+                                        target=target, image_shape=shape, generator_options=opts, seed=args.seed,
+                                        progress=not args.no_progress)
         images = aug.embeddings.reshape((aug.embeddings.shape[0],) + row_shape)
         arrays = dict(images=images, labels=aug.labels, synthetic=aug.synthetic, origin=aug.origin,
                       generator=np.asarray(aug.generator))

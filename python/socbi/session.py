@@ -367,7 +367,7 @@ class _TimedScorer:
 
 def _base_of(strategy: Strategy) -> Strategy:
     base = strategy
-    while isinstance(base, (SoCBIPrefilter, SEALS)):
+    while isinstance(base, (SoCBIPrefilter, SEALS)) or _is_class_balanced(base):
         base = base.base
     return base
 
