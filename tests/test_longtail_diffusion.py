@@ -105,6 +105,10 @@ def test_an_interrupted_run_resumes_from_its_checkpoint_to_the_same_weights(smal
     assert again.history["resumed_from"] == 2
     pr, pa = _params(ref.unet), _params(again.unet)
     assert all(torch.allclose(pr[k], pa[k], atol=1e-6) for k in pr)
+    # a finished run's checkpoint: nothing left to train, same weights
+    done = DiffusionClassGenerator(x, y, seed=1, progress=False, threads=1, checkpoint_dir=tmp_path, **TINY).fit()
+    assert done.history["resumed_from"] == 4
+    assert all(torch.allclose(pr[k], v, atol=1e-6) for k, v in _params(done.unet).items())
     # other settings: the checkpoint is not used (fresh start)
     other = DiffusionClassGenerator(x, y, seed=2, progress=False, threads=1, checkpoint_dir=tmp_path, **TINY).fit()
     assert other.history["resumed_from"] == 0

@@ -415,7 +415,7 @@ class DiffusionClassGenerator:
             ckpt = None if self.checkpoint_dir is None else self.checkpoint_dir / CHECKPOINT_FILE
             fp = self._fingerprint()
             if ckpt is not None and ckpt.is_file():
-                state = torch.load(ckpt, map_location=dev, weights_only=False)
+                state = torch.load(ckpt, map_location=dev, weights_only=True)   # never unpickles code
                 if state.get("fingerprint") == fp:
                     unet.load_state_dict(state["unet"])
                     opt.load_state_dict(state["opt"])
@@ -483,10 +483,8 @@ class DiffusionClassGenerator:
             finally:
                 if bar is not None:
                     bar.close()
-            if ema is not None and start < cfg.steps:
+            if ema is not None:   # sample with the averaged weights (restored too when resumed)
                 ema.copy_to(unet.parameters())
-            elif ema is not None and ckpt is not None and start == cfg.steps:
-                ema.copy_to(unet.parameters())  # resumed a finished run: use its averaged weights
             unet.eval()
             self.history = dict(steps=cfg.steps, resumed_from=start, wall_s=time.perf_counter() - t0,
                                 cpu_s=time.process_time() - c0, losses=losses, device=str(dev),

@@ -456,7 +456,9 @@ class ActiveLearner:
         all unlabelled).
     strategy : str
         One of ``random, least_confidence (lc), margin, entropy, kcenter, seals,
-        lc_socbi, kcenter_socbi, socbi`` (case and '-' insensitive: "LC-So-CBI").
+        lc_socbi, kcenter_socbi, socbi, class_balanced`` (case and '-' insensitive:
+        "LC-So-CBI"). ``class_balanced`` follows the session's labels and predicts the
+        classes of unlabelled samples with its classifier.
     strategy_options : dict, optional
         Keyword arguments for :func:`socbi.strategies.make_strategy`, e.g.
         ``{"candidate_factor": 3.0}`` for the So-CBI prefilters.
