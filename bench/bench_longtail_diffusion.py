@@ -220,6 +220,65 @@ def summarise(results, args) -> dict:
     return dict(table=table, paired=paired)
 
 
+def report(results, summ, args) -> str:
+    """Markdown: the mAP table, paired differences, sample checks by class rank, timings."""
+    C = 10
+    bits = args.bits
+    lines = ["| training set | real | synthetic | " + " | ".join(f"mAP {b} bits" for b in bits) + " |",
+             "|---|---|---|" + "---|" * len(bits)]
+    for name, d in summ["table"].items():
+        r0 = [r for r in results[0]["rows"] if r["setting"] == name][0]
+        lines.append(f"| {name} | {r0['n_real']} | {r0['n_synthetic']} | "
+                     + " | ".join(f"{d[b][0]:.3f} ± {d[b][1]:.3f}" for b in bits) + " |")
+    lines += ["", "Paired differences (same seed and split; mean, seeds up):", ""]
+    lines += [f"- {k}: {v['mean']:+.3f} ({v['wins']}/{v['seeds']})" for k, v in summ["paired"].items()]
+    gens = ("+ Gaussian stand-in", "+ mixup stand-in", "+ diffusion")
+    # per-class checks by rank (0 = head), averaged over seeds (class order differs per seed)
+    counts = np.mean([[res["counts"][c] for c in res["order"]] for res in results], axis=0)
+    lines += ["", f"Sample checks, by class rank head -> tail (mean over {len(results)} seeds):", "",
+              "| | " + " | ".join(f"rank {r}" for r in range(C)) + " | all |", "|---|" + "---|" * (C + 1),
+              "| real training images | " + " | ".join(f"{c:.0f}" for c in counts) + " | |"]
+
+    def by_rank(get):
+        return np.array([[get(res)[c] if get(res)[c] is not None else np.nan for c in res["order"]]
+                         for res in results], dtype=float)
+
+    q = by_rank(lambda res: res["checks"]["real_query_per_class"])
+    lines.append("| classifier accuracy, real queries | " + " | ".join(f"{v:.2f}" for v in np.nanmean(q, 0))
+                 + f" | {np.mean([res['checks']['real_query_accuracy'] for res in results]):.3f} |")
+    for g in gens:
+        a = by_rank(lambda res: res["checks"][g]["per_class_accuracy"])
+        lines.append(f"| classifier accuracy, {g[2:]} samples | "
+                     + " | ".join("-" if np.isnan(v) else f"{v:.2f}" for v in np.nanmean(a, 0))
+                     + f" | {np.mean([res['checks'][g]['accuracy'] for res in results]):.3f} |")
+    for g in gens:
+        a = by_rank(lambda res: res["checks"][g]["own_class_nn_mean"])
+        lines.append(f"| nearest same-class training image, {g[2:]} samples | "
+                     + " | ".join("-" if np.isnan(v) else f"{v:.1f}" for v in np.nanmean(a, 0)) + " | |")
+    a = by_rank(lambda res: res["checks"]["+ diffusion"]["real_own_class_nn_mean"])
+    lines.append("| nearest same-class training image, real held-out images | "
+                 + " | ".join(f"{v:.1f}" for v in np.nanmean(a, 0)) + " | |")
+    ck = [res["checks"] for res in results]
+    lines += ["", "Distance to the nearest training image (any class; pixels 0..16, Euclidean; median, "
+              "mean over seeds): real held-out images "
+              f"{np.mean([c['nn_distance_real_query_to_train_median'] for c in ck]):.1f}, training images "
+              f"among themselves (leave one out) {np.mean([c['nn_distance_train_to_train_median'] for c in ck]):.1f}; "
+              + "; ".join(f"{g[2:]} samples {np.mean([c[g]['nn_distance_median'] for c in ck]):.1f} "
+                          f"(5th percentile {np.mean([c[g]['nn_distance_p05'] for c in ck]):.1f}, "
+                          f"{sum(c[g]['near_copies'] for c in ck)} of {sum(c[g]['n'] for c in ck)} "
+                          f"within 1.0 of a training image)" for g in gens) + "."]
+    t = [res["timing"] for res in results]
+    lines += ["", f"Diffusion training ({args.steps} steps, batch {args.batch_size}, {args.image_size}px, 1 torch "
+              f"thread, {args.jobs} seeds at a time on the shared 2-core machine): CPU "
+              f"{np.median([x['diffusion_train_cpu_s'] for x in t]):.0f} s median "
+              f"({min(x['diffusion_train_cpu_s'] for x in t):.0f}-{max(x['diffusion_train_cpu_s'] for x in t):.0f}), "
+              f"wall {np.median([x['diffusion_train_wall_s'] for x in t]):.0f} s median; sampling "
+              f"{np.median([x['n_generated'] for x in t]):.0f} images ({args.sample_steps} DDIM steps, guidance "
+              f"{args.guidance:g}): CPU {np.median([x['diffusion_sample_cpu_s'] for x in t]):.0f} s, wall "
+              f"{np.median([x['diffusion_sample_wall_s'] for x in t]):.0f} s median. No GPU."]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", type=int, default=5, help="number of seeds (0..n-1)")
@@ -255,10 +314,20 @@ def main(argv=None) -> int:
     machine = dict(cpus=os.cpu_count(), machine=platform.machine(), python=platform.python_version(),
                    gpu="none")
     cmd = "python bench/bench_longtail_diffusion.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    doc = dict(command=cmd.strip(), config={k: v for k, v in vars(args).items()}, machine=machine, wall_s=wall,
+    doc = dict(command=cmd.strip(), config={k: v for k, v in vars(args).items() if k != "out"}, machine=machine,
+               wall_s=wall,
+               wall_note="this invocation (seeds already in --work are read back, not rerun); per-seed times "
+                         "are in seeds[*].timing",
                summary={k: {str(b): v for b, v in d.items()} for k, d in summ["table"].items()},
                paired=summ["paired"], seeds=results)
     (out / "longtail_diffusion.json").write_text(json.dumps(doc, indent=1) + "\n")
+    import warnings
+
+    with warnings.catch_warnings():   # the head class gets no samples: an empty mean, shown as "-"
+        warnings.simplefilter("ignore", RuntimeWarning)
+        md = report(results, summ, args)
+    (out / "longtail_diffusion_table.md").write_text(f"<!-- {cmd.strip()} -->\n{md}")
+    print(md)
     plot_samples(Path(args.work), args.plot_seed, results[0]["order"], out / "longtail_diffusion_samples.png")
     for name, d in summ["table"].items():
         print(f"{name:28s} " + "  ".join(f"{b} bits {m:.3f} ± {s:.3f} (n={n})" for b, (m, s, n) in d.items()))
