@@ -20,6 +20,7 @@ _SUBCOMMAND_MODULES = [
     ("socbi.session", "register"),
     ("socbi.experiment", "register"),
     ("socbi.curate", "register"),
+    ("socbi.rebalance", "register"),
 ]
 
 

@@ -56,7 +56,7 @@ __all__ = [
     "LongTail", "make_longtail", "class_counts", "imbalance_ratio", "balanced_quotas",
     "ClassBalancedSelection", "AugmentedSet", "fill_with_synthetic", "balance_report",
     "export_training_set", "annotate_batch_file", "GaussianClassGenerator", "MixupClassGenerator",
-    "longtail_retrieval_experiment", "RetrievalExperiment", "SETTINGS",
+    "longtail_retrieval_experiment", "RetrievalExperiment", "SETTINGS", "diffusion_generator",
 ]
 
 Generator = Callable[[int, int, np.random.Generator], Any]
@@ -819,7 +819,21 @@ class MixupClassGenerator:
         return f"mixup stand-in (alpha={self.alpha:g}, noise={self.noise:g})"
 
 
-GENERATORS: Dict[str, Callable[..., Any]] = {"gaussian": GaussianClassGenerator, "mixup": MixupClassGenerator}
+def diffusion_generator(embeddings: Any, labels: Any, **options: Any) -> Any:
+    """A trained :class:`socbi.diffusion.DiffusionClassGenerator` on image rows (the paper's remedy).
+
+    ``embeddings`` must be images (flat square rows, or pass ``image_shape``): the model
+    generates pixels, so it fits raw-pixel data such as digits, not feature vectors.
+    ``options`` go to the generator (``steps``, ``pretrained``, ``checkpoint_dir`` ...).
+    Needs ``pip install 'socbi[longtail]'``.
+    """
+    from .diffusion import DiffusionClassGenerator
+
+    return DiffusionClassGenerator(embeddings, labels, **options).fit()
+
+
+GENERATORS: Dict[str, Callable[..., Any]] = {"gaussian": GaussianClassGenerator, "mixup": MixupClassGenerator,
+                                             "diffusion": diffusion_generator}
 
 
 # =============================================================================== experiment

@@ -70,16 +70,19 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 # Canonical strategy keys (make_strategy accepts them) and their table names.
 STRATEGY_NAMES = ("random", "least_confidence", "margin", "entropy", "kcenter", "seals",
-                  "lc_socbi", "kcenter_socbi", "socbi", "ascmr", "margin_div", "margin_div_cover", "margin_div_kc")
+                  "lc_socbi", "kcenter_socbi", "socbi", "ascmr", "margin_div", "margin_div_cover", "margin_div_kc",
+                  "class_balanced")
 DISPLAY_NAMES = {
     "random": "random", "least_confidence": "LC", "margin": "margin", "entropy": "entropy",
     "kcenter": "KCenter", "seals": "SEALS", "lc_socbi": "LC-So-CBI",
     "kcenter_socbi": "KCenter-So-CBI", "socbi": "So-CBI", "ascmr": "ASCMR",
     "margin_div": "margin-div", "margin_div_cover": "margin-div-cover", "margin_div_kc": "margin-div-kc",
+    "class_balanced": "class-balanced",
 }
 _ALIASES = {"lc": "least_confidence", "k_center": "kcenter", "kcentre": "kcenter",
             "k_center_socbi": "kcenter_socbi", "least_confidence_socbi": "lc_socbi",
-            "lcsocbi": "lc_socbi", "kcentersocbi": "kcenter_socbi"}
+            "lcsocbi": "lc_socbi", "kcentersocbi": "kcenter_socbi", "classbalanced": "class_balanced",
+            "class_balanced_selection": "class_balanced"}
 
 
 # Fields ActiveLearner.load reads; a file lacking one is refused by read_file.
@@ -367,13 +370,37 @@ class _TimedScorer:
 
 def _base_of(strategy: Strategy) -> Strategy:
     base = strategy
-    while isinstance(base, (SoCBIPrefilter, SEALS, NeighbourhoodDiverse)):
+    while isinstance(base, (SoCBIPrefilter, SEALS, NeighbourhoodDiverse)) or _is_class_balanced(base):
         base = base.base
     return base
 
 
 def _needs_model(strategy: Strategy) -> bool:
+    if _is_class_balanced(strategy):  # predicts the classes of unlabelled samples
+        return strategy.predicted is None or isinstance(_base_of(strategy.base), UncertaintySampling)
     return isinstance(_base_of(strategy), UncertaintySampling)
+
+
+def _is_class_balanced(strategy: Strategy) -> bool:
+    from .longtail import ClassBalancedSelection  # longtail imports this module's users lazily
+
+    return isinstance(strategy, ClassBalancedSelection)
+
+
+def _check_synthetic(synthetic: Any, labels: np.ndarray) -> np.ndarray:
+    """The (n,) bool mask of generated rows; each must carry its class (never queried)."""
+    n = labels.shape[0]
+    if synthetic is None:
+        return np.zeros(n, bool)
+    mask = np.asarray(synthetic)
+    if mask.dtype != bool or mask.shape != (n,):
+        raise ValueError(f"synthetic must be a bool mask with one entry per sample ({n},), got dtype "
+                         f"{mask.dtype} shape {mask.shape}; pass e.g. AugmentedSet.synthetic")
+    bad = np.flatnonzero(mask & (labels < 0))
+    if bad.size:
+        raise ValueError(f"synthetic rows {bad[:5].tolist()} have no class (label -1); generated rows must "
+                         f"carry the class they were generated for, they are never queried for labels")
+    return mask.copy()
 
 
 def _as_labels(labels: Any, n: int, name: str = "labels") -> np.ndarray:
@@ -434,8 +461,9 @@ class ActiveLearner:
         Default ``margin_div_cover`` (recommended: margin, no two picks of a batch from
         one neighbourhood, a cold-start share for samples no labelled neighbourhood
         covers). Or one of ``random, least_confidence (lc), margin, entropy, kcenter,
-        seals, lc_socbi, kcenter_socbi, socbi, ascmr, margin_div`` (case and '-'
-        insensitive: "LC-So-CBI").
+        seals, lc_socbi, kcenter_socbi, socbi, ascmr, margin_div, class_balanced`` (case
+        and '-' insensitive: "LC-So-CBI"). ``class_balanced`` follows the session's labels
+        and predicts the classes of unlabelled samples with its classifier.
     strategy_options : dict, optional
         Keyword arguments for :func:`socbi.strategies.make_strategy`, e.g.
         ``{"candidate_factor": 3.0}`` for the So-CBI prefilters.
@@ -463,6 +491,13 @@ class ActiveLearner:
         Names of classes 0..C-1, accepted by :meth:`import_labels`.
     seed : int
         Seeds the strategy choices, the So-CBI tie-break and the torch model.
+    synthetic : (n,) bool array, optional
+        Marks generated rows (e.g. ``AugmentedSet.synthetic`` of rows appended with
+        :func:`socbi.longtail.fill_with_synthetic`). Each must carry its class in
+        ``labels``: they train the classifier and count as labelled neighbours, are never
+        queried or taught, do not count towards ``budget``, and are marked in
+        :meth:`export_batch` / :meth:`export_labels` files, the log
+        (``labelled_real`` / ``labelled_synthetic``), :meth:`balance` and saved files.
 
     Complexity: construction builds the pool and counts (exact: O(n |L| d); HNSW:
     O(n log n)); :meth:`query` costs the strategy (LC-So-CBI: O(m + B) for m
@@ -481,12 +516,14 @@ class ActiveLearner:
                  target_accuracy: Optional[float] = None, max_rounds: Optional[int] = None,
                  sources: Optional[Sequence[str]] = None,
                  class_names: Optional[Sequence[str]] = None, seed: int = 0,
-                 progress: bool = True, _restore: Optional[Dict[str, Any]] = None) -> None:
+                 progress: bool = True, synthetic: Any = None,
+                 _restore: Optional[Dict[str, Any]] = None) -> None:
         x = _check_embeddings(embeddings, None, name="embeddings")
         n = x.shape[0]
         if n == 0:
             raise ValueError("embeddings has no rows; pass at least one sample")
         lab = np.full(n, -1, np.int64) if labels is None else _as_labels(labels, n)
+        self._synthetic = _check_synthetic(synthetic, lab)
         self._seed = _positive_int("seed", seed, lo=0)
         self.strategy_name = canonical_strategy(strategy)
         self.strategy_options = dict(strategy_options or {})
@@ -497,6 +534,8 @@ class ActiveLearner:
         except TypeError as exc:
             raise ValueError(f"strategy_options {self.strategy_options!r} do not fit strategy "
                              f"{self.strategy_name!r}: {exc}") from exc
+        if _is_class_balanced(self._strategy) and self._strategy.labels is None:
+            self._strategy.labels = lambda: self._labels  # follows the session's labels
         if backend not in ("hnsw", "exact"):
             raise ValueError(f"backend must be 'hnsw' or 'exact', got {backend!r}")
         if space not in ("l2", "cosine"):
@@ -516,7 +555,8 @@ class ActiveLearner:
                                  f"model input per sample")
         self._features = features
         self.eval_set = self._check_eval_set(eval_set)
-        self.budget = self._check_budget(budget, n)
+        # a budget counts labels paid for: synthetic rows are neither paid for nor counted
+        self.budget = self._check_budget(budget, n - int(self._synthetic.sum()))
         if target_accuracy is not None:
             if not isinstance(target_accuracy, (int, float)) or isinstance(target_accuracy, bool) \
                     or not 0 < target_accuracy <= 1:
@@ -635,6 +675,28 @@ class ActiveLearner:
     def n_labelled(self) -> int:
         return int((self._labels >= 0).sum())
 
+    @property
+    def synthetic(self) -> np.ndarray:
+        """Read-only (n,) bool view: True for generated rows (labelled from the start, never queried)."""
+        return readonly_view(self._synthetic)
+
+    @property
+    def n_synthetic(self) -> int:
+        return int(self._synthetic.sum())
+
+    @property
+    def n_real_labelled(self) -> int:
+        """Labelled real samples: the labels paid for, which the budget counts."""
+        return self.n_labelled - self.n_synthetic
+
+    def balance(self) -> Dict[str, Any]:
+        """Class counts of the labelled set, real and synthetic apart
+        (:func:`socbi.longtail.balance_report`). O(n)."""
+        from .longtail import balance_report
+
+        c = len(self.class_names) if self.class_names is not None else None
+        return balance_report(self._labels, self._synthetic, c)
+
     def source(self, i: int) -> str:
         """The reference of sample ``i`` (``sources[i]`` or ``"row:<i>"``)."""
         if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not 0 <= i < self.n_samples:
@@ -645,8 +707,8 @@ class ActiveLearner:
         """Why the session should stop now, or None. O(1)."""
         if self.n_labelled >= self.n_samples:
             return "every sample is labelled"
-        if self.budget is not None and self.n_labelled >= self.budget:
-            return f"label budget reached ({self.n_labelled} >= {self.budget})"
+        if self.budget is not None and self.n_real_labelled >= self.budget:
+            return f"label budget reached ({self.n_real_labelled} >= {self.budget})"
         if self.max_rounds is not None and self.round >= self.max_rounds:
             return f"round limit reached ({self.round} rounds)"
         if self.target_accuracy is not None and self.accuracy is not None \
@@ -763,6 +825,10 @@ class ActiveLearner:
             i = int(np.flatnonzero(lab < 0)[0])
             raise ValueError(f"label of id {int(ids[i])} is {int(lab[i])}; teach() takes classes >= 0 "
                              f"(leave unlabelled samples out instead of passing -1)")
+        gen = self._synthetic[ids]
+        if gen.any():
+            raise ValueError(f"ids {ids[gen][:5].tolist()} are synthetic rows (generated with their class); "
+                             f"they are never labelled -- pass only unlabelled real ids")
         already = self._labels[ids] >= 0
         if already.any():
             raise ValueError(f"ids {ids[already][:5].tolist()} are labelled already; pass only "
@@ -827,6 +893,8 @@ class ActiveLearner:
                          t_sort=pend["t_sort"])
         else:
             entry.update(source="manual", t_select=0.0, t_sort=0.0)
+        if self.n_synthetic:
+            entry.update(labelled_real=self.n_real_labelled, labelled_synthetic=self.n_synthetic)
         entry.update(t_search=stats.delete_s + stats.query_s, t_update=stats.index_s + stats.other_s,
                      t_model=t_model, repairs=stats.repairs, updates=stats.updates)
         self.log.append(entry)
@@ -857,18 +925,18 @@ class ActiveLearner:
                                  f"labels, got shape {truth.shape}")
             ask = lambda ids: truth[ids]  # noqa: E731
         show = self.progress if progress is None else bool(progress)
-        total = self.budget if self.budget is not None else self.n_samples
+        total = self.budget if self.budget is not None else self.n_samples - self.n_synthetic
         bar = None
         if show:
             from tqdm.auto import tqdm
-            bar = tqdm(total=total, initial=min(self.n_labelled, total), desc=f"{self.strategy_name}",
+            bar = tqdm(total=total, initial=min(self.n_real_labelled, total), desc=f"{self.strategy_name}",
                        unit="label", leave=False)
         out: List[Dict[str, Any]] = []
         try:
             while not self.done:
                 n = batch
                 if self.budget is not None:
-                    n = min(n, self.budget - self.n_labelled)
+                    n = min(n, self.budget - self.n_real_labelled)
                 n = min(n, self.n_samples - self.n_labelled)
                 ids = self.query(n)
                 entry = self.teach(ids, ask(ids))
@@ -902,9 +970,46 @@ class ActiveLearner:
             pend = self._pending
         assert pend is not None
         ids = np.asarray(pend["ids"], np.int64)
-        return export_batch(path, ids=ids, scores=pend["scores"], counts=pend["counts"],
-                            sources=[self.source(int(i)) for i in ids], score_name=pend["score_name"],
-                            round=self.round, strategy=self.strategy_name, fmt=fmt)
+        out = export_batch(path, ids=ids, scores=pend["scores"], counts=pend["counts"],
+                           sources=[self.source(int(i)) for i in ids], score_name=pend["score_name"],
+                           round=self.round, strategy=self.strategy_name, fmt=fmt)
+        if self.n_synthetic:  # the session holds generated rows: say which exported ones are (none)
+            from .longtail import annotate_batch_file
+
+            annotate_batch_file(out, self._synthetic, fmt=fmt)
+        return out
+
+    def export_labels(self, path: PathLike, *, fmt: Optional[str] = None) -> Path:
+        """Write the labelled set -- id, label, synthetic (true/false), source -- as CSV or JSON.
+
+        JSON also holds ``summary`` (:meth:`balance`). Real and generated rows are told
+        apart in every row; written atomically. O(n).
+        """
+        import csv
+
+        from .longtail import _fmt
+
+        kind = _fmt(path, fmt)
+        ids = self.labelled_ids()
+        names = self.class_names
+        rows = [dict(id=int(i), label=int(self._labels[i]), synthetic=bool(self._synthetic[i]),
+                     source=self.source(int(i))) for i in ids]
+        if names is not None:
+            for r in rows:
+                r["class_name"] = names[r["label"]]
+        if kind == "json":
+            text = json.dumps(dict(format="socbi-labels", round=self.round, strategy=self.strategy_name,
+                                   summary=self.balance(), items=rows), indent=1) + "\n"
+        else:
+            buf = io.StringIO()
+            cols = ["id", "label", "synthetic", "source"] + (["class_name"] if names is not None else [])
+            w = csv.writer(buf, lineterminator="\n")
+            w.writerow(cols)
+            for r in rows:
+                w.writerow([("true" if r[c] else "false") if c == "synthetic" else r[c] for c in cols])
+            text = buf.getvalue()
+        data = text.encode("utf-8")
+        return atomic_write(path, lambda fh: fh.write(data))
 
     def import_labels(self, path: PathLike, *, allow_partial: bool = False,
                       fmt: Optional[str] = None) -> Dict[str, Any]:
@@ -964,6 +1069,8 @@ class ActiveLearner:
                 arrays[f"model/{k}"] = v
         if self.sources is not None:
             arrays["sources"] = np.asarray(self.sources, dtype=str)
+        if self.n_synthetic:
+            arrays["synthetic"] = self._synthetic
         meta = dict(
             format=FORMAT, version=FORMAT_VERSION, n_samples=self.n_samples, dim=int(self._x.shape[1]),
             round=self.round, strategy=self.strategy_name, strategy_options=self.strategy_options,
@@ -1129,7 +1236,7 @@ class ActiveLearner:
                    features=features, eval_set=eval_set, budget=meta["budget"],
                    target_accuracy=meta["target_accuracy"], max_rounds=meta["max_rounds"],
                    sources=sources, class_names=meta["class_names"], seed=meta["seed"],
-                   progress=progress, _restore=restore)
+                   progress=progress, synthetic=arrays.get("synthetic"), _restore=restore)
 
     def check(self, recount: Optional[bool] = None) -> None:
         """Verify scorer invariants and that labels agree with the pool; AssertionError if not.
@@ -1143,7 +1250,8 @@ class ActiveLearner:
         self.scorer.check(recount=self.backend == "exact" if recount is None else bool(recount))
 
     def __repr__(self) -> str:
-        return (f"ActiveLearner(n={self.n_samples}, labelled={self.n_labelled}, round={self.round}, "
+        syn = f", synthetic={self.n_synthetic}" if self.n_synthetic else ""
+        return (f"ActiveLearner(n={self.n_samples}, labelled={self.n_labelled}{syn}, round={self.round}, "
                 f"strategy={self.strategy_name!r}, backend={self.backend!r}, k={self.k})")
 
 
@@ -1211,6 +1319,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--out", default=None, metavar="PATH", help="output .csv or .json (default: CSV on stdout)")
     p.add_argument("--save-session", default=None, metavar="PATH",
                    help="also save the session (for ActiveLearner.load / import_labels)")
+    p.add_argument("--synthetic", default=None, metavar="MASK.npy",
+                   help="(n,) bool mask of generated rows (labelled with their class; never selected)")
+    p.add_argument("--base", default=None, metavar="STRATEGY",
+                   help="with --strategy class_balanced: the strategy inside each class (default random)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=_select_main)
 
@@ -1251,6 +1363,21 @@ def _select_main(args: argparse.Namespace) -> int:
             if strategy not in ("lc_socbi", "kcenter_socbi"):
                 return _err("select", f"--candidate-factor applies to lc_socbi and kcenter_socbi, not {strategy}")
             options["candidate_factor"] = args.candidate_factor
+        if args.base is not None:
+            if strategy != "class_balanced":
+                return _err("select", f"--base applies to --strategy class_balanced, not {strategy}")
+            options["base"] = canonical_strategy(args.base)
+        synthetic = None
+        if args.synthetic is not None:
+            synthetic = _read_matrix(args.synthetic, "synthetic")
+            synthetic = synthetic.reshape(-1) if synthetic.ndim == 2 and synthetic.shape[1] == 1 else synthetic
+            if synthetic.dtype != bool:
+                if not np.isin(synthetic, (0, 1)).all():
+                    return _err("select", f"--synthetic {args.synthetic!r} must hold booleans or 0/1 per sample")
+                synthetic = synthetic.astype(bool)
+            if synthetic.shape != (x.shape[0],):
+                return _err("select", f"--synthetic has shape {synthetic.shape}; pass one flag per sample "
+                                      f"({x.shape[0]})")
         sources = None
         if args.sources is not None:
             sp = Path(args.sources)
@@ -1277,7 +1404,7 @@ def _select_main(args: argparse.Namespace) -> int:
         learner = ActiveLearner(x, labels, strategy=strategy, strategy_options=options,
                                 k=min(args.k, max(1, n_unl)), backend=backend, space=args.space,
                                 model=args.model, seed=args.seed, sources=sources,
-                                progress=not args.no_progress)
+                                progress=not args.no_progress, synthetic=synthetic)
         ids = learner.query(args.n)
         pend = learner.pending()
         assert pend is not None

@@ -913,6 +913,9 @@ STRATEGIES: Dict[str, Callable[..., Strategy]] = {
     "margin_div_kc": lambda **kw: NeighbourhoodDiverse(coverage="kcenter", **kw),
     # socbi.ascmr imports this module, so it is imported when first asked for.
     "ascmr": lambda **kw: __import__("socbi.ascmr", fromlist=["ASCMR"]).ASCMR(**kw),
+    # socbi.longtail imports this module too; base may be a strategy name ("margin").
+    "class_balanced": lambda **kw: __import__(
+        "socbi.longtail", fromlist=["ClassBalancedSelection"]).ClassBalancedSelection(**kw),
 }
 
 
