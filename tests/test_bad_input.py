@@ -111,7 +111,7 @@ def _learner() -> Any:
 
 def _snap_learner(al: Any) -> Any:
     al.check()
-    return (al.labels.tolist(), al.round, al.pending(), len(al.log))
+    return (al.labels.tolist(), al.round, al.pending, len(al.log))
 
 
 def _state() -> PoolState:
@@ -305,7 +305,7 @@ IMPORT_CASES = [
 @pytest.mark.parametrize("kind,name,text,words", IMPORT_CASES, ids=[f"{c[0]}-{c[1]}-{i}" for i, c in enumerate(IMPORT_CASES)])
 def test_import_labels_bad_file(tmp_path: Path, kind: str, name: str, text: str, words: List[str]) -> None:
     al = _learner()
-    free = int(al.unlabelled_ids()[0])
+    free = int(al.unlabelled_ids[0])
     before = _snap_learner(al)
     path = _write(tmp_path, name, text.format(id=free))
     with pytest.raises(ValueError) as ei:
@@ -320,7 +320,7 @@ def test_import_labels_bad_file(tmp_path: Path, kind: str, name: str, text: str,
 def test_import_labels_not_in_pending_batch(tmp_path: Path) -> None:
     al = _learner()
     ids = al.query(3)
-    other = int(np.setdiff1d(al.unlabelled_ids(), ids)[0])
+    other = int(np.setdiff1d(al.unlabelled_ids, ids)[0])
     before = _snap_learner(al)
     path = _write(tmp_path, "b.csv", "id,label\n" + "".join(f"{i},1\n" for i in ids) + f"{other},1\n")
     with pytest.raises(ValueError, match=f"unknown id {other}: it was not in the exported batch"):

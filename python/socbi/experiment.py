@@ -308,6 +308,7 @@ def run_one(cfg: ExperimentConfig, imbalance: float, seed: int, strategy: str,
     learner = ActiveLearner(sp.x_pool, labels, strategy=strategy, strategy_options=options, k=cfg.k,
                             backend=cfg.backend, space=cfg.space, pool_options=pool_options,
                             model=cfg.model, eval_set=(sp.x_test, sp.y_test), budget=sp.budget_n,
+                            n_classes=int(max(sp.y_pool.max(), sp.y_test.max())) + 1,
                             seed=seed, progress=False)
     labelled = [learner.n_labelled]
     accuracy = [learner.accuracy]

@@ -18,9 +18,9 @@ session's generator (``seed``) when round r begins, so :meth:`~ActiveLearner.que
 pure function of the session state: calling it twice, or after save/load, gives the same
 ids. Resume is exact for every strategy whose inputs are restored exactly: labels,
 counts (rebuilt from the saved neighbour lists and checked against the saved index
-contents), the pool (the HNSW graph itself is saved) and the classifier (sklearn
-estimators are refit on the saved labels -- deterministic for the default logistic
-regression -- and the torch MLP's weights are saved). K-Center's min-distance cache is
+contents), the pool (the HNSW graph itself is saved) and the classifier (the default
+``"logreg"`` is refit on the saved labels -- deterministic -- a scikit-learn estimator
+is stored fitted in skops' secure format, and the torch MLP's weights are saved). K-Center's min-distance cache is
 rebuilt from scratch after a load; in float32 a different summation order could in
 principle flip an exact tie, which the tests have not observed.
 
@@ -334,6 +334,42 @@ def _model_spec(model: Any) -> Tuple[Any, Dict[str, Any]]:
     return model, {"kind": "custom", "class": f"{type(model).__module__}.{type(model).__qualname__}"}
 
 
+def _skops_dump(model: Any) -> Optional[np.ndarray]:
+    """``model`` in skops' secure format as a byte array, or None when skops is missing or
+    cannot represent it (then load needs ``model=``). Never pickles."""
+    try:
+        import skops.io as sio
+    except ImportError:
+        return None
+    try:
+        return np.frombuffer(sio.dumps(model), dtype=np.uint8)
+    except Exception:  # skops refuses types it cannot serialise safely
+        return None
+
+
+def _skops_load(blob: np.ndarray, path: PathLike, trusted: Optional[Sequence[str]]) -> Any:
+    """Restore a :func:`_skops_dump` array with skops' secure loader: only skops' default
+    trusted types (scikit-learn, numpy, scipy) and the ``trusted`` type names load; any
+    other type raises SessionFileError naming it. Never unpickles."""
+    try:
+        import skops.io as sio
+    except ImportError as exc:
+        raise ImportError("this session stores its scikit-learn model in skops format; install it: "
+                          "pip install 'socbi[knn]' (or pip install skops), or pass model=") from exc
+    data = blob.tobytes()
+    extra = list(trusted or [])
+    untrusted = [t for t in sio.get_untrusted_types(data=data) if t not in extra]
+    if untrusted:
+        raise SessionFileError(f"{str(path)!r}: the saved model uses types skops does not trust by default: "
+                               f"{untrusted}; review them and pass trusted={untrusted!r} to load(), or pass "
+                               f"model= (an unfitted estimator) to refit instead")
+    try:
+        return sio.loads(data, trusted=extra or None)
+    except Exception as exc:
+        raise SessionFileError(f"{str(path)!r}: the saved model does not load ({type(exc).__name__}: {exc}); "
+                               f"pass model= (an unfitted estimator) to refit instead") from exc
+
+
 # =============================================================================== helpers
 class _TimedScorer:
     """Forwards to a BoundaryScorer; accumulates the time spent ranking by count (T_sort)."""
@@ -398,6 +434,37 @@ def _as_labels(labels: Any, n: int, name: str = "labels") -> np.ndarray:
     return out
 
 
+class _DeprecatedCall:
+    """Mixin for the values of properties that used to be methods: calling the value
+    (the old ``learner.pending()`` spelling) still works, with a DeprecationWarning."""
+
+    _name = ""
+
+    def __call__(self) -> Any:
+        import warnings
+
+        warnings.warn(f"ActiveLearner.{self._name} is a property now; drop the parentheses "
+                      f"(learner.{self._name})", DeprecationWarning, stacklevel=2)
+        return self
+
+    @staticmethod
+    def wrap(value: Any, name: str) -> Any:
+        if isinstance(value, np.ndarray):
+            out = value.view(_CallableIds)
+        else:
+            out = _CallableDict(value)
+        out._name = name
+        return out
+
+
+class _CallableIds(_DeprecatedCall, np.ndarray):
+    pass
+
+
+class _CallableDict(_DeprecatedCall, dict):
+    pass
+
+
 def _jsonable(v: Any) -> Any:
     if isinstance(v, dict):
         return {str(k): _jsonable(x) for k, x in v.items()}
@@ -442,7 +509,8 @@ class ActiveLearner:
         the uncertainty strategies (LC, margin, entropy, LC-So-CBI, SEALS) once two
         classes are labelled.
     features : array, optional
-        Model inputs, one row per sample (default: ``embeddings``).
+        Model inputs, one row per sample (default: ``embeddings`` as given -- the model
+        sees the caller's dtype, e.g. float64; only the neighbour pool uses float32).
     eval_set : (X, y), optional
         Held-out model inputs and labels; accuracy is logged after each round.
     budget : int or float, optional
@@ -455,7 +523,15 @@ class ActiveLearner:
         A reference per sample (file name, URL, database key) for exported batches;
         default ``"row:<id>"``.
     class_names : sequence of str, optional
-        Names of classes 0..C-1, accepted by :meth:`import_labels`.
+        Names of classes 0..C-1, accepted by :meth:`teach` and :meth:`import_labels`.
+    n_classes : int, optional
+        The number of classes C (default: ``len(class_names)``). Every label must lie in
+        0..C-1; the constructor and :meth:`teach` reject others with ValueError. Without
+        ``class_names`` or ``n_classes``, C is inferred from the initial labels and the
+        ``eval_set`` labels, which must then cover every class 0..C-1 (a label 1000 beside
+        classes 0..9 is refused: pass ``n_classes`` when a class has no example yet). When
+        they show fewer than two classes (a cold start) there is nothing to infer from and
+        labels are only checked to be >= 0: pass ``n_classes`` to have them checked.
     seed : int
         Seeds the strategy choices, the So-CBI tie-break and the torch model.
 
@@ -475,8 +551,8 @@ class ActiveLearner:
                  eval_set: Optional[Tuple[Any, Any]] = None, budget: Union[int, float, None] = None,
                  target_accuracy: Optional[float] = None, max_rounds: Optional[int] = None,
                  sources: Optional[Sequence[str]] = None,
-                 class_names: Optional[Sequence[str]] = None, seed: int = 0,
-                 progress: bool = True, _restore: Optional[Dict[str, Any]] = None) -> None:
+                 class_names: Optional[Sequence[str]] = None, n_classes: Optional[int] = None,
+                 seed: int = 0, progress: bool = True, _restore: Optional[Dict[str, Any]] = None) -> None:
         x = _check_embeddings(embeddings, None, name="embeddings")
         n = x.shape[0]
         if n == 0:
@@ -510,6 +586,14 @@ class ActiveLearner:
                 raise ValueError(f"features has {len(features)} rows but embeddings has {n}; pass one "
                                  f"model input per sample")
         self._features = features
+        # The model trains on the caller's array (float64 stays float64); the float32 copy
+        # ``x`` is for the neighbour pool and the index only.
+        self._features_are_embeddings = False
+        if features is None:
+            given = embeddings if isinstance(embeddings, np.ndarray) else np.asarray(embeddings)
+            if given.dtype != x.dtype:
+                self._features = given
+                self._features_are_embeddings = True
         self.eval_set = self._check_eval_set(eval_set)
         self.budget = self._check_budget(budget, n)
         if target_accuracy is not None:
@@ -533,6 +617,11 @@ class ActiveLearner:
         self.class_names = None if class_names is None else [str(c) for c in class_names]
         if self.class_names is not None and len(set(self.class_names)) != len(self.class_names):
             raise ValueError("class_names must be distinct")
+        self._n_classes_declared = n_classes is not None
+        if _restore is not None and "n_classes" in _restore:
+            self.n_classes = _restore["n_classes"]  # as saved (labels taught since were checked)
+        else:
+            self.n_classes = self._check_n_classes(n_classes, lab)
         self.progress = bool(progress)
         self.n_samples = n
         self._x = x
@@ -586,6 +675,44 @@ class ActiveLearner:
                              f"one label per held-out input (and at least one)")
         return xe, ye
 
+    def _check_n_classes(self, n_classes: Any, lab: np.ndarray) -> Optional[int]:
+        """The class count C (declared, or inferred from the labels and eval set); every
+        known label must lie in 0..C-1. None when nothing declares or shows a class."""
+        names = self.class_names
+        if n_classes is not None:
+            c = _positive_int("n_classes", n_classes, hint="; pass the number of classes (>= 1)")
+            if names is not None and len(names) != c:
+                raise ValueError(f"n_classes={c} but class_names has {len(names)} names; pass one name "
+                                 f"per class, or leave n_classes out")
+        elif names is not None:
+            c = len(names)
+        else:
+            c = None
+        seen = lab[lab >= 0]
+        if self.eval_set is not None and self.eval_set[1].dtype.kind in "iu":
+            seen_eval = self.eval_set[1][self.eval_set[1] >= 0].astype(np.int64)
+        else:
+            seen_eval = np.empty(0, np.int64)
+        if c is not None:
+            if seen.size and seen.max() >= c:
+                i = int(np.flatnonzero(lab >= c)[0])
+                raise ValueError(f"labels[{i}] = {int(lab[i])} is not a class index: there are {c} classes "
+                                 f"(0..{c - 1}, from {'class_names' if n_classes is None else 'n_classes'}); "
+                                 f"fix the label or declare more classes")
+            return c
+        classes = np.unique(np.concatenate([seen, seen_eval]))
+        if classes.size < 2:  # a cold start (one class or none): nothing to infer a range from
+            return None
+        c = int(classes[-1]) + 1
+        if classes.size != c:
+            missing = np.setdiff1d(np.arange(c), classes)
+            where = "labels" if seen.size and seen.max() == c - 1 else "eval_set labels"
+            raise ValueError(f"{where} hold class {c - 1} but classes {missing[:5].tolist()}"
+                             f"{' ...' if missing.size > 5 else ''} have no example, so the class count "
+                             f"cannot be inferred; pass n_classes= (or class_names=) if there really "
+                             f"are {c} classes, else fix the label")
+        return c
+
     @staticmethod
     def _check_budget(budget: Any, n: int) -> Optional[int]:
         if budget is None:
@@ -618,13 +745,15 @@ class ActiveLearner:
     def features(self) -> Any:
         return self._x if self._features is None else self._features
 
+    @property
     def labelled_ids(self) -> np.ndarray:
-        """Ascending labelled ids. O(n)."""
-        return np.flatnonzero(self._labels >= 0).astype(np.int64)
+        """Ascending labelled ids (a new array). O(n)."""
+        return _DeprecatedCall.wrap(np.flatnonzero(self._labels >= 0).astype(np.int64), "labelled_ids")
 
+    @property
     def unlabelled_ids(self) -> np.ndarray:
-        """Ascending unlabelled ids. O(n)."""
-        return np.flatnonzero(self._labels < 0).astype(np.int64)
+        """Ascending unlabelled ids (a new array). O(n)."""
+        return _DeprecatedCall.wrap(np.flatnonzero(self._labels < 0).astype(np.int64), "unlabelled_ids")
 
     @property
     def n_labelled(self) -> int:
@@ -636,8 +765,9 @@ class ActiveLearner:
             raise ValueError(f"i must be a sample id in [0, {self.n_samples}), got {i!r}")
         return self.sources[i] if self.sources is not None else f"row:{i}"
 
+    @property
     def stop_reason(self) -> Optional[str]:
-        """Why the session should stop now, or None. O(1)."""
+        """Why the session should stop now, or None (then :attr:`done` is False). O(1)."""
         if self.n_labelled >= self.n_samples:
             return "every sample is labelled"
         if self.budget is not None and self.n_labelled >= self.budget:
@@ -651,7 +781,8 @@ class ActiveLearner:
 
     @property
     def done(self) -> bool:
-        return self.stop_reason() is not None
+        """True when a stopping rule holds (:attr:`stop_reason` says which)."""
+        return self.stop_reason is not None
 
     # ------------------------------------------------------------------ model
     def _fit(self, labels: np.ndarray, seed: int) -> Any:
@@ -726,7 +857,13 @@ class ActiveLearner:
         """The base strategy's value for each picked id (why it was picked)."""
         base = _base_of(self._strategy)
         if isinstance(base, UncertaintySampling):
-            return base.uncertainty(state.predict_proba(ids)), base.measure
+            p = state.predict_proba(ids)
+            if base.measure == "margin":
+                # Export the margin itself, p1 - p2 in [0, 1] (smaller = more uncertain, picked
+                # first), not the strategy's internal sort key -(p1 - p2).
+                top2 = -np.partition(-p, 1, axis=1)[:, :2]
+                return top2[:, 0] - top2[:, 1], "margin"
+            return base.uncertainty(p), base.measure
         if isinstance(base, KCenterGreedy):
             d2 = base.min_distances(state)[ids]
             return np.sqrt(d2.astype(np.float64)), "distance_to_labelled"
@@ -740,9 +877,11 @@ class ActiveLearner:
                 pass
         return np.full(ids.size, np.nan), "none"
 
+    @property
     def pending(self) -> Optional[Dict[str, Any]]:
-        """The last :meth:`query`'s batch (ids, counts, scores, times) until :meth:`teach`."""
-        return None if self._pending is None else dict(self._pending)
+        """The last :meth:`query`'s batch (ids, counts, scores, times) until :meth:`teach`,
+        else None. A copy."""
+        return None if self._pending is None else _DeprecatedCall.wrap(dict(self._pending), "pending")
 
     def _check_teach(self, ids: Any, labels: Any) -> Tuple[np.ndarray, np.ndarray]:
         ids = _check_ids(ids, self.n_samples, name="ids")
@@ -762,10 +901,14 @@ class ActiveLearner:
         if already.any():
             raise ValueError(f"ids {ids[already][:5].tolist()} are labelled already; pass only "
                              f"unlabelled ids")
-        if self.class_names is not None and (lab >= len(self.class_names)).any():
-            bad = int(lab[lab >= len(self.class_names)][0])
-            raise ValueError(f"label {bad} is not a class index: class_names has "
-                             f"{len(self.class_names)} classes")
+        if self.n_classes is not None and (lab >= self.n_classes).any():
+            j = int(np.flatnonzero(lab >= self.n_classes)[0])
+            source = ("class_names" if self.class_names is not None else
+                      "n_classes" if self._n_classes_declared else "the initial labels")
+            raise ValueError(f"label {int(lab[j])} of id {int(ids[j])} is not a class index: the session "
+                             f"has {self.n_classes} classes (0..{self.n_classes - 1}, from {source}); fix "
+                             f"the label, or declare the classes with n_classes= / class_names= when "
+                             f"creating the session")
         return ids, lab
 
     def _map_names(self, names: np.ndarray) -> np.ndarray:
@@ -924,8 +1067,9 @@ class ActiveLearner:
 
         Stores labels, round, generator state and round seed, log, pending batch,
         stopping rules, the neighbour pool (HNSW graph or exact vectors) and scorer
-        lists, the index contents (checked on load), model weights (torch MLP; sklearn
-        models are refit on load), embeddings / features / eval set when
+        lists, the index contents (checked on load), the model (torch MLP weights; a
+        scikit-learn estimator, unfitted and fitted, in skops format; ``"logreg"`` is
+        refit on load), embeddings / features / eval set when
         ``store_embeddings`` and they are numeric arrays, each with a SHA-256. A crash
         at any point leaves the previous file loadable. O(n (d + K)) plus the pool.
         """
@@ -937,7 +1081,7 @@ class ActiveLearner:
             for name in sorted(os.listdir(tmp)):
                 data = (Path(tmp) / name).read_bytes()
                 arrays[f"pool/{name[len('pool'):]}"] = np.frombuffer(data, dtype=np.uint8)
-        unl = self.unlabelled_ids()
+        unl = self.unlabelled_ids
         arrays["index/ids"] = unl
         arrays["index/counts"] = self.scorer.counts(unl) if unl.size else np.empty(0, np.int64)
         stored = {"embeddings": False, "features": False, "eval_set": False}
@@ -957,6 +1101,15 @@ class ActiveLearner:
         if isinstance(self.model, TorchMLPClassifier):
             for k, v in self.model.get_state().items():
                 arrays[f"model/{k}"] = v
+        if self._model_desc["kind"] == "custom":
+            # The estimator (unfitted) and its fitted state, in skops' secure format, so
+            # load() resumes without model= and without unpickling.
+            spec = _skops_dump(make_classifier(self._model_arg))
+            if spec is not None:
+                arrays["model/spec.skops"] = spec
+                fitted = None if self.model is None else _skops_dump(self.model)
+                if fitted is not None:
+                    arrays["model/fitted.skops"] = fitted
         if self.sources is not None:
             arrays["sources"] = np.asarray(self.sources, dtype=str)
         meta = dict(
@@ -966,8 +1119,10 @@ class ActiveLearner:
             threads=self.threads, model=self._model_desc, seed=self._seed,
             rng_state=self._rng.bit_generator.state, round_seed=self._round_seed,
             budget=self.budget, target_accuracy=self.target_accuracy, max_rounds=self.max_rounds,
-            class_names=self.class_names, fingerprint=self._fingerprint,
-            features_is_embeddings=self._features is None, stored=stored,
+            class_names=self.class_names, n_classes=self.n_classes,
+            n_classes_declared=self._n_classes_declared, fingerprint=self._fingerprint,
+            features_is_embeddings=self._features is None,
+            features_are_embeddings=self._features_are_embeddings, stored=stored,
             log=self.log, pending=self._pending,
             checksums={k: _sha256(np.asarray(v)) for k, v in arrays.items()},
         )
@@ -1049,13 +1204,18 @@ class ActiveLearner:
     @classmethod
     def load(cls, path: PathLike, embeddings: Any = None, *, features: Any = None, model: Any = None,
              eval_set: Optional[Tuple[Any, Any]] = None, sources: Optional[Sequence[str]] = None,
-             progress: bool = True) -> "ActiveLearner":
+             progress: bool = True, trusted: Optional[Sequence[str]] = None) -> "ActiveLearner":
         """Resume a session saved by :meth:`save`; the next :meth:`query` equals the
         uninterrupted run's.
 
         ``embeddings`` (and ``features`` / ``eval_set``) are needed only if they were
         not stored; given ones must match the saved fingerprint. ``model`` is needed
-        only for a custom estimator (sklearn models are refit on the saved labels).
+        only for an estimator skops cannot store: a scikit-learn estimator comes back
+        from the file (skops' secure format, never unpickled; the fitted one as saved,
+        so predictions match), ``"logreg"`` is refit on the saved labels, the torch MLP
+        reloads its weights. ``trusted`` lists extra type names the skops loader may
+        build (skops' defaults cover scikit-learn, numpy and scipy); a file naming any
+        other type is refused with the names to review. A ``model=`` given refits it.
         Raises :class:`SessionFileError` for bad files, ValueError for mismatched
         arguments. O(file size + n K).
         """
@@ -1072,7 +1232,9 @@ class ActiveLearner:
                 raise ValueError(f"embeddings ({x.shape[0]} x {x.shape[1]}) differ from the {n} x {dim} "
                                  f"array the session was saved with; pass the same embeddings")
         if features is None and not meta["features_is_embeddings"]:
-            if "features" not in arrays:
+            if "features" not in arrays and meta.get("features_are_embeddings") and embeddings is not None:
+                features = embeddings  # the model's inputs were the caller's embeddings
+            elif "features" not in arrays:
                 raise ValueError(f"{str(path)!r} was saved with separate model features that were not "
                                  f"stored; pass features=")
             features = arrays["features"]
@@ -1084,8 +1246,13 @@ class ActiveLearner:
         restored_model = None
         if desc["kind"] == "custom":
             if model is None:
-                raise ValueError(f"{str(path)!r} was saved with a custom model ({desc['class']}); pass "
-                                 f"model= (an unfitted estimator of that kind) to load it")
+                if "model/spec.skops" not in arrays:
+                    raise ValueError(f"{str(path)!r} was saved with a model skops cannot store "
+                                     f"({desc['class']}); pass model= (an unfitted estimator of that "
+                                     f"kind) to load it")
+                model = _skops_load(arrays["model/spec.skops"], path, trusted)
+                if "model/fitted.skops" in arrays:
+                    restored_model = _skops_load(arrays["model/fitted.skops"], path, trusted)
         elif model is None:
             model = "logreg" if desc["kind"] == "logreg" else TorchMLPClassifier(**desc["params"])
         if desc["kind"] == "mlp" and isinstance(model, TorchMLPClassifier):
@@ -1118,13 +1285,16 @@ class ActiveLearner:
         restore = dict(scorer=scorer, fingerprint=meta["fingerprint"], rng_state=meta["rng_state"],
                        round_seed=meta["round_seed"], round=meta["round"], log=meta["log"],
                        pending=meta["pending"], model=restored_model)
+        if "n_classes" in meta:  # files from before n_classes infer it from the labels
+            restore["n_classes"] = meta["n_classes"]
         return cls(x, labels, strategy=meta["strategy"], strategy_options=meta["strategy_options"],
                    k=meta["k"], backend=meta["backend"], space=meta["space"],
                    pool_options=meta["pool_options"], threads=meta["threads"], model=model,
                    features=features, eval_set=eval_set, budget=meta["budget"],
                    target_accuracy=meta["target_accuracy"], max_rounds=meta["max_rounds"],
-                   sources=sources, class_names=meta["class_names"], seed=meta["seed"],
-                   progress=progress, _restore=restore)
+                   sources=sources, class_names=meta["class_names"],
+                   n_classes=meta["n_classes"] if meta.get("n_classes_declared") else None,
+                   seed=meta["seed"], progress=progress, _restore=restore)
 
     def check(self, recount: Optional[bool] = None) -> None:
         """Verify scorer invariants and that labels agree with the pool; AssertionError if not.
@@ -1135,7 +1305,7 @@ class ActiveLearner:
         """
         if not np.array_equal(np.asarray(self.scorer.labelled_mask), self._labels >= 0):
             raise AssertionError("labels and the scorer's labelled set disagree")
-        self.scorer.check(recount=self.backend == "exact" if recount is None else bool(recount))
+        self.scorer.check(recount=recount)
 
     def __repr__(self) -> str:
         return (f"ActiveLearner(n={self.n_samples}, labelled={self.n_labelled}, round={self.round}, "
@@ -1198,6 +1368,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--space", choices=["l2", "cosine"], default="l2")
     p.add_argument("--candidate-factor", type=float, default=None,
                    help="So-CBI prefilter size as a multiple of --n (default 3)")
+    p.add_argument("--n-classes", type=int, default=None, metavar="C",
+                   help="number of classes; labels must lie in 0..C-1 (default: inferred from --labels, "
+                        "which must then hold an example of every class 0..max)")
     p.add_argument("--model", choices=["logreg", "mlp"], default="logreg",
                    help="classifier for the uncertainty strategies (mlp needs torch)")
     p.add_argument("--seed", type=int, default=0)
@@ -1272,9 +1445,9 @@ def _select_main(args: argparse.Namespace) -> int:
         learner = ActiveLearner(x, labels, strategy=strategy, strategy_options=options,
                                 k=min(args.k, max(1, n_unl)), backend=backend, space=args.space,
                                 model=args.model, seed=args.seed, sources=sources,
-                                progress=not args.no_progress)
+                                n_classes=args.n_classes, progress=not args.no_progress)
         ids = learner.query(args.n)
-        pend = learner.pending()
+        pend = learner.pending
         assert pend is not None
         if args.out is not None:
             learner.export_batch(args.out, fmt=out_fmt)
