@@ -47,7 +47,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from .knn import ExactPool, HNSWPool, NeighbourPool, _check_embeddings
-from .strategies import PoolState, Strategy, _check_proba
+from .strategies import PoolState, Strategy, _check_proba, register_strategy
 
 __all__ = [
     "Informativeness", "informativeness", "predictive_entropy", "prediction_disagreement",
@@ -560,3 +560,6 @@ class ASCMR(Strategy):
         return (f"ASCMR(lam={self.lam:g}, k={self.k}, w_intra={self.w_intra:g}, w_inter={self.w_inter:g}, "
                 f"extra_modalities={len(self.extra_probabilities)}, "
                 f"second_embeddings={self.second_embeddings is not None})")
+
+
+register_strategy("ascmr", ASCMR)

@@ -18,7 +18,7 @@ _SUBCOMMAND_MODULES = [
     ("socbi.bench", "register"),
     ("socbi.features.cli", "register"),
     ("socbi.session", "register"),
-    ("socbi.experiment", "register"),
+    ("socbi.config", "register"),  # socbi run
     ("socbi.curate", "register"),
 ]
 

@@ -79,7 +79,9 @@ import numpy as np
 from ._checks import positive_int as _int_param
 from ._checks import readonly_view
 
-from .knn import ExactPool, HNSWPool, NeighbourPool, _fsync_path, load_pool
+from ._files import atomic_write
+from ._files import fsync_path as _fsync_path
+from .knn import ExactPool, HNSWPool, NeighbourPool, load_pool
 
 __all__ = [
     "InfoGrowth", "BatchReport", "curate", "open_curator", "REASONS",
@@ -887,7 +889,6 @@ class InfoGrowth:
         Atomic and resumable: see the module docstring. O(n_kept · (d + M)) bytes written.
         Returns the generation directory written.
         """
-        from .session import atomic_write  # late import: session pulls in the scorer stack
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)

@@ -62,7 +62,8 @@ import numpy as np
 
 from ._checks import positive_int
 
-from .session import DISPLAY_NAMES, ActiveLearner, atomic_write, canonical_strategy
+from ._files import atomic_write
+from .session import DISPLAY_NAMES, ActiveLearner, canonical_strategy
 
 __all__ = ["ExperimentConfig", "ExperimentResult", "run_experiment", "load_dataset", "prepare_split",
            "run_one", "summarise", "class_imbalance", "aubc", "DEFAULT_STRATEGIES", "DATASETS"]
@@ -666,39 +667,3 @@ def write_outputs(result: ExperimentResult, out: str) -> Dict[str, str]:
     files["table_csv"] = str(atomic_write(d / "table.csv", lambda fh: fh.write(data)))
     files["plot"] = str(plot_curves(result, d / "curves.png"))
     return files
-
-
-# =============================================================================== CLI: socbi run
-def register(subparsers: Any) -> None:
-    p = subparsers.add_parser(
-        "run", help="run an experiment described by a TOML file",
-        description="Run the So-CBI evaluation protocol as configured in CONFIG.toml (keys: "
-                    + ", ".join(ExperimentConfig.field_names()) + "; see docs/session.md). "
-                    "Prints the table and writes results.json, table.md, table.csv and curves.png.")
-    p.add_argument("config", metavar="CONFIG.toml", help="experiment configuration")
-    p.add_argument("--out", default=None, help="output directory (default: the config's 'out' key, "
-                                               "else socbi-out/<config name>)")
-    p.add_argument("--jobs", type=int, default=None, help="worker processes (default: the config's, 0 = all CPUs)")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    p.set_defaults(func=_run_main)
-
-
-def _run_main(args: argparse.Namespace) -> int:
-    from .config import ConfigError, load_config
-
-    try:
-        cfg, out = load_config(args.config)
-        if args.jobs is not None:
-            if args.jobs < 0:
-                raise ValueError(f"--jobs {args.jobs} must be >= 0 (0 = all CPUs)")
-            cfg.jobs = args.jobs
-        out = args.out or out or str(Path("socbi-out") / Path(args.config).stem)
-        result = run_experiment(cfg, out=out, progress=not args.no_progress)
-    except (ConfigError, ValueError, FileNotFoundError, ImportError) as exc:
-        print(f"socbi run: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
-    print(result.table())
-    print(f"\n{len(result.runs)} runs in {result.wall_s:.0f} s; wrote {result.files['results']}, "
-          f"{result.files['table_md']}, {result.files['table_csv']} and the learning curves "
-          f"{result.files['plot']}")
-    return 0

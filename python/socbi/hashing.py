@@ -613,7 +613,7 @@ class HashModel:
         """Write weights and metadata (torch.save, loadable with weights_only=True), atomically."""
         import io
         import torch
-        from .session import atomic_write
+        from ._files import atomic_write
 
         doc = dict(format=_HASH_FORMAT, state=self.module.state_dict(), n_bits=self.n_bits,
                    codes=torch.from_numpy(self.codes), mean=torch.from_numpy(self.mean),

@@ -42,6 +42,7 @@ from typing import Any, Dict, Optional, Tuple, Union
 import numpy as np
 
 from ._checks import readonly_view
+from ._files import atomic_write, fsync_path
 
 try:  # tqdm is a hard dependency of socbi, but keep the pool importable without it.
     from tqdm.auto import tqdm as _tqdm
@@ -452,39 +453,12 @@ def _graph_file_of(path: Path) -> Optional[Path]:
     return legacy if legacy.exists() else None
 
 
-def _fsync_path(path: Path) -> None:
-    """fsync a file or a directory (its entries); a platform or filesystem that cannot
-    open or fsync a directory is skipped, as nothing more can be done there."""
-    try:
-        fd = os.open(str(path), os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover - some filesystems refuse directory fsync
-        pass
-    finally:
-        os.close(fd)
-
-
-def _tmp_path(target: Path) -> str:
-    """A unique temporary name next to ``target`` (created with the process umask)."""
-    return str(target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"))
+_fsync_path = fsync_path  # the old private name, still used by callers
 
 
 def _atomic_savez(target: Path, arrays: Dict[str, Any]) -> None:
-    tmp = _tmp_path(target)
-    try:
-        with open(tmp, "xb") as fh:
-            np.savez(fh, **{k: np.asarray(v) for k, v in arrays.items()})
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-        _fsync_path(target.parent)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """``np.savez`` of ``arrays`` to ``target`` through :func:`socbi._files.atomic_write`."""
+    atomic_write(target, lambda fh: np.savez(fh, **{k: np.asarray(v) for k, v in arrays.items()}))
 
 
 class ExactPool(NeighbourPool):
@@ -644,17 +618,7 @@ class HNSWPool(NeighbourPool):
 
     def _save(self, path: Path) -> Optional[Path]:
         target = Path(f"{path}.{uuid.uuid4().hex[:16]}.hnsw")
-        tmp = _tmp_path(target)
-        try:
-            self._index.save_index(tmp)
-            with open(tmp, "rb+") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-        return target
+        return atomic_write(target, self._index.save_index, by_name=True)
 
 
 def make_pool(backend: str, dim: int, capacity: int, space: str = "l2", **kwargs: Any

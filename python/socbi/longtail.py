@@ -609,7 +609,7 @@ def export_training_set(path: PathLike, data: AugmentedSet, *, sources: Optional
     :func:`balance_report`) and ``items``. ``sources``: one reference per *input* row
     (default ``row:<origin>``). O(N).
     """
-    from .session import atomic_write
+    from ._files import atomic_write
 
     kind = _fmt(path, fmt)
     n_in = int(data.origin.max()) + 1 if (data.origin >= 0).any() else 0
@@ -648,7 +648,7 @@ def annotate_batch_file(path: PathLike, synthetic: Any, *, fmt: Optional[str] = 
     ignores the extra column, so the annotated file imports as before. Re-annotating
     replaces the column. Nothing is written if any id is out of range. O(rows).
     """
-    from .session import atomic_write
+    from ._files import atomic_write
 
     p = Path(path)
     kind = _fmt(p, fmt)

@@ -53,7 +53,11 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 import numpy as np
 
 from ._checks import readonly_view
-from .knn import _check_embeddings, _check_ids, _fsync_path
+from ._files import atomic_write, check_file_target  # atomic_write re-exported from here
+from .knn import _check_embeddings, _check_ids
+from . import ascmr as _ascmr  # noqa: F401  (registers the "ascmr" strategy)
+from .labelling import export_batch as _export_batch
+from .labelling import format_batch, read_labels
 from .scoring import BoundaryScorer, _positive_int
 from .strategies import (SEALS, KCenterGreedy, PoolState, RandomSampling, SoCBI, SoCBIPrefilter,
                          Strategy, UncertaintySampling, make_strategy)
@@ -107,49 +111,6 @@ def canonical_strategy(name: Any) -> str:
 
 
 # =============================================================================== files
-def atomic_write(path: PathLike, write: Callable[[Any], None]) -> Path:
-    """Write a file so that a crash leaves either the old content or the new one.
-
-    ``write(fh)`` fills a binary file object opened on a temporary file in the target's
-    directory; the file is flushed and fsync'ed, renamed over ``path`` with
-    :func:`os.replace` (atomic on POSIX and Windows), and the directory is fsync'ed so
-    the rename itself survives a power cut. On any error the temporary file is removed
-    and the old file is untouched. The new file keeps the replaced file's permissions
-    (else 0666 minus the umask). Returns the final path. O(file size).
-    """
-    path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    if not directory.is_dir():
-        raise FileNotFoundError(f"cannot write {str(path)!r}: directory {str(directory)!r} does not "
-                                f"exist; create it first")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(directory))
-    try:
-        os.chmod(tmp, _file_mode(path))  # mkstemp makes 0600; give the usual permissions
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_path(directory)
-    return path
-
-
-def _file_mode(path: Path) -> int:
-    """The mode of the file being replaced, else 0666 minus the umask."""
-    try:
-        return path.stat().st_mode & 0o7777
-    except OSError:
-        mask = os.umask(0)  # read the umask (briefly 0 for this process)
-        os.umask(mask)
-        return 0o666 & ~mask
-
-
 def _sha256(arr: np.ndarray) -> str:
     h = hashlib.sha256()
     h.update(f"{arr.dtype.str}|{arr.shape}|".encode())
@@ -1030,8 +991,6 @@ class ActiveLearner:
         queries ``n``. Rows: id, rank, score, score_name, count, source, and an empty
         label to fill in. Written atomically. Returns the path.
         """
-        from .labelling import export_batch
-
         pend = self._pending
         if pend is None or (n is not None and n != pend["n"]):
             if n is None:
@@ -1040,7 +999,7 @@ class ActiveLearner:
             pend = self._pending
         assert pend is not None
         ids = np.asarray(pend["ids"], np.int64)
-        return export_batch(path, ids=ids, scores=pend["scores"], counts=pend["counts"],
+        return _export_batch(path, ids=ids, scores=pend["scores"], counts=pend["counts"],
                             sources=[self.source(int(i)) for i in ids], score_name=pend["score_name"],
                             round=self.round, strategy=self.strategy_name, fmt=fmt)
 
@@ -1053,8 +1012,6 @@ class ActiveLearner:
         known, and -- unless ``allow_partial`` -- ids of the pending batch left out.
         Nothing is taught unless the whole file is valid.
         """
-        from .labelling import read_labels
-
         expected = None if self._pending is None else self._pending["ids"]
         ids, labels = read_labels(path, n_samples=self.n_samples, expected_ids=expected,
                                   allow_partial=allow_partial, class_names=self.class_names,
@@ -1073,7 +1030,7 @@ class ActiveLearner:
         ``store_embeddings`` and they are numeric arrays, each with a SHA-256. A crash
         at any point leaves the previous file loadable. O(n (d + K)) plus the pool.
         """
-        path = Path(path)
+        path = check_file_target(path, example="session.socbi")  # before any work: a directory or missing parent is refused
         arrays: Dict[str, np.ndarray] = {"labels": self._labels}
         with tempfile.TemporaryDirectory(prefix="socbi-save-") as tmp:
             prefix = Path(tmp) / "pool"
@@ -1384,8 +1341,6 @@ def register(subparsers: Any) -> None:
 
 
 def _select_main(args: argparse.Namespace) -> int:
-    from .labelling import format_batch
-
     try:
         x = _read_matrix(args.embeddings, "embeddings")
         y = _read_matrix(args.labels, "labels")

@@ -669,9 +669,15 @@ STRATEGIES: Dict[str, Callable[..., Strategy]] = {
     "kcenter_socbi": lambda **kw: SoCBIPrefilter(
         KCenterGreedy(**{k: kw.pop(k) for k in ("metric", "chunk", "progress") if k in kw}), **kw),
     "seals": SEALS,
-    # socbi.ascmr imports this module, so it is imported when first asked for.
-    "ascmr": lambda **kw: __import__("socbi.ascmr", fromlist=["ASCMR"]).ASCMR(**kw),
 }
+# Strategies defined in modules above this one (data flows strategies -> ascmr, never
+# back) add themselves with register_strategy when imported; socbi.session imports them.
+_REGISTERED_BY = {"ascmr": "socbi.ascmr"}
+
+
+def register_strategy(name: str, factory: Callable[..., Strategy]) -> None:
+    """Make ``make_strategy(name)`` build ``factory(**kwargs)``. O(1); call at import time."""
+    STRATEGIES[name] = factory
 
 
 def make_strategy(name: str, **kwargs: Any) -> Strategy:
@@ -679,6 +685,9 @@ def make_strategy(name: str, **kwargs: Any) -> Strategy:
     key = str(name).lower().replace("-", "_").replace(" ", "_").replace("so_cbi", "socbi")
     key = {"k_center": "kcenter", "kcentre": "kcenter", "k_center_socbi": "kcenter_socbi"}.get(key, key)
     if key not in STRATEGIES:
+        if key in _REGISTERED_BY:
+            raise ValueError(f"strategy {name!r} lives in {_REGISTERED_BY[key]}; import it first "
+                             f"(import {_REGISTERED_BY[key]}), or use socbi.session.ActiveLearner")
         raise ValueError(f"unknown strategy {name!r}; choose one of {sorted(STRATEGIES)}")
     try:
         return STRATEGIES[key](**kwargs)
