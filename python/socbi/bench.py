@@ -1263,24 +1263,40 @@ def _add_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    """``socbi bench``; bad arguments raise UsageError (exit 2 via the CLI layer) before
+    anything runs or prints."""
+    from ._cliutil import UsageError, input_file, output_file
+
     preset = args.preset or ("quick" if args.quick else "full")
     if args.quick and args.preset and args.preset != "quick":
-        raise SystemExit(f"socbi bench: --quick contradicts --preset {args.preset}; pass one of them")
+        raise UsageError(f"--quick contradicts --preset {args.preset}; pass one of them")
     structures = [s.strip() for s in args.structures.split(",") if s.strip()] if args.structures else None
     workloads = [w.strip() for w in args.workloads.split(",") if w.strip()] if args.workloads else None
     if args.from_json and (args.quick or args.preset or args.structures or args.workloads):
-        raise SystemExit("socbi bench: --from-json runs nothing; drop --quick/--preset/--structures/--workloads")
+        raise UsageError("--from-json runs nothing; drop --quick/--preset/--structures/--workloads")
     if args.plot and not args.plot.lower().endswith(".png"):
-        raise SystemExit(f"socbi bench: --plot {args.plot!r} must name a .png file")
+        raise UsageError(f"--plot {args.plot!r} must name a .png file")
+    for arg, value in (("--json", args.json), ("--plot", args.plot), ("--markdown", args.markdown)):
+        if value:
+            output_file(value, arg)
     if args.from_json:
-        with open(args.from_json) as f:
-            report = json.load(f)
+        src = input_file(args.from_json, "--from-json", "a report written by socbi bench --json")
+        try:
+            report = json.loads(src.read_text())
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise UsageError(f"--from-json {args.from_json!r} is not JSON ({exc}); pass a report written "
+                             f"by socbi bench --json") from None
+        missing = [k for k in ("machine", "targets", "elapsed_s")
+                   if not isinstance(report, dict) or k not in report]
+        if missing:
+            raise UsageError(f"--from-json {args.from_json!r} lacks {missing}; pass a report written by "
+                             f"socbi bench --json")
     else:
         try:
             report = run_suite(preset, structures=structures, seed=args.seed, workloads=workloads,
                                log=lambda s: print(s + "\n", flush=True))
         except ValueError as exc:
-            raise SystemExit(f"socbi bench: {exc}")
+            raise UsageError(str(exc)) from None
     print(format_machine(report["machine"]))
     print(format_targets(report["targets"]))
     print(f"elapsed {report['elapsed_s']:.1f} s")
@@ -1301,7 +1317,11 @@ def _run(args: argparse.Namespace) -> int:
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="socbi bench", description=__doc__.split("\n\n")[0])
     _add_args(parser)
-    return _run(parser.parse_args(argv))
+    from ._cliutil import run_command
+
+    args = parser.parse_args(argv)
+    args.command = "bench"
+    return run_command(_run, args)
 
 
 def register(subparsers) -> None:

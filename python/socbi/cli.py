@@ -12,6 +12,8 @@ import importlib
 import sys
 from typing import List, Optional
 
+from ._cliutil import run_command
+
 # (module, attribute) pairs; each attribute is register(subparsers) -> None.
 _SUBCOMMAND_MODULES = [
     ("socbi.demo", "register"),
@@ -48,7 +50,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    return int(args.func(args) or 0)
+    return run_command(args.func, args)  # bad input: exit 2, message on stderr, stdout empty
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -111,7 +111,13 @@ def register(subparsers: Any) -> None:
 
 
 def _run_main(args: argparse.Namespace) -> int:
+    from ._cliutil import output_dir
+
     try:
+        if Path(args.config).is_dir():
+            raise ConfigError(f"CONFIG {args.config!r} is a directory; pass the .toml file")
+        if args.out is not None:
+            output_dir(args.out, "--out")
         cfg, out = load_config(args.config)
         if args.jobs is not None:
             if args.jobs < 0:

@@ -67,7 +67,6 @@ import json
 import math
 import os
 import shutil
-import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -79,6 +78,7 @@ import numpy as np
 from ._checks import positive_int as _int_param
 from ._checks import readonly_view
 
+from ._cliutil import fail, output_dir
 from ._files import atomic_write
 from ._files import fsync_path as _fsync_path
 from .knn import ExactPool, HNSWPool, NeighbourPool, load_pool
@@ -1241,8 +1241,7 @@ def __getattr__(name: str) -> Any:
 
 # =============================================================================== CLI
 def _err(msg: str) -> int:
-    print(f"socbi curate: error: {' '.join(str(msg).split())}", file=sys.stderr)
-    return 2
+    return fail("curate", msg)
 
 
 def register(subparsers: Any) -> None:
@@ -1277,6 +1276,7 @@ def _curate_main(args: argparse.Namespace) -> int:
     from .session import _read_matrix
 
     try:
+        output_dir(args.out, "--out")
         first = _read_matrix(args.first, "first")
         second = None if args.second is None else _read_matrix(args.second, "second")
         labels = None

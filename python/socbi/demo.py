@@ -66,8 +66,11 @@ def register(subparsers: Any) -> None:
 
 
 def _main(args: argparse.Namespace) -> int:
+    from ._cliutil import output_dir
+
     try:
         cfg = demo_config(args)
+        output_dir(args.out, "--out")
     except ValueError as exc:
         print(f"socbi demo: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2

@@ -53,6 +53,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 import numpy as np
 
 from ._checks import readonly_view
+from ._cliutil import fail, input_file, output_file
 from ._files import atomic_write, check_file_target  # atomic_write re-exported from here
 from .knn import _check_embeddings, _check_ids
 from . import ascmr as _ascmr  # noqa: F401  (registers the "ascmr" strategy)
@@ -1271,15 +1272,12 @@ class ActiveLearner:
 
 # =============================================================================== CLI: socbi select
 def _err(cmd: str, msg: str) -> int:
-    print(f"socbi {cmd}: error: {' '.join(str(msg).split())}", file=sys.stderr)
-    return 2
+    return fail(cmd, msg)
 
 
 def _read_matrix(path: str, what: str) -> np.ndarray:
     """A .npy (no pickle) or .csv (numbers, optional header row) file as an array."""
-    p = Path(path)
-    if not p.is_file():
-        raise ValueError(f"--{what}: no such file {path!r}")
+    p = input_file(path, f"--{what}", "a .npy or .csv file")
     suffix = p.suffix.lower()
     if suffix == ".npy":
         try:
@@ -1376,9 +1374,7 @@ def _select_main(args: argparse.Namespace) -> int:
             options["candidate_factor"] = args.candidate_factor
         sources = None
         if args.sources is not None:
-            sp = Path(args.sources)
-            if not sp.is_file():
-                return _err("select", f"--sources: no such file {args.sources!r}")
+            sp = input_file(args.sources, "--sources", "a text file with one reference per line")
             sources = sp.read_text().splitlines()
             if len(sources) != x.shape[0]:
                 return _err("select", f"--sources has {len(sources)} lines but there are {x.shape[0]} samples")
@@ -1386,14 +1382,12 @@ def _select_main(args: argparse.Namespace) -> int:
             sources = [f"{Path(args.embeddings).name}#{i}" for i in range(x.shape[0])]
         out_fmt = None
         if args.out is not None:
+            output_file(args.out, "--out", "batch.csv")
             suffix = Path(args.out).suffix.lower()
             if suffix not in (".csv", ".json"):
                 return _err("select", f"--out {args.out!r}: use a .csv or .json file name")
-            if not Path(args.out).resolve().parent.is_dir():
-                return _err("select", f"--out {args.out!r}: directory does not exist")
-        if args.save_session is not None and not Path(args.save_session).resolve().parent.is_dir():
-            return _err("select", f"--save-session {args.save_session!r}: directory "
-                                  f"{str(Path(args.save_session).parent)!r} does not exist; create it first")
+        if args.save_session is not None:
+            output_file(args.save_session, "--save-session", "session.socbi")
         backend = args.backend
         if backend == "auto":
             backend = "exact" if x.shape[0] <= 20000 else "hnsw"
@@ -1404,6 +1398,10 @@ def _select_main(args: argparse.Namespace) -> int:
         ids = learner.query(args.n)
         pend = learner.pending
         assert pend is not None
+        # Files first, stdout last: a failure exits 2 with nothing printed.
+        if args.save_session is not None:
+            learner.save(args.save_session)
+            print(f"session saved to {args.save_session}", file=sys.stderr)
         if args.out is not None:
             learner.export_batch(args.out, fmt=out_fmt)
             print(f"wrote {ids.size} samples to {args.out} ({pend['score_name']} scores); fill the label "
@@ -1413,9 +1411,6 @@ def _select_main(args: argparse.Namespace) -> int:
                                           sources=[learner.source(int(i)) for i in ids],
                                           score_name=pend["score_name"], fmt="csv",
                                           round=learner.round, strategy=strategy))
-        if args.save_session is not None:
-            learner.save(args.save_session)
-            print(f"session saved to {args.save_session}", file=sys.stderr)
         return 0
     except (ValueError, FileNotFoundError, SessionFileError, ImportError) as exc:
         return _err("select", str(exc))

@@ -55,7 +55,9 @@ def register(subparsers: "argparse._SubParsersAction[Any]") -> None:
 
 
 def _err(msg: str, code: int = 2) -> int:
-    print(f"socbi embed: error: {msg}", file=sys.stderr)
+    from .._cliutil import fail
+
+    fail("embed", msg)
     return code
 
 
@@ -123,12 +125,15 @@ def run(args: argparse.Namespace) -> int:
     """Entry point of ``socbi embed``; returns the exit code (0 ok, 1 runtime failure, 2 usage error)."""
     src = Path(args.input)
     dst = Path(args.output)
-    if not src.is_file():
-        return _err(f"input {str(src)!r} does not exist or is not a file")
+    from .._cliutil import UsageError, input_file, output_file
+
+    try:
+        input_file(args.input, "INPUT", "an images .npy or a text file")
+        output_file(args.output, "--output", "embeddings.npy")
+    except UsageError as exc:
+        return _err(str(exc))
     if dst.suffix != ".npy":
         return _err(f"--output {str(dst)!r} must end in .npy")
-    if not dst.parent.exists():
-        return _err(f"--output {str(dst)!r}: directory {str(dst.parent)!r} does not exist")
     kind = args.kind
     if kind == "auto":
         if src.suffix == ".npy":
