@@ -412,3 +412,17 @@ def test_table_in_docs_lists_every_case() -> None:
         assert kind in rows.get(f"socbi {cmd}", set()), f"no row for socbi {cmd} / {kind}"
     for kind, *_ in IMPORT_CASES:
         assert kind in rows.get("ActiveLearner.import_labels", set()), f"no import_labels row for {kind}"
+
+
+def test_threads_zero_is_refused_by_every_writer() -> None:
+    """One threads rule (socbi._threads): a positive count or -1; 0 was accepted by update."""
+    idx = _index()
+    before = (len(idx), idx.top(len(idx))) if len(idx) else (0, None)
+    for call in (lambda: idx.update([1], [1.0], threads=0), lambda: idx.insert([99], [1.0], threads=0),
+                 lambda: idx.assign([1], [1.0], threads=0)):
+        with pytest.raises(ValueError, match=r"threads = 0 is invalid; pass a positive count, or -1"):
+            call()
+    after = (len(idx), idx.top(len(idx))) if len(idx) else (0, None)
+    assert repr(before) == repr(after)
+    idx.update([1], [1.0], threads=-1)
+    idx.check()

@@ -665,3 +665,45 @@ def test_state_reads_are_properties_with_a_deprecated_call(digits):
     lrn.max_rounds = 1
     lrn.teach(ids, digits[1][ids])
     assert lrn.done and "round limit" in lrn.stop_reason
+
+
+# ----------------------------------------------------------------------------- progress policy
+def test_run_progress_in_a_log_follows_the_round_limit(digits, capsys, monkeypatch):
+    """Not on a terminal: plain progress lines (no bar frames), and the total follows the
+    active stopping rule -- under max_rounds the last line reads 100 %, not 8 %."""
+    monkeypatch.setenv("SOCBI_PROGRESS_INTERVAL", "0")
+    x, y = digits
+    lrn = ActiveLearner(x, initial_labels(y), strategy="random", backend="exact", max_rounds=3)
+    capsys.readouterr()
+    lrn.run(y, batch=5, progress=True)
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.startswith("socbi run random:")]
+    assert "\r" not in err and len(lines) >= 3, err
+    assert lines[-1].startswith("socbi run random: 35/35 (100%)"), lines
+
+
+def test_progress_lines_every_interval_and_a_bar_only_on_a_terminal(capsys):
+    import io
+
+    from socbi._progress import LineProgress, progress
+
+    p = progress(total=4, desc="step", interval=0.0)
+    assert isinstance(p, LineProgress)           # capsys' stderr is not a terminal
+    for _ in range(4):
+        p.update(1)
+    p.close()
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("socbi step: 1/4 (25%)") and err[-1].startswith("socbi step: 4/4 (100%)")
+    quiet = progress(total=4, desc="short", interval=3600.0)
+    quiet.update(4)
+    quiet.close()
+    assert capsys.readouterr().err == ""          # a short step prints nothing to a log
+    assert progress(total=1, enabled=False).update(1) is None
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    bar = progress(total=2, desc="tty", file=Tty())
+    assert type(bar).__module__.startswith("tqdm")
+    bar.close()

@@ -1057,11 +1057,9 @@ def curate(curator: InfoGrowth, first: Any, second: Any = None, labels: Any = No
                          f"{n}; pass the same stream it was started on (or a fresh curator)")
     bar = None
     if progress:
-        try:
-            from tqdm.auto import tqdm  # type: ignore[import-untyped]
-            bar = tqdm(total=n, initial=start, desc="curate", unit="item", unit_scale=True, leave=False)
-        except ImportError:  # pragma: no cover
-            bar = None
+        from ._progress import progress as _progress_policy
+
+        bar = _progress_policy(total=n, initial=start, desc="curate", unit="item")
     since_save = 0
     try:
         for s in range(start, n, batch_size):

@@ -45,13 +45,11 @@ from one thread at a time.
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
 import math
 import os
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field, fields
@@ -392,8 +390,9 @@ def run_experiment(cfg: ExperimentConfig, *, out: Optional[str] = None,
     jobs = max(1, min(jobs, len(tasks)))
     bar = None
     if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=len(tasks), desc="runs", unit="run", leave=False)
+        from ._progress import progress as _progress_policy
+
+        bar = _progress_policy(total=len(tasks), desc="runs", unit="run")
     t0 = time.perf_counter()
     runs: List[Dict[str, Any]] = []
     try:

@@ -98,8 +98,9 @@ def _check_number(name: str, value: Any, strict: bool) -> float:
 def _progress(total: int, desc: str, enabled: bool) -> Any:
     if not enabled:
         return None
-    from tqdm.auto import tqdm
-    return tqdm(total=total, desc=desc, leave=False)
+    from ._progress import progress  # socbi's one progress policy
+
+    return progress(total=total, desc=desc)
 
 
 # =============================================================================== codes

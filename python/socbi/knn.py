@@ -44,10 +44,8 @@ import numpy as np
 from ._checks import readonly_view
 from ._files import atomic_write, fsync_path
 
-try:  # tqdm is a hard dependency of socbi, but keep the pool importable without it.
-    from tqdm.auto import tqdm as _tqdm
-except ImportError:  # pragma: no cover - exercised only without tqdm
-    _tqdm = None
+from ._progress import progress as _progress_policy
+from ._threads import default_threads
 
 __all__ = [
     "SPACES",
@@ -75,17 +73,8 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 # --------------------------------------------------------------------------- helpers
 def _progress(iterable, *, total: int, desc: str, enabled: bool):
-    if not enabled or _tqdm is None:
-        return iterable
-    return _tqdm(iterable, total=total, desc=desc, unit="chunk", leave=False)
-
-
-def default_threads() -> int:
-    """Number of threads used when ``num_threads`` is None: all CPUs of this process."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - non-Linux
-        return max(1, os.cpu_count() or 1)
+    """socbi's progress policy (socbi._progress): a bar on a terminal, else log lines."""
+    return _progress_policy(iterable, total=total, desc=desc, unit="chunk", enabled=enabled)
 
 
 def _check_ids(ids: Any, capacity: int, name: str = "ids") -> np.ndarray:
@@ -558,11 +547,17 @@ class HNSWPool(NeighbourPool):
         self._index = _index
 
     def _add(self, ids: np.ndarray, x: np.ndarray) -> None:
-        step = self.add_chunk
-        starts = range(0, ids.size, step)
-        for s in _progress(starts, total=len(starts), desc="hnsw add",
-                           enabled=self.progress and len(starts) > 1):
-            self._index.add_items(x[s:s + step], ids[s:s + step], num_threads=self.num_threads)
+        # With progress on, blocks of about 1/20 of the build (>= 1000) give a log line
+        # every few seconds; the insertion order, hence a one-thread graph, is unchanged.
+        step = min(self.add_chunk, max(1000, -(-ids.size // 20))) if self.progress else self.add_chunk
+        bar = _progress_policy(total=ids.size, desc="hnsw build", unit="sample",
+                               enabled=self.progress and ids.size > step)
+        try:
+            for s in range(0, ids.size, step):
+                self._index.add_items(x[s:s + step], ids[s:s + step], num_threads=self.num_threads)
+                bar.update(min(step, ids.size - s))
+        finally:
+            bar.close()
 
     def _delete(self, ids: np.ndarray) -> None:
         done = []

@@ -86,8 +86,9 @@ def _seed(seed: Any) -> int:
 def _bar(total: int, desc: str, enabled: bool) -> Any:
     if not enabled:
         return None
-    from tqdm.auto import tqdm
-    return tqdm(total=total, desc=desc, leave=False)
+    from ._progress import progress  # socbi's one progress policy
+
+    return progress(total=total, desc=desc)
 
 
 def class_counts(labels: Any, n_classes: Optional[int] = None) -> np.ndarray:

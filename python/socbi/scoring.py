@@ -50,6 +50,7 @@ import numpy as np
 
 from ._checks import positive_int as _positive_int
 from ._checks import readonly_view
+from ._threads import check_threads
 
 from . import knn as _knn
 from .knn import NeighbourPool, _check_embeddings, _check_ids
@@ -228,10 +229,7 @@ class BoundaryScorer(_LabelledState):
         self.k = _positive_int("k", k)
         if self.k > n:  # the (n, k) neighbour table would be mostly padding, or not fit in memory
             raise ValueError(f"k={self.k} exceeds the {n} samples; pass k <= {n}")
-        if threads == -1:
-            self.threads = -1  # the core index's "all cores"
-        else:
-            self.threads = _positive_int("threads", threads)
+        self.threads = check_threads(threads)  # -1 = the core index's "all cores"
         if tie_break not in ("random", "id"):
             raise ValueError(f"tie_break must be 'random' or 'id', got {tie_break!r}")
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:

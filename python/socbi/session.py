@@ -944,7 +944,10 @@ class ActiveLearner:
         last batch is shortened to the label budget. With ``save_path`` the session is
         saved atomically every ``save_every`` rounds and at the end. Without any
         stopping rule (budget, target_accuracy, max_rounds) it runs until every sample is
-        labelled. Progress: a tqdm bar over labels.
+        labelled. Progress (socbi's policy: a bar on a terminal, else a log line every 10
+        s) counts labels up to where the active stopping rule ends the run: the budget,
+        ``max_rounds`` rounds of ``batch``, or every sample (a target accuracy may stop
+        it earlier).
         """
         batch = _positive_int("batch", batch)
         save_every = _positive_int("save_every", save_every)
@@ -957,12 +960,13 @@ class ActiveLearner:
                                  f"labels, got shape {truth.shape}")
             ask = lambda ids: truth[ids]  # noqa: E731
         show = self.progress if progress is None else bool(progress)
-        total = self.budget if self.budget is not None else self.n_samples
+        total = self._labels_at_stop(batch)
         bar = None
         if show:
-            from tqdm.auto import tqdm
-            bar = tqdm(total=total, initial=min(self.n_labelled, total), desc=f"{self.strategy_name}",
-                       unit="label", leave=False)
+            from ._progress import progress as _progress_policy
+
+            bar = _progress_policy(total=total, initial=min(self.n_labelled, total),
+                                   desc=f"run {self.strategy_name}", unit="label")
         out: List[Dict[str, Any]] = []
         try:
             while not self.done:
@@ -983,6 +987,16 @@ class ActiveLearner:
             if bar is not None:
                 bar.close()
         return out
+
+    def _labels_at_stop(self, batch: int) -> int:
+        """How many samples will be labelled when :meth:`run` stops by budget, round limit
+        or exhaustion (the earliest); the progress total. O(1)."""
+        total = self.n_samples
+        if self.budget is not None:
+            total = min(total, self.budget)
+        if self.max_rounds is not None:
+            total = min(total, self.n_labelled + max(0, self.max_rounds - self.round) * batch)
+        return max(total, self.n_labelled)
 
     # ------------------------------------------------------------------ labelling files
     def export_batch(self, path: PathLike, n: Optional[int] = None, *, fmt: Optional[str] = None) -> Path:

@@ -265,13 +265,9 @@ def _top_n(scores: np.ndarray, ids: np.ndarray, n: int, rng: np.random.Generator
 
 
 def _progress(iterable, total: int, desc: str, enabled: bool):
-    if not enabled:
-        return iterable
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover
-        return iterable
-    return tqdm(iterable, total=total, desc=desc, leave=False)
+    from ._progress import progress  # socbi's one progress policy
+
+    return progress(iterable, total=total, desc=desc, enabled=enabled)
 
 
 def _seed_rng(seed: Optional[int]) -> np.random.Generator:
