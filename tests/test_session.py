@@ -707,3 +707,47 @@ def test_progress_lines_every_interval_and_a_bar_only_on_a_terminal(capsys):
     bar = progress(total=2, desc="tty", file=Tty())
     assert type(bar).__module__.startswith("tqdm")
     bar.close()
+
+
+# ----------------------------------------------------------------------------- plots
+def test_plots_leave_the_callers_matplotlib_backend_alone(digits, tmp_path):
+    """plot_curves, bench.plot, LongTail plots and the session's learning curve draw on
+    Figure objects: the backend the user chose stays, and no pyplot figure is opened."""
+    mpl = pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+
+    old_backend = mpl.get_backend()
+    mpl.use("svg")
+    plt.close("all")
+    try:
+        _draw_everything(digits, tmp_path)
+        assert mpl.get_backend().lower() == "svg"
+        assert plt.get_fignums() == []
+    finally:
+        mpl.use(old_backend)
+
+
+def _draw_everything(digits, tmp_path):
+    from socbi import bench
+    from socbi.experiment import ExperimentConfig, run_experiment
+
+    x, y = digits
+    cut = np.arange(1000, x.shape[0])
+    lrn = learner(digits, "margin", eval_set=(x[cut], y[cut]), max_rounds=3)
+    lrn.run(y, batch=10, progress=False)
+    fig = lrn.plot_learning_curve(tmp_path / "curve.png")
+    n, acc = lrn.learning_curve()
+    np.testing.assert_array_equal(fig.axes[0].lines[0].get_xdata(), n)
+    np.testing.assert_array_equal(fig.axes[0].lines[0].get_ydata(), acc)
+    assert n.tolist() == [30, 40, 50] and (tmp_path / "curve.png").read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(ValueError, match="eval_set"):
+        learner(digits, "random").plot_learning_curve()
+    cfg = ExperimentConfig(dataset="iris", strategies=("random",), seeds=(0,), batch=10, budget=0.3,
+                           jobs=1).validate()
+    res = run_experiment(cfg, out=str(tmp_path / "exp"), progress=False)
+    assert Path(res.files["plot"]).suffix == ".png"
+    report = {"results": [], "machine": {}, "preset": "tiny", "targets": []}
+    try:
+        bench.plot(report, str(tmp_path / "b.png"))
+    except (KeyError, TypeError, ValueError):
+        pass  # an empty report may not draw; the backend must stay either way

@@ -1180,13 +1180,11 @@ def format_markdown(report: Dict[str, object]) -> str:
 
 def plot(report: Dict[str, object], path: str) -> None:
     """Log-log time against n (one line per structure, lower is better), plus thread scaling."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # the OO API: the caller's backend is left alone
 
     res = [r for r in report["results"] if r["median_s"]]
-    fig, axes = plt.subplots(2, 2, figsize=(13, 10))
+    fig = Figure(figsize=(13, 10))
+    axes = fig.subplots(2, 2)
 
     def lines(ax, rows, x_key, title, xlabel, ylabel, logx=True):
         by: Dict[str, List[Tuple[float, float]]] = {}
@@ -1241,7 +1239,6 @@ def plot(report: Dict[str, object], path: str) -> None:
                  f"numpy {m.get('numpy')}, load average {load_s} at start (shared machine)", fontsize=11)
     fig.tight_layout(rect=(0, 0, 1, 0.97))
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 # ============================================================================== CLI

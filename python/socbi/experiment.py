@@ -566,13 +566,12 @@ def plot_curves(result: ExperimentResult, path: Path) -> Path:
     matplotlib, else an SVG next to ``path``. Returns the file written."""
     cfg = result.config
     try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure  # the OO API: the caller's backend is left alone
     except ImportError:
         return _plot_svg(result, path.with_suffix(".svg"))
     n = len(cfg.imbalance)
-    fig, axes = plt.subplots(1, n, figsize=(5.2 * n, 4.2), squeeze=False)
+    fig = Figure(figsize=(5.2 * n, 4.2))
+    axes = fig.subplots(1, n, squeeze=False)
     for ax, imb in zip(axes[0], cfg.imbalance):
         for strat in cfg.strategies:
             grid, mean, std = _curves(result, imb, strat)
@@ -589,7 +588,6 @@ def plot_curves(result: ExperimentResult, path: Path) -> Path:
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
     data = buf.getvalue()
     return atomic_write(path, lambda fh: fh.write(data))
 

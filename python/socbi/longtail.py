@@ -960,14 +960,13 @@ class RetrievalExperiment:
 
     def plot(self, path: PathLike) -> Path:
         """Grouped bars of mAP per setting and code length (PNG via matplotlib)."""
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure  # the OO API: the caller's backend is left alone
 
         s = self.summary()
         bits = sorted({b for _, b in s})
         settings = [st for st in SETTINGS if any((st, b) in s for b in bits)]
-        fig, ax = plt.subplots(figsize=(9, 4.2))
+        fig = Figure(figsize=(9, 4.2))
+        ax = fig.subplots()
         width = 0.8 / len(bits)
         xs = np.arange(len(settings))
         for j, b in enumerate(bits):
@@ -987,7 +986,6 @@ class RetrievalExperiment:
         fig.tight_layout()
         path = Path(path)
         fig.savefig(path, dpi=110)
-        plt.close(fig)
         return path
 
     def paired(self, a: str, b: str, metric: str = "map") -> Dict[int, Dict[str, Any]]:

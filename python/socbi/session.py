@@ -998,6 +998,45 @@ class ActiveLearner:
             total = min(total, self.n_labelled + max(0, self.max_rounds - self.round) * batch)
         return max(total, self.n_labelled)
 
+    def learning_curve(self) -> Tuple[np.ndarray, np.ndarray]:
+        """(labels after each round, held-out accuracy after it) from :attr:`log`, both
+        of length ``round``; accuracy is NaN where no ``eval_set`` was measured. O(rounds)."""
+        n = np.array([e["labelled"] for e in self.log], dtype=np.int64)
+        acc = np.array([np.nan if e.get("accuracy") is None else e["accuracy"] for e in self.log],
+                       dtype=np.float64)
+        return n, acc
+
+    def plot_learning_curve(self, path: Optional[PathLike] = None, *, ax: Any = None) -> Any:
+        """Held-out accuracy against labels, one point per round (from :attr:`log`).
+
+        Draws on ``ax`` when given, else on a new :class:`matplotlib.figure.Figure`
+        (the object-oriented API: the caller's backend and pyplot state are untouched);
+        with ``path`` the figure is also written there (PNG/SVG/PDF by suffix,
+        atomically). Returns the Figure. ValueError without rounds or an ``eval_set``.
+        """
+        n, acc = self.learning_curve()
+        if n.size == 0 or np.isnan(acc).all():
+            raise ValueError("no learning curve yet: it needs at least one teach() round with "
+                             "eval_set=(X_test, y_test) given to the session")
+        if path is not None:
+            path = check_file_target(path, example="curve.png")
+        from matplotlib.figure import Figure
+
+        fig = ax.figure if ax is not None else Figure(figsize=(5.5, 4))
+        ax = ax if ax is not None else fig.subplots()
+        ax.plot(n, acc, marker="o", ms=3, label=DISPLAY_NAMES.get(self.strategy_name, self.strategy_name))
+        ax.set_xlabel("labelled samples")
+        ax.set_ylabel("held-out accuracy")
+        ax.set_title(f"{DISPLAY_NAMES.get(self.strategy_name, self.strategy_name)}: {self.round} rounds")
+        ax.grid(alpha=0.3)
+        if path is not None:
+            fmt = path.suffix.lstrip(".").lower() or "png"
+            buf = io.BytesIO()
+            fig.savefig(buf, format=fmt, dpi=110)
+            data = buf.getvalue()
+            atomic_write(path, lambda fh: fh.write(data))
+        return fig
+
     # ------------------------------------------------------------------ labelling files
     def export_batch(self, path: PathLike, n: Optional[int] = None, *, fmt: Optional[str] = None) -> Path:
         """Write the next batch for human labellers (CSV or JSON by suffix or ``fmt``).
