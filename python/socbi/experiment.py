@@ -566,6 +566,7 @@ def plot_curves(result: ExperimentResult, path: Path) -> Path:
     matplotlib, else an SVG next to ``path``. Returns the file written."""
     cfg = result.config
     try:
+        import matplotlib  # noqa: F401  (absent -> the SVG fallback)
         from matplotlib.figure import Figure  # the OO API: the caller's backend is left alone
     except ImportError:
         return _plot_svg(result, path.with_suffix(".svg"))
