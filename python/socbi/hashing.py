@@ -114,10 +114,9 @@ def hadamard(n: int) -> np.ndarray:
     if n & (n - 1):
         raise ValueError(f"n must be a power of two for a Sylvester Hadamard matrix, got {n}; "
                          f"use 8, 16, 32, 64, 128, ...")
-    h = np.ones((1, 1), dtype=np.int8)
-    while h.shape[0] < n:
-        h = np.block([[h, h], [h, -h]]).astype(np.int8)
-    return h
+    from scipy.linalg import hadamard as _scipy_hadamard  # Sylvester's construction
+
+    return _scipy_hadamard(n, dtype=np.int8)
 
 
 def class_codes(n_classes: int, n_bits: int, *, seed: int = 0) -> np.ndarray:
