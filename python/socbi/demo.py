@@ -43,7 +43,8 @@ def demo_config(args: argparse.Namespace) -> ExperimentConfig:
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
-        "demo", help="active learning on sklearn's bundled digits: 8 strategies, 5 seeds, ~2 minutes",
+        "demo", help="active learning on sklearn's bundled digits: 8 strategies, 5 seeds; 1.5-7 minutes "
+                     "on 2 cores depending on load",
         description="Runs the So-CBI evaluation protocol on sklearn's bundled digits (real data, no "
                     "download): 30%% test split, 2 labels per class, batches of 20 up to half the pool, "
                     "logistic regression retrained each round; balanced and IF = 0.1 / 0.3 pools. "
