@@ -14,6 +14,9 @@ from socbi._core import SemiOrderedIndex as _CoreIndex
 from socbi._threads import check_threads as _check_threads
 
 
+_core_insert, _core_update, _core_assign = _CoreIndex.insert, _CoreIndex.update, _CoreIndex.assign
+
+
 class SemiOrderedIndex(_CoreIndex):
     """The C++ index (``socbi._core.SemiOrderedIndex``; see its methods' docstrings) with
     socbi's one ``threads`` rule on the writers: a positive count or -1 (all cores);
@@ -22,13 +25,19 @@ class SemiOrderedIndex(_CoreIndex):
     __doc__ = (_CoreIndex.__doc__ or "") + "\n\n" + (__doc__ or "")
 
     def insert(self, ids: Any, scores: Any, threads: int = 1, bulk: Optional[bool] = None) -> None:
-        return super().insert(ids, scores, threads=_check_threads(threads), bulk=bulk)
+        if threads != 1:  # the common call skips the check (one Python frame of overhead)
+            _check_threads(threads)
+        return _core_insert(self, ids, scores, threads, bulk)
 
     def update(self, ids: Any, deltas: Any, threads: int = 1, bulk: Optional[bool] = None) -> None:
-        return super().update(ids, deltas, threads=_check_threads(threads), bulk=bulk)
+        if threads != 1:  # the common call skips the check (one Python frame of overhead)
+            _check_threads(threads)
+        return _core_update(self, ids, deltas, threads, bulk)
 
     def assign(self, ids: Any, scores: Any, threads: int = 1, bulk: Optional[bool] = None) -> None:
-        return super().assign(ids, scores, threads=_check_threads(threads), bulk=bulk)
+        if threads != 1:  # the common call skips the check (one Python frame of overhead)
+            _check_threads(threads)
+        return _core_assign(self, ids, scores, threads, bulk)
 
 
 __all__ = ["SemiOrderedIndex", "MAX_CAPACITY", "ActiveLearner", "__version__"]
