@@ -427,6 +427,22 @@ class _CallableDict(_DeprecatedCall, dict):
     pass
 
 
+def _implausible_classes(classes: np.ndarray) -> str:
+    """Why a set of class indices (ascending, distinct) looks like a typo rather than a
+    class range whose other classes are not sampled yet, or "". Without a declared class
+    count a class may not jump past twice the range below it: {0, 1, 3} and {3, 7} are
+    plausible, {0..9, 1000} and {0..9, 99} are not. Fewer than two classes (a cold
+    start) always are. O(len(classes))."""
+    if classes.size < 2:
+        return ""
+    jump = np.flatnonzero(classes[1:] >= 2 * (classes[:-1] + 1))
+    if jump.size == 0:
+        return ""
+    i = int(jump[0]) + 1
+    return (f"class {int(classes[i])} is far above the classes below it ({classes[:i][-5:].tolist()}), "
+            f"which leaves classes {int(classes[i - 1]) + 1}..{int(classes[i]) - 1} without an example")
+
+
 def _jsonable(v: Any) -> Any:
     if isinstance(v, dict):
         return {str(k): _jsonable(x) for k, x in v.items()}
@@ -489,11 +505,12 @@ class ActiveLearner:
     n_classes : int, optional
         The number of classes C (default: ``len(class_names)``). Every label must lie in
         0..C-1; the constructor and :meth:`teach` reject others with ValueError. Without
-        ``class_names`` or ``n_classes``, C is inferred from the initial labels and the
-        ``eval_set`` labels, which must then cover every class 0..C-1 (a label 1000 beside
-        classes 0..9 is refused: pass ``n_classes`` when a class has no example yet). When
-        they show fewer than two classes (a cold start) there is nothing to infer from and
-        labels are only checked to be >= 0: pass ``n_classes`` to have them checked.
+        ``class_names`` or ``n_classes`` the class count is unknown, so labels (initial,
+        ``eval_set`` and taught) are checked for plausibility once two classes are known:
+        a class may not jump past twice the range below it -- a label 1000 beside classes
+        0..9, or ``teach(ids, [99] * 5)`` there, is refused, while classes not sampled yet
+        ({0, 1, 3}, {3, 7}) are fine. Pass ``n_classes`` for an exact check (and for many
+        classes with a sparse start, e.g. {3, 17, 42}).
     seed : int
         Seeds the strategy choices, the So-CBI tie-break and the torch model.
 
@@ -580,6 +597,7 @@ class ActiveLearner:
         if self.class_names is not None and len(set(self.class_names)) != len(self.class_names):
             raise ValueError("class_names must be distinct")
         self._n_classes_declared = n_classes is not None
+        self._classes_seen = np.empty(0, np.int64)
         if _restore is not None and "n_classes" in _restore:
             self.n_classes = _restore["n_classes"]  # as saved (labels taught since were checked)
         else:
@@ -663,17 +681,14 @@ class ActiveLearner:
                                  f"fix the label or declare more classes")
             return c
         classes = np.unique(np.concatenate([seen, seen_eval]))
-        if classes.size < 2:  # a cold start (one class or none): nothing to infer a range from
-            return None
-        c = int(classes[-1]) + 1
-        if classes.size != c:
-            missing = np.setdiff1d(np.arange(c), classes)
+        self._classes_seen = classes
+        why = _implausible_classes(classes)
+        if why:
+            c = int(classes[-1]) + 1
             where = "labels" if seen.size and seen.max() == c - 1 else "eval_set labels"
-            raise ValueError(f"{where} hold class {c - 1} but classes {missing[:5].tolist()}"
-                             f"{' ...' if missing.size > 5 else ''} have no example, so the class count "
-                             f"cannot be inferred; pass n_classes= (or class_names=) if there really "
-                             f"are {c} classes, else fix the label")
-        return c
+            raise ValueError(f"{where} hold class {c - 1} but {why}; pass n_classes= (or class_names=) if "
+                             f"there really are {c} classes, else fix the label")
+        return None  # not declared: labels are checked for plausibility only
 
     @staticmethod
     def _check_budget(budget: Any, n: int) -> Optional[int]:
@@ -865,12 +880,19 @@ class ActiveLearner:
                              f"unlabelled ids")
         if self.n_classes is not None and (lab >= self.n_classes).any():
             j = int(np.flatnonzero(lab >= self.n_classes)[0])
-            source = ("class_names" if self.class_names is not None else
-                      "n_classes" if self._n_classes_declared else "the initial labels")
+            source = "class_names" if self.class_names is not None else "n_classes"
             raise ValueError(f"label {int(lab[j])} of id {int(ids[j])} is not a class index: the session "
                              f"has {self.n_classes} classes (0..{self.n_classes - 1}, from {source}); fix "
                              f"the label, or declare the classes with n_classes= / class_names= when "
                              f"creating the session")
+        if self.n_classes is None:
+            seen = np.union1d(self._classes_seen, self._labels[self._labels >= 0])
+            why = _implausible_classes(np.union1d(seen, lab)) if seen.size >= 2 else ""
+            if why:
+                j = int(np.argmax(lab))
+                raise ValueError(f"label {int(lab[j])} of id {int(ids[j])} is not a class index the session "
+                                 f"can accept: {why}; fix the label, or declare the classes with "
+                                 f"n_classes= / class_names= when creating the session")
         return ids, lab
 
     def _map_names(self, names: np.ndarray) -> np.ndarray:
