@@ -25,17 +25,17 @@ class SemiOrderedIndex(_CoreIndex):
     __doc__ = (_CoreIndex.__doc__ or "") + "\n\n" + (__doc__ or "")
 
     def insert(self, ids: Any, scores: Any, threads: int = 1, bulk: Optional[bool] = None) -> None:
-        if threads != 1:  # the common call skips the check (one Python frame of overhead)
+        if threads == 0:  # the core accepts 0; socbi's rule (socbi._threads) refuses it
             _check_threads(threads)
         return _core_insert(self, ids, scores, threads, bulk)
 
     def update(self, ids: Any, deltas: Any, threads: int = 1, bulk: Optional[bool] = None) -> None:
-        if threads != 1:  # the common call skips the check (one Python frame of overhead)
+        if threads == 0:  # the core accepts 0; socbi's rule (socbi._threads) refuses it
             _check_threads(threads)
         return _core_update(self, ids, deltas, threads, bulk)
 
     def assign(self, ids: Any, scores: Any, threads: int = 1, bulk: Optional[bool] = None) -> None:
-        if threads != 1:  # the common call skips the check (one Python frame of overhead)
+        if threads == 0:  # the core accepts 0; socbi's rule (socbi._threads) refuses it
             _check_threads(threads)
         return _core_assign(self, ids, scores, threads, bulk)
 
