@@ -78,7 +78,7 @@ def _main(args: argparse.Namespace) -> int:
     n_runs = len(cfg.imbalance) * len(cfg.seeds) * len(cfg.strategies)
     print(f"socbi demo: {n_runs} active-learning runs on sklearn {cfg.dataset} "
           f"({len(cfg.strategies)} strategies x {len(cfg.seeds)} seeds x {len(cfg.imbalance)} pool(s))",
-          flush=True)
+          file=sys.stderr, flush=True)  # stderr: a failing run (exit 2) leaves stdout empty
     try:
         result = run_experiment(cfg, out=args.out, progress=not args.no_progress)
     except (ValueError, ImportError) as exc:
