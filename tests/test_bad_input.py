@@ -111,7 +111,7 @@ def _learner() -> Any:
 
 def _snap_learner(al: Any) -> Any:
     al.check()
-    return (al.labels.tolist(), al.round, al.pending(), len(al.log))
+    return (al.labels.tolist(), al.round, al.pending, len(al.log))
 
 
 def _state() -> PoolState:
@@ -306,7 +306,7 @@ IMPORT_CASES = [
 @pytest.mark.parametrize("kind,name,text,words", IMPORT_CASES, ids=[f"{c[0]}-{c[1]}-{i}" for i, c in enumerate(IMPORT_CASES)])
 def test_import_labels_bad_file(tmp_path: Path, kind: str, name: str, text: str, words: List[str]) -> None:
     al = _learner()
-    free = int(al.unlabelled_ids()[0])
+    free = int(al.unlabelled_ids[0])
     before = _snap_learner(al)
     path = _write(tmp_path, name, text.format(id=free))
     with pytest.raises(ValueError) as ei:
@@ -321,7 +321,7 @@ def test_import_labels_bad_file(tmp_path: Path, kind: str, name: str, text: str,
 def test_import_labels_not_in_pending_batch(tmp_path: Path) -> None:
     al = _learner()
     ids = al.query(3)
-    other = int(np.setdiff1d(al.unlabelled_ids(), ids)[0])
+    other = int(np.setdiff1d(al.unlabelled_ids, ids)[0])
     before = _snap_learner(al)
     path = _write(tmp_path, "b.csv", "id,label\n" + "".join(f"{i},1\n" for i in ids) + f"{other},1\n")
     with pytest.raises(ValueError, match=f"unknown id {other}: it was not in the exported batch"):
@@ -364,10 +364,10 @@ CLI_CASES = [
     ("select", "absent", lambda t: _select_args(t, extra=["--strategy", "best"]), ["'best'"]),
     ("select", "empty", lambda t: _select_args(t, y=np.zeros(120, int)), ["--labels", "no -1"]),
     ("select", "wrong type", lambda t: _select_args(t, extra=["--out", str(t / "o.txt")]), ["--out", "o.txt", ".csv"]),
-    ("select", "absent", lambda t: _select_args(t, extra=["--out", str(t / "nodir" / "o.csv")]), ["--out", "directory does not exist"]),
+    ("select", "absent", lambda t: _select_args(t, extra=["--out", str(t / "nodir" / "o.csv")]), ["--out", "does not exist; create it first"]),
     ("select", "wrong type", lambda t: _select_args(t, extra=["--candidate-factor", "2", "--strategy", "random"]), ["--candidate-factor", "random"]),
     ("select", "absent", lambda t: _select_args(t, extra=["--save-session", str(t / "nodir" / "s.socbi")]), ["--save-session", "nodir", "does not exist"]),
-    ("embed", "absent", lambda t: ["embed", str(t / "none.npy"), "-o", str(t / "e.npy")], ["none.npy", "does not exist"]),
+    ("embed", "absent", lambda t: ["embed", str(t / "none.npy"), "-o", str(t / "e.npy")], ["none.npy", "no such file"]),
     ("embed", "wrong type", lambda t: ["embed", str(t / "x.npy"), "-o", str(t / "e.txt")], ["--output", "e.txt", ".npy"]),
     ("run", "absent", lambda t: ["run", str(t / "none.toml")], ["none.toml"]),
     ("demo", "out of range", lambda t: ["demo", "--seeds", "0"], ["seeds"]),
@@ -413,3 +413,17 @@ def test_table_in_docs_lists_every_case() -> None:
         assert kind in rows.get(f"socbi {cmd}", set()), f"no row for socbi {cmd} / {kind}"
     for kind, *_ in IMPORT_CASES:
         assert kind in rows.get("ActiveLearner.import_labels", set()), f"no import_labels row for {kind}"
+
+
+def test_threads_zero_is_refused_by_every_writer() -> None:
+    """One threads rule (socbi._threads): a positive count or -1; 0 was accepted by update."""
+    idx = _index()
+    before = (len(idx), idx.top(len(idx))) if len(idx) else (0, None)
+    for call in (lambda: idx.update([1], [1.0], threads=0), lambda: idx.insert([99], [1.0], threads=0),
+                 lambda: idx.assign([1], [1.0], threads=0)):
+        with pytest.raises(ValueError, match=r"threads = 0 is invalid; pass a positive count, or -1"):
+            call()
+    after = (len(idx), idx.top(len(idx))) if len(idx) else (0, None)
+    assert repr(before) == repr(after)
+    idx.update([1], [1.0], threads=-1)
+    idx.check()

@@ -165,7 +165,7 @@ def test_select_bad_inputs_exit_2(capsys, files, tmp_path):
          "--sources has 2 lines"),
         (["--embeddings", X, "--labels", Y, "--n", 5, "--out", tmp_path / "b.xlsx"], "use a .csv or .json"),
         (["--embeddings", X, "--labels", Y, "--n", 5, "--out", tmp_path / "no" / "b.csv"],
-         "directory does not exist"),
+         "does not exist; create it first"),
         (["--embeddings", X, "--labels", tmp_path / "oneclass.npy", "--n", 5], "at least 2 classes"),
     ]
     for extra, needle in cases:
@@ -202,3 +202,58 @@ def test_run_bad_configs_exit_2(capsys, tmp_path):
     assert_exit_2(capsys, ["run", tmp_path / "missing.toml"], "no config file")
     cfg.write_text("seeds = 1\n")
     assert_exit_2(capsys, ["run", cfg, "--jobs", "-3"], "--jobs -3 must be >= 0")
+
+
+# ----------------------------------------------------------------------------- one error layer
+def _path_cases(d, tmp):
+    adir = tmp / "adir"
+    adir.mkdir(exist_ok=True)
+    (tmp / "adir.csv").mkdir(exist_ok=True)
+    (tmp / "dir.npy").mkdir(exist_ok=True)
+    existing = tmp / "existing_file"
+    existing.write_text("x")
+    cfg = tmp / "c.toml"
+    cfg.write_text('dataset = "iris"\nstrategies = ["random"]\nseeds = 1\n')
+    sel = ["select", "--embeddings", str(d / "x.npy"), "--labels", str(d / "y.npy"), "--n", "5"]
+    return [
+        (sel + ["--save-session", str(adir)], ["--save-session", "adir", "is a directory", "session.socbi"]),
+        (["select", "--embeddings", str(adir), "--labels", str(d / "y.npy"), "--n", "5"],
+         ["--embeddings", "adir", "is a directory"]),
+        (sel + ["--out", str(tmp / "adir.csv")], ["--out", "adir.csv", "is a directory"]),
+        (sel + ["--sources", str(adir)], ["--sources", "is a directory"]),
+        (["curate", str(d / "x.npy"), "--out", str(existing)], ["--out", "existing_file", "existing file"]),
+        (["bench", "--from-json", str(adir)], ["--from-json", "adir", "is a directory"]),
+        (["bench", "--from-json", str(existing)], ["--from-json", "not JSON"]),
+        (["bench", "--preset", "tiny", "--json", str(adir)], ["--json", "adir", "is a directory"]),
+        (["embed", str(d / "x.npy"), "-o", str(tmp / "dir.npy")], ["--output", "dir.npy", "is a directory"]),
+        (["embed", str(adir), "-o", str(tmp / "e.npy")], ["INPUT", "adir", "is a directory"]),
+        (["run", str(adir)], ["adir", "is a directory", ".toml"]),
+        (["run", str(cfg), "--out", str(existing)], ["--out", "existing_file", "existing file"]),
+        (["demo", "--seeds", "1", "--out", str(existing)], ["--out", "existing_file", "existing file"]),
+    ]
+
+
+def test_every_path_mistake_exits_2_with_empty_stdout(capsys, files, tmp_path):
+    """A directory or an existing file where the other is expected: exit 2, the argument,
+    the value and the fix on stderr, and nothing at all on stdout (no batch, no traceback)."""
+    d = files[0]
+    for argv, needles in _path_cases(d, tmp_path):
+        rc = main(argv)
+        out, err = capsys.readouterr()
+        assert rc == 2, (argv, rc, err)
+        assert out == "", (argv, out[:200])
+        assert err.startswith(f"socbi {argv[0]}: error: ") and err.count("\n") == 1, (argv, err)
+        for needle in needles:
+            assert needle in err, (argv, needle, err)
+
+
+def test_save_into_a_directory_names_the_path(files, tmp_path):
+    from socbi.session import ActiveLearner
+
+    d, x, y, lab = files
+    lrn = ActiveLearner(x, lab, strategy="random", backend="exact", progress=False)
+    with pytest.raises(IsADirectoryError, match=r"path '.*adir' is a directory; pass a file name, e\.g\. "
+                                                r"'.*adir/session\.socbi'"):
+        (tmp_path / "adir").mkdir()
+        lrn.save(tmp_path / "adir")
+    assert list((tmp_path / "adir").iterdir()) == []   # nothing written, no temp file left

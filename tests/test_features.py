@@ -490,7 +490,7 @@ def test_cli_usage_errors(tmp_path, capsys):
     src = tmp_path / "x.npy"
     np.save(src, np.zeros((3, 8, 8), np.float32))
     assert _cli(["embed", str(tmp_path / "missing.npy"), "-o", str(tmp_path / "o.npy")]) == 2
-    assert "does not exist" in capsys.readouterr().err
+    assert "no such file" in capsys.readouterr().err
     assert _cli(["embed", str(src), "-o", str(tmp_path / "o.txt")]) == 2
     assert "must end in .npy" in capsys.readouterr().err
     weird = tmp_path / "x.dat"
@@ -565,3 +565,43 @@ def test_cuda_dino_epoch_and_checkpoint(digits, tmp_path, real_cuda):
     enc = sf.load_encoder(tmp_path / "c.pt", device="cpu")
     e_cpu = sf.embed(enc, x[:64], device="cpu", progress=False)
     assert np.sum(e * e_cpu, axis=1).min() > 0.99
+
+
+def test_cli_scale_auto_detects_0_to_16_images_and_says_so(tmp_path, capsys):
+    """Integer images whose maximum is 16 are scaled by 1/16 (not silently by 1/255), and
+    the chosen scale is printed; 8-bit images keep 1/255."""
+    from socbi.features.cli import _resolve_scale
+
+    digits16 = sklearn_datasets.load_digits().images[:40].astype(np.int64)   # 0..16
+    scale, note = _resolve_scale("auto", digits16)
+    assert scale == 1 / 16 and "maximum 16" in note and "1/16" in note
+    photo = (digits16 * 15).astype(np.uint8)                                   # 0..240
+    assert _resolve_scale("auto", photo)[0] == 1 / 255
+    assert _resolve_scale("auto", np.zeros((2, 4, 4), np.float32) + 0.5)[0] == 1.0
+    src = tmp_path / "d.npy"
+    np.save(src, digits16)
+    assert _cli(["embed", str(src), "-o", str(tmp_path / "e.npy"), "--epochs", "0", "--quiet",
+                 "--threads", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "--scale auto: integer images with maximum 16 (not 8-bit): scale 1/16" in err
+
+
+def test_cli_threads_option_is_checked_and_applied(tmp_path, capsys, monkeypatch):
+    src = tmp_path / "d.npy"
+    np.save(src, np.zeros((3, 8, 8), np.uint8))
+    assert _cli(["embed", str(src), "-o", str(tmp_path / "e.npy"), "--threads", "0"]) == 2
+    assert "--threads = 0 is invalid" in capsys.readouterr().err
+    seen = []
+    import socbi.features.extract as ex
+
+    real = ex.embed
+
+    def spy(*a, **k):
+        seen.append(torch.get_num_threads())
+        return real(*a, **k)
+
+    monkeypatch.setattr(ex, "embed", spy)
+    before = torch.get_num_threads()
+    assert _cli(["embed", str(src), "-o", str(tmp_path / "e.npy"), "--epochs", "0", "--quiet",
+                 "--threads", "1"]) == 0
+    assert seen == [1] and torch.get_num_threads() == before

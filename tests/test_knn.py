@@ -264,3 +264,25 @@ def test_crash_between_graph_and_metadata_leaves_the_previous_save(tmp_path, mon
     ids, _ = loaded.query(x[:100], 1)
     assert (ids[:, 0] == np.arange(100)).all()  # and the graph agrees: they are findable
     assert len(list(tmp_path.glob("*.hnsw"))) == 1  # the aborted save left no graph behind
+
+
+def test_hnsw_build_logs_progress_lines_when_not_on_a_terminal(capsys, monkeypatch):
+    """A build too big for one block prints plain progress lines to a log (no bar frames),
+    ending at 100 %; the graph equals a build without progress (one thread)."""
+    pytest.importorskip("hnswlib")
+    from socbi.knn import HNSWPool
+
+    monkeypatch.setenv("SOCBI_PROGRESS_INTERVAL", "0")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(5000, 8)).astype(np.float32)
+    ids = np.arange(5000)
+    a = HNSWPool(8, 5000, num_threads=1, progress=True)
+    a.add(ids, x)
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.startswith("socbi hnsw build:")]
+    assert len(lines) >= 4 and "\r" not in err, err
+    assert lines[-1].startswith("socbi hnsw build: 5000/5000 (100%)"), lines
+    b = HNSWPool(8, 5000, num_threads=1, progress=False)
+    b.add(ids, x)
+    assert capsys.readouterr().err == ""
+    np.testing.assert_array_equal(a.query(x[:50], 5)[0], b.query(x[:50], 5)[0])

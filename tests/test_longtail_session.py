@@ -49,7 +49,7 @@ def test_synthetic_rows_are_never_queried_and_do_not_use_the_budget(pool, tmp_pa
     asked = []
     log = ln.run(lambda ids: asked.extend(ids.tolist()) or truth[ids], batch=10)
     assert not syn[asked].any() and len(asked) == 30                 # 30 paid labels up to the budget
-    assert ln.n_real_labelled == 60 and ln.stop_reason().startswith("label budget reached (60")
+    assert ln.n_real_labelled == 60 and ln.stop_reason.startswith("label budget reached (60")
     assert all(e["labelled_synthetic"] == 60 and e["labelled"] == e["labelled_real"] + 60 for e in log)
     bal = ln.balance()
     assert bal["n_synthetic"] == 60 and bal["synthetic"][7:] == [20, 20, 20] and bal["n_real"] == 60
@@ -117,7 +117,7 @@ def test_class_balanced_by_name_in_a_session_fills_the_rare_classes_first(pool):
     quotas = ln._strategy.last_quotas
     assert quotas.sum() == 10 and quotas[3] >= 2 and quotas[3] == quotas.max()   # the rare class first
     assert ids.size == 10 and (lab[ids] < 0).all()
-    assert np.isfinite(ln.pending()["scores"]).all() and ln.pending()["score_name"] == "margin"
+    assert np.isfinite(ln.pending["scores"]).all() and ln.pending["score_name"] == "margin"
     ln.teach(ids, truth[real][ids])
     cfg, _ = config_from_dict({"strategies": ["random", "class_balanced"], "seeds": 1})
     assert cfg.strategies == ("random", "class_balanced")

@@ -123,6 +123,27 @@ def test_hnsw_backend_keeps_list_invariants_and_tracks_recount():
         assert s.counts().sum() == 10 * s.labelled_mask.sum()
     agree = (s.counts() == s.recount()).mean()
     assert agree >= 0.98, agree
+    assert s.recount_agreement() == agree
+
+
+def test_check_as_documented_passes_on_a_healthy_hnsw_pool():
+    """check() with its defaults holds on a healthy HNSW pool (the recount is exact, the
+    pool approximate, so the recount is opt-in there); recount=True still compares."""
+    x = generated_clusters(4000, d=16, seed=4)
+    rng = np.random.default_rng(5)
+    s = scorer(x, k=10, backend="hnsw", labelled=rng.choice(4000, 50, replace=False))
+    for r in range(4):
+        ids, _ = s.select(100, largest=bool(r % 2))
+        s.label(ids)
+        s.check()
+    agree = s.recount_agreement()
+    if agree < 1.0:  # this pool drifted: the strict recount reports it
+        with pytest.raises(AssertionError, match="differ from a recount"):
+            s.check(recount=True)
+    e = scorer(x, k=10, labelled=rng.choice(4000, 50, replace=False))
+    e.label(e.select(100)[0])
+    e.check()
+    assert e.recount_agreement() == 1.0
 
 
 # ----------------------------------------------------------------------------- ties and seeds

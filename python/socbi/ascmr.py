@@ -48,7 +48,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from .knn import ExactPool, HNSWPool, NeighbourPool, _check_embeddings
-from .strategies import PoolState, Strategy, _check_proba
+from .strategies import PoolState, Strategy, _check_proba, register_strategy
 
 __all__ = [
     "Informativeness", "informativeness", "predictive_entropy", "prediction_disagreement",
@@ -91,17 +91,13 @@ def prediction_disagreement(probabilities: Sequence[Any]) -> np.ndarray:
             raise ValueError(f"probabilities[{i}] has shape {p.shape}, probabilities[0] {ps[0].shape}; "
                              f"every modality must predict the same classes for the same items")
 
-    def kl(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            t = np.where(a > 0, a * np.log(np.where(a > 0, a, 1.0) / np.where(b > 0, b, 1.0)), 0.0)
-        return t.sum(axis=1)
+    from scipy.spatial.distance import jensenshannon  # the JS *distance*: its square is the divergence
 
     out = np.zeros(ps[0].shape[0])
     pairs = 0
     for i in range(len(ps)):
         for j in range(i + 1, len(ps)):
-            mid = 0.5 * (ps[i] + ps[j])
-            out += 0.5 * (kl(ps[i], mid) + kl(ps[j], mid)) / math.log(2.0)
+            out += jensenshannon(ps[i], ps[j], base=2.0, axis=1) ** 2  # base 2: divergence / log 2
             pairs += 1
     return np.clip(out / pairs, 0.0, 1.0)
 
@@ -580,3 +576,6 @@ class ASCMR(Strategy):
         return (f"ASCMR(lam={self.lam:g}, k={self.k}, w_intra={self.w_intra:g}, w_inter={self.w_inter:g}, "
                 f"extra_modalities={len(self.extra_probabilities)}, "
                 f"second_embeddings={self.second_embeddings is not None})")
+
+
+register_strategy("ascmr", ASCMR)

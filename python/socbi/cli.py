@@ -12,13 +12,15 @@ import importlib
 import sys
 from typing import List, Optional
 
+from ._cliutil import run_command
+
 # (module, attribute) pairs; each attribute is register(subparsers) -> None.
 _SUBCOMMAND_MODULES = [
     ("socbi.demo", "register"),
     ("socbi.bench", "register"),
     ("socbi.features.cli", "register"),
     ("socbi.session", "register"),
-    ("socbi.experiment", "register"),
+    ("socbi.config", "register"),  # socbi run
     ("socbi.curate", "register"),
     ("socbi.rebalance", "register"),
 ]
@@ -49,7 +51,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    return int(args.func(args) or 0)
+    return run_command(args.func, args)  # bad input: exit 2, message on stderr, stdout empty
 
 
 if __name__ == "__main__":  # pragma: no cover

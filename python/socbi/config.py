@@ -18,11 +18,18 @@ A relative ``dataset`` path is resolved against the config file's directory. Unk
 keys, wrong types and out-of-range values raise :class:`ConfigError` naming the file,
 the key, the value and what is allowed. Parsing uses :mod:`tomllib` (Python 3.11+) or
 the ``tomli`` package. O(file size); thread-safe (pure function).
+
+This module also holds the ``socbi run`` command (:func:`register`): it reads a config
+and calls :func:`socbi.experiment.run_experiment` (data flows config -> experiment).
 """
 from __future__ import annotations
 
+import argparse
+import sys
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple, Union
+
+from .experiment import ExperimentConfig, run_experiment
 
 __all__ = ["ConfigError", "load_config", "config_from_dict"]
 
@@ -44,10 +51,8 @@ def _toml() -> Any:
 
 
 def config_from_dict(doc: Dict[str, Any], *, where: str = "config", base_dir: str = "."
-                     ) -> Tuple["ExperimentConfig", Optional[str]]:  # noqa: F821
+                     ) -> Tuple[ExperimentConfig, Optional[str]]:
     """(validated ExperimentConfig, out directory or None) from a parsed document."""
-    from .experiment import ExperimentConfig
-
     body = dict(doc)
     if "experiment" in body:
         if not isinstance(body["experiment"], dict):
@@ -77,7 +82,7 @@ def config_from_dict(doc: Dict[str, Any], *, where: str = "config", base_dir: st
     return cfg, out
 
 
-def load_config(path: Union[str, Path]) -> Tuple["ExperimentConfig", Optional[str]]:  # noqa: F821
+def load_config(path: Union[str, Path]) -> Tuple[ExperimentConfig, Optional[str]]:
     """Read and validate a TOML experiment config; returns (config, out directory or None)."""
     p = Path(path)
     if not p.is_file():
@@ -88,3 +93,43 @@ def load_config(path: Union[str, Path]) -> Tuple["ExperimentConfig", Optional[st
     except (toml.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{p.name}: not valid TOML ({exc})") from exc
     return config_from_dict(doc, where=p.name, base_dir=str(p.resolve().parent))
+
+
+# =============================================================================== CLI: socbi run
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "run", help="run an experiment described by a TOML file",
+        description="Run the So-CBI evaluation protocol as configured in CONFIG.toml (keys: "
+                    + ", ".join(ExperimentConfig.field_names()) + "; see docs/session.md). "
+                    "Prints the table and writes results.json, table.md, table.csv and curves.png.")
+    p.add_argument("config", metavar="CONFIG.toml", help="experiment configuration")
+    p.add_argument("--out", default=None, help="output directory (default: the config's 'out' key, "
+                                               "else socbi-out/<config name>)")
+    p.add_argument("--jobs", type=int, default=None, help="worker processes (default: the config's, 0 = all CPUs)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.set_defaults(func=_run_main)
+
+
+def _run_main(args: argparse.Namespace) -> int:
+    from ._cliutil import output_dir
+
+    try:
+        if Path(args.config).is_dir():
+            raise ConfigError(f"CONFIG {args.config!r} is a directory; pass the .toml file")
+        if args.out is not None:
+            output_dir(args.out, "--out")
+        cfg, out = load_config(args.config)
+        if args.jobs is not None:
+            if args.jobs < 0:
+                raise ValueError(f"--jobs {args.jobs} must be >= 0 (0 = all CPUs)")
+            cfg.jobs = args.jobs
+        out = args.out or out or str(Path("socbi-out") / Path(args.config).stem)
+        result = run_experiment(cfg, out=out, progress=not args.no_progress)
+    except (ConfigError, ValueError, FileNotFoundError, ImportError) as exc:
+        print(f"socbi run: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    print(result.table())
+    print(f"\n{len(result.runs)} runs in {result.wall_s:.0f} s; wrote {result.files['results']}, "
+          f"{result.files['table_md']}, {result.files['table_csv']} and the learning curves "
+          f"{result.files['plot']}")
+    return 0

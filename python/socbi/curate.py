@@ -67,7 +67,6 @@ import json
 import math
 import os
 import shutil
-import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -79,7 +78,10 @@ import numpy as np
 from ._checks import positive_int as _int_param
 from ._checks import readonly_view
 
-from .knn import ExactPool, HNSWPool, NeighbourPool, _fsync_path, load_pool
+from ._cliutil import fail, output_dir
+from ._files import atomic_write
+from ._files import fsync_path as _fsync_path
+from .knn import ExactPool, HNSWPool, NeighbourPool, load_pool
 
 __all__ = [
     "InfoGrowth", "BatchReport", "curate", "open_curator", "REASONS",
@@ -887,7 +889,6 @@ class InfoGrowth:
         Atomic and resumable: see the module docstring. O(n_kept · (d + M)) bytes written.
         Returns the generation directory written.
         """
-        from .session import atomic_write  # late import: session pulls in the scorer stack
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
@@ -1056,11 +1057,9 @@ def curate(curator: InfoGrowth, first: Any, second: Any = None, labels: Any = No
                          f"{n}; pass the same stream it was started on (or a fresh curator)")
     bar = None
     if progress:
-        try:
-            from tqdm.auto import tqdm  # type: ignore[import-untyped]
-            bar = tqdm(total=n, initial=start, desc="curate", unit="item", unit_scale=True, leave=False)
-        except ImportError:  # pragma: no cover
-            bar = None
+        from ._progress import progress as _progress_policy
+
+        bar = _progress_policy(total=n, initial=start, desc="curate", unit="item")
     since_save = 0
     try:
         for s in range(start, n, batch_size):
@@ -1240,8 +1239,7 @@ def __getattr__(name: str) -> Any:
 
 # =============================================================================== CLI
 def _err(msg: str) -> int:
-    print(f"socbi curate: error: {' '.join(str(msg).split())}", file=sys.stderr)
-    return 2
+    return fail("curate", msg)
 
 
 def register(subparsers: Any) -> None:
@@ -1276,6 +1274,7 @@ def _curate_main(args: argparse.Namespace) -> int:
     from .session import _read_matrix
 
     try:
+        output_dir(args.out, "--out")
         first = _read_matrix(args.first, "first")
         second = None if args.second is None else _read_matrix(args.second, "second")
         labels = None

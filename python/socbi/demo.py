@@ -45,7 +45,8 @@ def demo_config(args: argparse.Namespace) -> ExperimentConfig:
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
-        "demo", help="active learning on sklearn's bundled digits: 9 strategies, 5 seeds, ~2 minutes",
+        "demo", help="active learning on sklearn's bundled digits: 9 strategies, 5 seeds; minutes "
+                     "on 2 cores depending on load",
         description="Runs the So-CBI evaluation protocol on sklearn's bundled digits (real data, no "
                     "download): 30%% test split, 2 labels per class, batches of 20 up to half the pool, "
                     "logistic regression retrained each round; balanced and IF = 0.1 / 0.3 pools. "
@@ -69,15 +70,18 @@ def register(subparsers: Any) -> None:
 
 
 def _main(args: argparse.Namespace) -> int:
+    from ._cliutil import output_dir
+
     try:
         cfg = demo_config(args)
+        output_dir(args.out, "--out")
     except ValueError as exc:
         print(f"socbi demo: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     n_runs = len(cfg.imbalance) * len(cfg.seeds) * len(cfg.strategies)
     print(f"socbi demo: {n_runs} active-learning runs on sklearn {cfg.dataset} "
           f"({len(cfg.strategies)} strategies x {len(cfg.seeds)} seeds x {len(cfg.imbalance)} pool(s))",
-          flush=True)
+          file=sys.stderr, flush=True)  # stderr: a failing run (exit 2) leaves stdout empty
     try:
         result = run_experiment(cfg, out=args.out, progress=not args.no_progress)
     except (ValueError, ImportError) as exc:

@@ -515,7 +515,7 @@ class DiffusionClassGenerator:
     def _checkpoint(path: Path, state: Dict[str, Any]) -> None:
         import torch
 
-        from .session import atomic_write
+        from ._files import atomic_write
 
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, lambda fh: torch.save(state, fh))

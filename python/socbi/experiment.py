@@ -45,13 +45,11 @@ from one thread at a time.
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
 import math
 import os
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field, fields
@@ -62,7 +60,8 @@ import numpy as np
 
 from ._checks import positive_int
 
-from .session import DISPLAY_NAMES, ActiveLearner, atomic_write, canonical_strategy
+from ._files import atomic_write
+from .session import DISPLAY_NAMES, ActiveLearner, canonical_strategy
 
 __all__ = ["ExperimentConfig", "ExperimentResult", "run_experiment", "load_dataset", "prepare_split",
            "run_one", "summarise", "class_imbalance", "aubc", "DEFAULT_STRATEGIES", "DATASETS"]
@@ -311,6 +310,7 @@ def run_one(cfg: ExperimentConfig, imbalance: float, seed: int, strategy: str,
     learner = ActiveLearner(sp.x_pool, labels, strategy=strategy, strategy_options=options, k=cfg.k,
                             backend=cfg.backend, space=cfg.space, pool_options=pool_options,
                             model=cfg.model, eval_set=(sp.x_test, sp.y_test), budget=sp.budget_n,
+                            n_classes=int(max(sp.y_pool.max(), sp.y_test.max())) + 1,
                             seed=seed, progress=False)
     labelled = [learner.n_labelled]
     accuracy = [learner.accuracy]
@@ -393,8 +393,9 @@ def run_experiment(cfg: ExperimentConfig, *, out: Optional[str] = None,
     jobs = max(1, min(jobs, len(tasks)))
     bar = None
     if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=len(tasks), desc="runs", unit="run", leave=False)
+        from ._progress import progress as _progress_policy
+
+        bar = _progress_policy(total=len(tasks), desc="runs", unit="run")
     t0 = time.perf_counter()
     runs: List[Dict[str, Any]] = []
     try:
@@ -571,13 +572,13 @@ def plot_curves(result: ExperimentResult, path: Path) -> Path:
     matplotlib, else an SVG next to ``path``. Returns the file written."""
     cfg = result.config
     try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        import matplotlib  # noqa: F401  (absent -> the SVG fallback)
+        from matplotlib.figure import Figure  # the OO API: the caller's backend is left alone
     except ImportError:
         return _plot_svg(result, path.with_suffix(".svg"))
     n = len(cfg.imbalance)
-    fig, axes = plt.subplots(1, n, figsize=(5.2 * n, 4.2), squeeze=False)
+    fig = Figure(figsize=(5.2 * n, 4.2))
+    axes = fig.subplots(1, n, squeeze=False)
     for ax, imb in zip(axes[0], cfg.imbalance):
         for strat in cfg.strategies:
             grid, mean, std = _curves(result, imb, strat)
@@ -594,7 +595,6 @@ def plot_curves(result: ExperimentResult, path: Path) -> Path:
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
     data = buf.getvalue()
     return atomic_write(path, lambda fh: fh.write(data))
 
@@ -671,39 +671,3 @@ def write_outputs(result: ExperimentResult, out: str) -> Dict[str, str]:
     files["table_csv"] = str(atomic_write(d / "table.csv", lambda fh: fh.write(data)))
     files["plot"] = str(plot_curves(result, d / "curves.png"))
     return files
-
-
-# =============================================================================== CLI: socbi run
-def register(subparsers: Any) -> None:
-    p = subparsers.add_parser(
-        "run", help="run an experiment described by a TOML file",
-        description="Run the So-CBI evaluation protocol as configured in CONFIG.toml (keys: "
-                    + ", ".join(ExperimentConfig.field_names()) + "; see docs/session.md). "
-                    "Prints the table and writes results.json, table.md, table.csv and curves.png.")
-    p.add_argument("config", metavar="CONFIG.toml", help="experiment configuration")
-    p.add_argument("--out", default=None, help="output directory (default: the config's 'out' key, "
-                                               "else socbi-out/<config name>)")
-    p.add_argument("--jobs", type=int, default=None, help="worker processes (default: the config's, 0 = all CPUs)")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    p.set_defaults(func=_run_main)
-
-
-def _run_main(args: argparse.Namespace) -> int:
-    from .config import ConfigError, load_config
-
-    try:
-        cfg, out = load_config(args.config)
-        if args.jobs is not None:
-            if args.jobs < 0:
-                raise ValueError(f"--jobs {args.jobs} must be >= 0 (0 = all CPUs)")
-            cfg.jobs = args.jobs
-        out = args.out or out or str(Path("socbi-out") / Path(args.config).stem)
-        result = run_experiment(cfg, out=out, progress=not args.no_progress)
-    except (ConfigError, ValueError, FileNotFoundError, ImportError) as exc:
-        print(f"socbi run: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
-    print(result.table())
-    print(f"\n{len(result.runs)} runs in {result.wall_s:.0f} s; wrote {result.files['results']}, "
-          f"{result.files['table_md']}, {result.files['table_csv']} and the learning curves "
-          f"{result.files['plot']}")
-    return 0

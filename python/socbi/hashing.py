@@ -98,8 +98,9 @@ def _check_number(name: str, value: Any, strict: bool) -> float:
 def _progress(total: int, desc: str, enabled: bool) -> Any:
     if not enabled:
         return None
-    from tqdm.auto import tqdm
-    return tqdm(total=total, desc=desc, leave=False)
+    from ._progress import progress  # socbi's one progress policy
+
+    return progress(total=total, desc=desc)
 
 
 # =============================================================================== codes
@@ -113,10 +114,9 @@ def hadamard(n: int) -> np.ndarray:
     if n & (n - 1):
         raise ValueError(f"n must be a power of two for a Sylvester Hadamard matrix, got {n}; "
                          f"use 8, 16, 32, 64, 128, ...")
-    h = np.ones((1, 1), dtype=np.int8)
-    while h.shape[0] < n:
-        h = np.block([[h, h], [h, -h]]).astype(np.int8)
-    return h
+    from scipy.linalg import hadamard as _scipy_hadamard  # Sylvester's construction
+
+    return _scipy_hadamard(n, dtype=np.int8)
 
 
 def class_codes(n_classes: int, n_bits: int, *, seed: int = 0) -> np.ndarray:
@@ -613,7 +613,7 @@ class HashModel:
         """Write weights and metadata (torch.save, loadable with weights_only=True), atomically."""
         import io
         import torch
-        from .session import atomic_write
+        from ._files import atomic_write
 
         doc = dict(format=_HASH_FORMAT, state=self.module.state_dict(), n_bits=self.n_bits,
                    codes=torch.from_numpy(self.codes), mean=torch.from_numpy(self.mean),

@@ -42,11 +42,10 @@ from typing import Any, Dict, Optional, Tuple, Union
 import numpy as np
 
 from ._checks import readonly_view
+from ._files import atomic_write, fsync_path
 
-try:  # tqdm is a hard dependency of socbi, but keep the pool importable without it.
-    from tqdm.auto import tqdm as _tqdm
-except ImportError:  # pragma: no cover - exercised only without tqdm
-    _tqdm = None
+from ._progress import progress as _progress_policy
+from ._threads import default_threads
 
 __all__ = [
     "SPACES",
@@ -74,17 +73,8 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 # --------------------------------------------------------------------------- helpers
 def _progress(iterable, *, total: int, desc: str, enabled: bool):
-    if not enabled or _tqdm is None:
-        return iterable
-    return _tqdm(iterable, total=total, desc=desc, unit="chunk", leave=False)
-
-
-def default_threads() -> int:
-    """Number of threads used when ``num_threads`` is None: all CPUs of this process."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - non-Linux
-        return max(1, os.cpu_count() or 1)
+    """socbi's progress policy (socbi._progress): a bar on a terminal, else log lines."""
+    return _progress_policy(iterable, total=total, desc=desc, unit="chunk", enabled=enabled)
 
 
 def _check_ids(ids: Any, capacity: int, name: str = "ids") -> np.ndarray:
@@ -452,39 +442,12 @@ def _graph_file_of(path: Path) -> Optional[Path]:
     return legacy if legacy.exists() else None
 
 
-def _fsync_path(path: Path) -> None:
-    """fsync a file or a directory (its entries); a platform or filesystem that cannot
-    open or fsync a directory is skipped, as nothing more can be done there."""
-    try:
-        fd = os.open(str(path), os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover - some filesystems refuse directory fsync
-        pass
-    finally:
-        os.close(fd)
-
-
-def _tmp_path(target: Path) -> str:
-    """A unique temporary name next to ``target`` (created with the process umask)."""
-    return str(target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"))
+_fsync_path = fsync_path  # the old private name, still used by callers
 
 
 def _atomic_savez(target: Path, arrays: Dict[str, Any]) -> None:
-    tmp = _tmp_path(target)
-    try:
-        with open(tmp, "xb") as fh:
-            np.savez(fh, **{k: np.asarray(v) for k, v in arrays.items()})
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-        _fsync_path(target.parent)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """``np.savez`` of ``arrays`` to ``target`` through :func:`socbi._files.atomic_write`."""
+    atomic_write(target, lambda fh: np.savez(fh, **{k: np.asarray(v) for k, v in arrays.items()}))
 
 
 class ExactPool(NeighbourPool):
@@ -584,11 +547,17 @@ class HNSWPool(NeighbourPool):
         self._index = _index
 
     def _add(self, ids: np.ndarray, x: np.ndarray) -> None:
-        step = self.add_chunk
-        starts = range(0, ids.size, step)
-        for s in _progress(starts, total=len(starts), desc="hnsw add",
-                           enabled=self.progress and len(starts) > 1):
-            self._index.add_items(x[s:s + step], ids[s:s + step], num_threads=self.num_threads)
+        # With progress on, blocks of about 1/20 of the build (>= 1000) give a log line
+        # every few seconds; the insertion order, hence a one-thread graph, is unchanged.
+        step = min(self.add_chunk, max(1000, -(-ids.size // 20))) if self.progress else self.add_chunk
+        bar = _progress_policy(total=ids.size, desc="hnsw build", unit="sample",
+                               enabled=self.progress and ids.size > step)
+        try:
+            for s in range(0, ids.size, step):
+                self._index.add_items(x[s:s + step], ids[s:s + step], num_threads=self.num_threads)
+                bar.update(min(step, ids.size - s))
+        finally:
+            bar.close()
 
     def _delete(self, ids: np.ndarray) -> None:
         done = []
@@ -644,17 +613,7 @@ class HNSWPool(NeighbourPool):
 
     def _save(self, path: Path) -> Optional[Path]:
         target = Path(f"{path}.{uuid.uuid4().hex[:16]}.hnsw")
-        tmp = _tmp_path(target)
-        try:
-            self._index.save_index(tmp)
-            with open(tmp, "rb+") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-        return target
+        return atomic_write(target, self._index.save_index, by_name=True)
 
 
 def make_pool(backend: str, dim: int, capacity: int, space: str = "l2", **kwargs: Any

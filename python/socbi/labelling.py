@@ -88,7 +88,7 @@ def export_batch(path: Union[str, Path], *, ids: Sequence[int], scores: Sequence
                  counts: Sequence[int], sources: Sequence[str], score_name: str, round: int = 0,
                  strategy: str = "", fmt: Optional[str] = None) -> Path:
     """Write a batch for labelling (CSV or JSON by suffix or ``fmt``), atomically."""
-    from .session import atomic_write
+    from ._files import atomic_write
 
     kind = _format_of(path, fmt)
     text = format_batch(ids=ids, scores=scores, counts=counts, sources=sources,

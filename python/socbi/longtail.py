@@ -50,7 +50,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .strategies import PoolState, Strategy, RandomSampling, make_strategy
+from .strategies import PoolState, Strategy, RandomSampling, make_strategy, register_strategy
 
 __all__ = [
     "LongTail", "make_longtail", "class_counts", "imbalance_ratio", "balanced_quotas",
@@ -86,8 +86,9 @@ def _seed(seed: Any) -> int:
 def _bar(total: int, desc: str, enabled: bool) -> Any:
     if not enabled:
         return None
-    from tqdm.auto import tqdm
-    return tqdm(total=total, desc=desc, leave=False)
+    from ._progress import progress  # socbi's one progress policy
+
+    return progress(total=total, desc=desc)
 
 
 def class_counts(labels: Any, n_classes: Optional[int] = None) -> np.ndarray:
@@ -440,6 +441,9 @@ class AugmentedSet:
         return out
 
 
+register_strategy("class_balanced", ClassBalancedSelection)
+
+
 def _describe(generator: Any) -> str:
     d = getattr(generator, "describe", None)
     if callable(d):
@@ -609,7 +613,7 @@ def export_training_set(path: PathLike, data: AugmentedSet, *, sources: Optional
     :func:`balance_report`) and ``items``. ``sources``: one reference per *input* row
     (default ``row:<origin>``). O(N).
     """
-    from .session import atomic_write
+    from ._files import atomic_write
 
     kind = _fmt(path, fmt)
     n_in = int(data.origin.max()) + 1 if (data.origin >= 0).any() else 0
@@ -648,7 +652,7 @@ def annotate_batch_file(path: PathLike, synthetic: Any, *, fmt: Optional[str] = 
     ignores the extra column, so the annotated file imports as before. Re-annotating
     replaces the column. Nothing is written if any id is out of range. O(rows).
     """
-    from .session import atomic_write
+    from ._files import atomic_write
 
     p = Path(path)
     kind = _fmt(p, fmt)
@@ -973,14 +977,13 @@ class RetrievalExperiment:
 
     def plot(self, path: PathLike) -> Path:
         """Grouped bars of mAP per setting and code length (PNG via matplotlib)."""
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure  # the OO API: the caller's backend is left alone
 
         s = self.summary()
         bits = sorted({b for _, b in s})
         settings = [st for st in SETTINGS if any((st, b) in s for b in bits)]
-        fig, ax = plt.subplots(figsize=(9, 4.2))
+        fig = Figure(figsize=(9, 4.2))
+        ax = fig.subplots()
         width = 0.8 / len(bits)
         xs = np.arange(len(settings))
         for j, b in enumerate(bits):
@@ -1000,7 +1003,6 @@ class RetrievalExperiment:
         fig.tight_layout()
         path = Path(path)
         fig.savefig(path, dpi=110)
-        plt.close(fig)
         return path
 
     def paired(self, a: str, b: str, metric: str = "map") -> Dict[int, Dict[str, Any]]:

@@ -50,6 +50,7 @@ import numpy as np
 
 from ._checks import positive_int as _positive_int
 from ._checks import readonly_view
+from ._threads import check_threads
 
 from . import knn as _knn
 from .knn import NeighbourPool, _check_embeddings, _check_ids
@@ -228,10 +229,7 @@ class BoundaryScorer(_LabelledState):
         self.k = _positive_int("k", k)
         if self.k > n:  # the (n, k) neighbour table would be mostly padding, or not fit in memory
             raise ValueError(f"k={self.k} exceeds the {n} samples; pass k <= {n}")
-        if threads == -1:
-            self.threads = -1  # the core index's "all cores"
-        else:
-            self.threads = _positive_int("threads", threads)
+        self.threads = check_threads(threads)  # -1 = the core index's "all cores"
         if tie_break not in ("random", "id"):
             raise ValueError(f"tie_break must be 'random' or 'id', got {tie_break!r}")
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
@@ -453,15 +451,29 @@ class BoundaryScorer(_LabelledState):
             total += np.bincount(nbr.ravel(), minlength=self.n_samples)
         return total[unl]
 
-    def check(self, *, recount: bool = True) -> None:
+    def recount_agreement(self) -> float:
+        """Fraction of unlabelled samples whose count equals a fresh :meth:`recount`, in
+        [0, 1]: 1.0 for the exact pool; for HNSW it measures how far the approximate
+        search drifted. O(n) plus |L| pool queries."""
+        unl = self.unlabelled_ids()
+        if unl.size == 0:
+            return 1.0
+        return float(np.mean(self.recount() == self.counts(unl)))
+
+    def check(self, *, recount: Optional[bool] = None) -> None:
         """Verify the scorer's invariants; raise AssertionError naming the first broken one.
 
         Checks sizes of pool / index / labelled set, that stored lists hold only
         unlabelled ids, that the index counts equal the counts implied by the stored
-        lists, the index's own ``check()`` when it has one and, with ``recount=True``,
-        that the counts equal :meth:`recount` (exact for the exact backend; HNSW may differ
-        slightly, see the module docstring). O(n + |L| K) plus the recount's queries.
+        lists (what the pool returned; exact for every backend) and the index's own
+        ``check()`` when it has one. ``recount`` (default: True for the exact backend
+        only) also compares the counts with :meth:`recount`, a fresh query of every
+        labelled sample: equal for the exact pool, while an HNSW graph search depends on
+        which nodes are deleted, so a healthy HNSW pool can differ there -- measure that
+        with :meth:`recount_agreement` instead. O(n + |L| K) plus the recount's queries.
         """
+        if recount is None:
+            recount = self.pool.backend == "exact"
         n_unl = int((~self._labelled).sum())
         if len(self.pool) != n_unl:
             raise AssertionError(f"pool holds {len(self.pool)} unlabelled samples, scorer {n_unl}")

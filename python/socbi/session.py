@@ -18,9 +18,9 @@ session's generator (``seed``) when round r begins, so :meth:`~ActiveLearner.que
 pure function of the session state: calling it twice, or after save/load, gives the same
 ids. Resume is exact for every strategy whose inputs are restored exactly: labels,
 counts (rebuilt from the saved neighbour lists and checked against the saved index
-contents), the pool (the HNSW graph itself is saved) and the classifier (sklearn
-estimators are refit on the saved labels -- deterministic for the default logistic
-regression -- and the torch MLP's weights are saved). K-Center's min-distance cache is
+contents), the pool (the HNSW graph itself is saved) and the classifier (the default
+``"logreg"`` is refit on the saved labels -- deterministic -- a scikit-learn estimator
+is stored fitted in skops' secure format, and the torch MLP's weights are saved). K-Center's min-distance cache is
 rebuilt from scratch after a load; in float32 a different summation order could in
 principle flip an exact tie, which the tests have not observed.
 
@@ -53,7 +53,13 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 import numpy as np
 
 from ._checks import readonly_view
-from .knn import _check_embeddings, _check_ids, _fsync_path
+from ._cliutil import fail, input_file, output_file
+from ._files import atomic_write, check_file_target  # atomic_write re-exported from here
+from .knn import _check_embeddings, _check_ids
+from . import ascmr as _ascmr  # noqa: F401  (registers the "ascmr" strategy)
+from .longtail import ClassBalancedSelection  # registers the "class_balanced" strategy
+from .labelling import export_batch as _export_batch
+from .labelling import format_batch, read_labels
 from .scoring import BoundaryScorer, _positive_int
 from .strategies import (DEFAULT_STRATEGY, SEALS, KCenterGreedy, NeighbourhoodDiverse, PoolState,
                          RandomSampling, SoCBI, SoCBIPrefilter, Strategy, UncertaintySampling,
@@ -112,49 +118,6 @@ def canonical_strategy(name: Any) -> str:
 
 
 # =============================================================================== files
-def atomic_write(path: PathLike, write: Callable[[Any], None]) -> Path:
-    """Write a file so that a crash leaves either the old content or the new one.
-
-    ``write(fh)`` fills a binary file object opened on a temporary file in the target's
-    directory; the file is flushed and fsync'ed, renamed over ``path`` with
-    :func:`os.replace` (atomic on POSIX and Windows), and the directory is fsync'ed so
-    the rename itself survives a power cut. On any error the temporary file is removed
-    and the old file is untouched. The new file keeps the replaced file's permissions
-    (else 0666 minus the umask). Returns the final path. O(file size).
-    """
-    path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    if not directory.is_dir():
-        raise FileNotFoundError(f"cannot write {str(path)!r}: directory {str(directory)!r} does not "
-                                f"exist; create it first")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(directory))
-    try:
-        os.chmod(tmp, _file_mode(path))  # mkstemp makes 0600; give the usual permissions
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_path(directory)
-    return path
-
-
-def _file_mode(path: Path) -> int:
-    """The mode of the file being replaced, else 0666 minus the umask."""
-    try:
-        return path.stat().st_mode & 0o7777
-    except OSError:
-        mask = os.umask(0)  # read the umask (briefly 0 for this process)
-        os.umask(mask)
-        return 0o666 & ~mask
-
-
 def _sha256(arr: np.ndarray) -> str:
     h = hashlib.sha256()
     h.update(f"{arr.dtype.str}|{arr.shape}|".encode())
@@ -339,6 +302,42 @@ def _model_spec(model: Any) -> Tuple[Any, Dict[str, Any]]:
     return model, {"kind": "custom", "class": f"{type(model).__module__}.{type(model).__qualname__}"}
 
 
+def _skops_dump(model: Any) -> Optional[np.ndarray]:
+    """``model`` in skops' secure format as a byte array, or None when skops is missing or
+    cannot represent it (then load needs ``model=``). Never pickles."""
+    try:
+        import skops.io as sio
+    except ImportError:
+        return None
+    try:
+        return np.frombuffer(sio.dumps(model), dtype=np.uint8)
+    except Exception:  # skops refuses types it cannot serialise safely
+        return None
+
+
+def _skops_load(blob: np.ndarray, path: PathLike, trusted: Optional[Sequence[str]]) -> Any:
+    """Restore a :func:`_skops_dump` array with skops' secure loader: only skops' default
+    trusted types (scikit-learn, numpy, scipy) and the ``trusted`` type names load; any
+    other type raises SessionFileError naming it. Never unpickles."""
+    try:
+        import skops.io as sio
+    except ImportError as exc:
+        raise ImportError("this session stores its scikit-learn model in skops format; install it: "
+                          "pip install 'socbi[knn]' (or pip install skops), or pass model=") from exc
+    data = blob.tobytes()
+    extra = list(trusted or [])
+    untrusted = [t for t in sio.get_untrusted_types(data=data) if t not in extra]
+    if untrusted:
+        raise SessionFileError(f"{str(path)!r}: the saved model uses types skops does not trust by default: "
+                               f"{untrusted}; review them and pass trusted={untrusted!r} to load(), or pass "
+                               f"model= (an unfitted estimator) to refit instead")
+    try:
+        return sio.loads(data, trusted=extra or None)
+    except Exception as exc:
+        raise SessionFileError(f"{str(path)!r}: the saved model does not load ({type(exc).__name__}: {exc}); "
+                               f"pass model= (an unfitted estimator) to refit instead") from exc
+
+
 # =============================================================================== helpers
 class _TimedScorer:
     """Forwards to a BoundaryScorer; accumulates the time spent ranking by count (T_sort)."""
@@ -382,8 +381,6 @@ def _needs_model(strategy: Strategy) -> bool:
 
 
 def _is_class_balanced(strategy: Strategy) -> bool:
-    from .longtail import ClassBalancedSelection  # longtail imports this module's users lazily
-
     return isinstance(strategy, ClassBalancedSelection)
 
 
@@ -425,6 +422,53 @@ def _as_labels(labels: Any, n: int, name: str = "labels") -> np.ndarray:
         raise ValueError(f"{name}[{i}] = {out[i]} is negative; pass a class >= 0, or -1 for an "
                          f"unlabelled sample")
     return out
+
+
+class _DeprecatedCall:
+    """Mixin for the values of properties that used to be methods: calling the value
+    (the old ``learner.pending()`` spelling) still works, with a DeprecationWarning."""
+
+    _name = ""
+
+    def __call__(self) -> Any:
+        import warnings
+
+        warnings.warn(f"ActiveLearner.{self._name} is a property now; drop the parentheses "
+                      f"(learner.{self._name})", DeprecationWarning, stacklevel=2)
+        return self
+
+    @staticmethod
+    def wrap(value: Any, name: str) -> Any:
+        if isinstance(value, np.ndarray):
+            out = value.view(_CallableIds)
+        else:
+            out = _CallableDict(value)
+        out._name = name
+        return out
+
+
+class _CallableIds(_DeprecatedCall, np.ndarray):
+    pass
+
+
+class _CallableDict(_DeprecatedCall, dict):
+    pass
+
+
+def _implausible_classes(classes: np.ndarray) -> str:
+    """Why a set of class indices (ascending, distinct) looks like a typo rather than a
+    class range whose other classes are not sampled yet, or "". Without a declared class
+    count a class may not jump past twice the range below it: {0, 1, 3} and {3, 7} are
+    plausible, {0..9, 1000} and {0..9, 99} are not. Fewer than two classes (a cold
+    start) always are. O(len(classes))."""
+    if classes.size < 2:
+        return ""
+    jump = np.flatnonzero(classes[1:] >= 2 * (classes[:-1] + 1))
+    if jump.size == 0:
+        return ""
+    i = int(jump[0]) + 1
+    return (f"class {int(classes[i])} is far above the classes below it ({classes[:i][-5:].tolist()}), "
+            f"which leaves classes {int(classes[i - 1]) + 1}..{int(classes[i]) - 1} without an example")
 
 
 def _jsonable(v: Any) -> Any:
@@ -475,7 +519,8 @@ class ActiveLearner:
         the uncertainty strategies (LC, margin, entropy, LC-So-CBI, SEALS) once two
         classes are labelled.
     features : array, optional
-        Model inputs, one row per sample (default: ``embeddings``).
+        Model inputs, one row per sample (default: ``embeddings`` as given -- the model
+        sees the caller's dtype, e.g. float64; only the neighbour pool uses float32).
     eval_set : (X, y), optional
         Held-out model inputs and labels; accuracy is logged after each round.
     budget : int or float, optional
@@ -488,7 +533,16 @@ class ActiveLearner:
         A reference per sample (file name, URL, database key) for exported batches;
         default ``"row:<id>"``.
     class_names : sequence of str, optional
-        Names of classes 0..C-1, accepted by :meth:`import_labels`.
+        Names of classes 0..C-1, accepted by :meth:`teach` and :meth:`import_labels`.
+    n_classes : int, optional
+        The number of classes C (default: ``len(class_names)``). Every label must lie in
+        0..C-1; the constructor and :meth:`teach` reject others with ValueError. Without
+        ``class_names`` or ``n_classes`` the class count is unknown, so labels (initial,
+        ``eval_set`` and taught) are checked for plausibility once two classes are known:
+        a class may not jump past twice the range below it -- a label 1000 beside classes
+        0..9, or ``teach(ids, [99] * 5)`` there, is refused, while classes not sampled yet
+        ({0, 1, 3}, {3, 7}) are fine. Pass ``n_classes`` for an exact check (and for many
+        classes with a sparse start, e.g. {3, 17, 42}).
     seed : int
         Seeds the strategy choices, the So-CBI tie-break and the torch model.
     synthetic : (n,) bool array, optional
@@ -515,8 +569,8 @@ class ActiveLearner:
                  eval_set: Optional[Tuple[Any, Any]] = None, budget: Union[int, float, None] = None,
                  target_accuracy: Optional[float] = None, max_rounds: Optional[int] = None,
                  sources: Optional[Sequence[str]] = None,
-                 class_names: Optional[Sequence[str]] = None, seed: int = 0,
-                 progress: bool = True, synthetic: Any = None,
+                 class_names: Optional[Sequence[str]] = None, n_classes: Optional[int] = None,
+                 seed: int = 0, progress: bool = True, synthetic: Any = None,
                  _restore: Optional[Dict[str, Any]] = None) -> None:
         x = _check_embeddings(embeddings, None, name="embeddings")
         n = x.shape[0]
@@ -554,6 +608,14 @@ class ActiveLearner:
                 raise ValueError(f"features has {len(features)} rows but embeddings has {n}; pass one "
                                  f"model input per sample")
         self._features = features
+        # The model trains on the caller's array (float64 stays float64); the float32 copy
+        # ``x`` is for the neighbour pool and the index only.
+        self._features_are_embeddings = False
+        if features is None:
+            given = embeddings if isinstance(embeddings, np.ndarray) else np.asarray(embeddings)
+            if given.dtype != x.dtype:
+                self._features = given
+                self._features_are_embeddings = True
         self.eval_set = self._check_eval_set(eval_set)
         # a budget counts labels paid for: synthetic rows are neither paid for nor counted
         self.budget = self._check_budget(budget, n - int(self._synthetic.sum()))
@@ -578,6 +640,12 @@ class ActiveLearner:
         self.class_names = None if class_names is None else [str(c) for c in class_names]
         if self.class_names is not None and len(set(self.class_names)) != len(self.class_names):
             raise ValueError("class_names must be distinct")
+        self._n_classes_declared = n_classes is not None
+        self._classes_seen = np.empty(0, np.int64)
+        if _restore is not None and "n_classes" in _restore:
+            self.n_classes = _restore["n_classes"]  # as saved (labels taught since were checked)
+        else:
+            self.n_classes = self._check_n_classes(n_classes, lab)
         self.progress = bool(progress)
         self.n_samples = n
         self._x = x
@@ -631,6 +699,41 @@ class ActiveLearner:
                              f"one label per held-out input (and at least one)")
         return xe, ye
 
+    def _check_n_classes(self, n_classes: Any, lab: np.ndarray) -> Optional[int]:
+        """The class count C (declared, or inferred from the labels and eval set); every
+        known label must lie in 0..C-1. None when nothing declares or shows a class."""
+        names = self.class_names
+        if n_classes is not None:
+            c = _positive_int("n_classes", n_classes, hint="; pass the number of classes (>= 1)")
+            if names is not None and len(names) != c:
+                raise ValueError(f"n_classes={c} but class_names has {len(names)} names; pass one name "
+                                 f"per class, or leave n_classes out")
+        elif names is not None:
+            c = len(names)
+        else:
+            c = None
+        seen = lab[lab >= 0]
+        if self.eval_set is not None and self.eval_set[1].dtype.kind in "iu":
+            seen_eval = self.eval_set[1][self.eval_set[1] >= 0].astype(np.int64)
+        else:
+            seen_eval = np.empty(0, np.int64)
+        if c is not None:
+            if seen.size and seen.max() >= c:
+                i = int(np.flatnonzero(lab >= c)[0])
+                raise ValueError(f"labels[{i}] = {int(lab[i])} is not a class index: there are {c} classes "
+                                 f"(0..{c - 1}, from {'class_names' if n_classes is None else 'n_classes'}); "
+                                 f"fix the label or declare more classes")
+            return c
+        classes = np.unique(np.concatenate([seen, seen_eval]))
+        self._classes_seen = classes
+        why = _implausible_classes(classes)
+        if why:
+            c = int(classes[-1]) + 1
+            where = "labels" if seen.size and seen.max() == c - 1 else "eval_set labels"
+            raise ValueError(f"{where} hold class {c - 1} but {why}; pass n_classes= (or class_names=) if "
+                             f"there really are {c} classes, else fix the label")
+        return None  # not declared: labels are checked for plausibility only
+
     @staticmethod
     def _check_budget(budget: Any, n: int) -> Optional[int]:
         if budget is None:
@@ -663,13 +766,15 @@ class ActiveLearner:
     def features(self) -> Any:
         return self._x if self._features is None else self._features
 
+    @property
     def labelled_ids(self) -> np.ndarray:
-        """Ascending labelled ids. O(n)."""
-        return np.flatnonzero(self._labels >= 0).astype(np.int64)
+        """Ascending labelled ids (a new array). O(n)."""
+        return _DeprecatedCall.wrap(np.flatnonzero(self._labels >= 0).astype(np.int64), "labelled_ids")
 
+    @property
     def unlabelled_ids(self) -> np.ndarray:
-        """Ascending unlabelled ids. O(n)."""
-        return np.flatnonzero(self._labels < 0).astype(np.int64)
+        """Ascending unlabelled ids (a new array). O(n)."""
+        return _DeprecatedCall.wrap(np.flatnonzero(self._labels < 0).astype(np.int64), "unlabelled_ids")
 
     @property
     def n_labelled(self) -> int:
@@ -703,8 +808,9 @@ class ActiveLearner:
             raise ValueError(f"i must be a sample id in [0, {self.n_samples}), got {i!r}")
         return self.sources[i] if self.sources is not None else f"row:{i}"
 
+    @property
     def stop_reason(self) -> Optional[str]:
-        """Why the session should stop now, or None. O(1)."""
+        """Why the session should stop now, or None (then :attr:`done` is False). O(1)."""
         if self.n_labelled >= self.n_samples:
             return "every sample is labelled"
         if self.budget is not None and self.n_real_labelled >= self.budget:
@@ -718,7 +824,8 @@ class ActiveLearner:
 
     @property
     def done(self) -> bool:
-        return self.stop_reason() is not None
+        """True when a stopping rule holds (:attr:`stop_reason` says which)."""
+        return self.stop_reason is not None
 
     # ------------------------------------------------------------------ model
     def _fit(self, labels: np.ndarray, seed: int) -> Any:
@@ -793,7 +900,13 @@ class ActiveLearner:
         """The base strategy's value for each picked id (why it was picked)."""
         base = _base_of(self._strategy)
         if isinstance(base, UncertaintySampling):
-            return base.uncertainty(state.predict_proba(ids)), base.measure
+            p = state.predict_proba(ids)
+            if base.measure == "margin":
+                # Export the margin itself, p1 - p2 in [0, 1] (smaller = more uncertain, picked
+                # first), not the strategy's internal sort key -(p1 - p2).
+                top2 = -np.partition(-p, 1, axis=1)[:, :2]
+                return top2[:, 0] - top2[:, 1], "margin"
+            return base.uncertainty(p), base.measure
         if isinstance(base, KCenterGreedy):
             d2 = base.min_distances(state)[ids]
             return np.sqrt(d2.astype(np.float64)), "distance_to_labelled"
@@ -807,9 +920,11 @@ class ActiveLearner:
                 pass
         return np.full(ids.size, np.nan), "none"
 
+    @property
     def pending(self) -> Optional[Dict[str, Any]]:
-        """The last :meth:`query`'s batch (ids, counts, scores, times) until :meth:`teach`."""
-        return None if self._pending is None else dict(self._pending)
+        """The last :meth:`query`'s batch (ids, counts, scores, times) until :meth:`teach`,
+        else None. A copy."""
+        return None if self._pending is None else _DeprecatedCall.wrap(dict(self._pending), "pending")
 
     def _check_teach(self, ids: Any, labels: Any) -> Tuple[np.ndarray, np.ndarray]:
         ids = _check_ids(ids, self.n_samples, name="ids")
@@ -833,10 +948,21 @@ class ActiveLearner:
         if already.any():
             raise ValueError(f"ids {ids[already][:5].tolist()} are labelled already; pass only "
                              f"unlabelled ids")
-        if self.class_names is not None and (lab >= len(self.class_names)).any():
-            bad = int(lab[lab >= len(self.class_names)][0])
-            raise ValueError(f"label {bad} is not a class index: class_names has "
-                             f"{len(self.class_names)} classes")
+        if self.n_classes is not None and (lab >= self.n_classes).any():
+            j = int(np.flatnonzero(lab >= self.n_classes)[0])
+            source = "class_names" if self.class_names is not None else "n_classes"
+            raise ValueError(f"label {int(lab[j])} of id {int(ids[j])} is not a class index: the session "
+                             f"has {self.n_classes} classes (0..{self.n_classes - 1}, from {source}); fix "
+                             f"the label, or declare the classes with n_classes= / class_names= when "
+                             f"creating the session")
+        if self.n_classes is None:
+            seen = np.union1d(self._classes_seen, self._labels[self._labels >= 0])
+            why = _implausible_classes(np.union1d(seen, lab)) if seen.size >= 2 else ""
+            if why:
+                j = int(np.argmax(lab))
+                raise ValueError(f"label {int(lab[j])} of id {int(ids[j])} is not a class index the session "
+                                 f"can accept: {why}; fix the label, or declare the classes with "
+                                 f"n_classes= / class_names= when creating the session")
         return ids, lab
 
     def _map_names(self, names: np.ndarray) -> np.ndarray:
@@ -912,7 +1038,10 @@ class ActiveLearner:
         last batch is shortened to the label budget. With ``save_path`` the session is
         saved atomically every ``save_every`` rounds and at the end. Without any
         stopping rule (budget, target_accuracy, max_rounds) it runs until every sample is
-        labelled. Progress: a tqdm bar over labels.
+        labelled. Progress (socbi's policy: a bar on a terminal, else a log line every 10
+        s) counts labels up to where the active stopping rule ends the run: the budget,
+        ``max_rounds`` rounds of ``batch``, or every sample (a target accuracy may stop
+        it earlier).
         """
         batch = _positive_int("batch", batch)
         save_every = _positive_int("save_every", save_every)
@@ -925,12 +1054,13 @@ class ActiveLearner:
                                  f"labels, got shape {truth.shape}")
             ask = lambda ids: truth[ids]  # noqa: E731
         show = self.progress if progress is None else bool(progress)
-        total = self.budget if self.budget is not None else self.n_samples - self.n_synthetic
+        total = self._labels_at_stop(batch)
         bar = None
         if show:
-            from tqdm.auto import tqdm
-            bar = tqdm(total=total, initial=min(self.n_real_labelled, total), desc=f"{self.strategy_name}",
-                       unit="label", leave=False)
+            from ._progress import progress as _progress_policy
+
+            bar = _progress_policy(total=total, initial=min(self.n_real_labelled, total),
+                                   desc=f"run {self.strategy_name}", unit="label")
         out: List[Dict[str, Any]] = []
         try:
             while not self.done:
@@ -952,6 +1082,55 @@ class ActiveLearner:
                 bar.close()
         return out
 
+    def _labels_at_stop(self, batch: int) -> int:
+        """How many samples will be labelled when :meth:`run` stops by budget, round limit
+        or exhaustion (the earliest); the progress total. O(1)."""
+        total = self.n_samples - self.n_synthetic  # generated rows are never asked for
+        if self.budget is not None:
+            total = min(total, self.budget)
+        if self.max_rounds is not None:
+            total = min(total, self.n_real_labelled + max(0, self.max_rounds - self.round) * batch)
+        return max(total, self.n_real_labelled)
+
+    def learning_curve(self) -> Tuple[np.ndarray, np.ndarray]:
+        """(labels after each round, held-out accuracy after it) from :attr:`log`, both
+        of length ``round``; accuracy is NaN where no ``eval_set`` was measured. O(rounds)."""
+        n = np.array([e["labelled"] for e in self.log], dtype=np.int64)
+        acc = np.array([np.nan if e.get("accuracy") is None else e["accuracy"] for e in self.log],
+                       dtype=np.float64)
+        return n, acc
+
+    def plot_learning_curve(self, path: Optional[PathLike] = None, *, ax: Any = None) -> Any:
+        """Held-out accuracy against labels, one point per round (from :attr:`log`).
+
+        Draws on ``ax`` when given, else on a new :class:`matplotlib.figure.Figure`
+        (the object-oriented API: the caller's backend and pyplot state are untouched);
+        with ``path`` the figure is also written there (PNG/SVG/PDF by suffix,
+        atomically). Returns the Figure. ValueError without rounds or an ``eval_set``.
+        """
+        n, acc = self.learning_curve()
+        if n.size == 0 or np.isnan(acc).all():
+            raise ValueError("no learning curve yet: it needs at least one teach() round with "
+                             "eval_set=(X_test, y_test) given to the session")
+        if path is not None:
+            path = check_file_target(path, example="curve.png")
+        from matplotlib.figure import Figure
+
+        fig = ax.figure if ax is not None else Figure(figsize=(5.5, 4))
+        ax = ax if ax is not None else fig.subplots()
+        ax.plot(n, acc, marker="o", ms=3, label=DISPLAY_NAMES.get(self.strategy_name, self.strategy_name))
+        ax.set_xlabel("labelled samples")
+        ax.set_ylabel("held-out accuracy")
+        ax.set_title(f"{DISPLAY_NAMES.get(self.strategy_name, self.strategy_name)}: {self.round} rounds")
+        ax.grid(alpha=0.3)
+        if path is not None:
+            fmt = path.suffix.lstrip(".").lower() or "png"
+            buf = io.BytesIO()
+            fig.savefig(buf, format=fmt, dpi=110)
+            data = buf.getvalue()
+            atomic_write(path, lambda fh: fh.write(data))
+        return fig
+
     # ------------------------------------------------------------------ labelling files
     def export_batch(self, path: PathLike, n: Optional[int] = None, *, fmt: Optional[str] = None) -> Path:
         """Write the next batch for human labellers (CSV or JSON by suffix or ``fmt``).
@@ -960,8 +1139,6 @@ class ActiveLearner:
         queries ``n``. Rows: id, rank, score, score_name, count, source, and an empty
         label to fill in. Written atomically. Returns the path.
         """
-        from .labelling import export_batch
-
         pend = self._pending
         if pend is None or (n is not None and n != pend["n"]):
             if n is None:
@@ -970,9 +1147,9 @@ class ActiveLearner:
             pend = self._pending
         assert pend is not None
         ids = np.asarray(pend["ids"], np.int64)
-        out = export_batch(path, ids=ids, scores=pend["scores"], counts=pend["counts"],
-                           sources=[self.source(int(i)) for i in ids], score_name=pend["score_name"],
-                           round=self.round, strategy=self.strategy_name, fmt=fmt)
+        out = _export_batch(path, ids=ids, scores=pend["scores"], counts=pend["counts"],
+                            sources=[self.source(int(i)) for i in ids], score_name=pend["score_name"],
+                            round=self.round, strategy=self.strategy_name, fmt=fmt)
         if self.n_synthetic:  # the session holds generated rows: say which exported ones are (none)
             from .longtail import annotate_batch_file
 
@@ -990,7 +1167,7 @@ class ActiveLearner:
         from .longtail import _fmt
 
         kind = _fmt(path, fmt)
-        ids = self.labelled_ids()
+        ids = self.labelled_ids
         names = self.class_names
         rows = [dict(id=int(i), label=int(self._labels[i]), synthetic=bool(self._synthetic[i]),
                      source=self.source(int(i))) for i in ids]
@@ -1020,8 +1197,6 @@ class ActiveLearner:
         known, and -- unless ``allow_partial`` -- ids of the pending batch left out.
         Nothing is taught unless the whole file is valid.
         """
-        from .labelling import read_labels
-
         expected = None if self._pending is None else self._pending["ids"]
         ids, labels = read_labels(path, n_samples=self.n_samples, expected_ids=expected,
                                   allow_partial=allow_partial, class_names=self.class_names,
@@ -1034,12 +1209,13 @@ class ActiveLearner:
 
         Stores labels, round, generator state and round seed, log, pending batch,
         stopping rules, the neighbour pool (HNSW graph or exact vectors) and scorer
-        lists, the index contents (checked on load), model weights (torch MLP; sklearn
-        models are refit on load), embeddings / features / eval set when
+        lists, the index contents (checked on load), the model (torch MLP weights; a
+        scikit-learn estimator, unfitted and fitted, in skops format; ``"logreg"`` is
+        refit on load), embeddings / features / eval set when
         ``store_embeddings`` and they are numeric arrays, each with a SHA-256. A crash
         at any point leaves the previous file loadable. O(n (d + K)) plus the pool.
         """
-        path = Path(path)
+        path = check_file_target(path, example="session.socbi")  # before any work: a directory or missing parent is refused
         arrays: Dict[str, np.ndarray] = {"labels": self._labels}
         with tempfile.TemporaryDirectory(prefix="socbi-save-") as tmp:
             prefix = Path(tmp) / "pool"
@@ -1047,7 +1223,7 @@ class ActiveLearner:
             for name in sorted(os.listdir(tmp)):
                 data = (Path(tmp) / name).read_bytes()
                 arrays[f"pool/{name[len('pool'):]}"] = np.frombuffer(data, dtype=np.uint8)
-        unl = self.unlabelled_ids()
+        unl = self.unlabelled_ids
         arrays["index/ids"] = unl
         arrays["index/counts"] = self.scorer.counts(unl) if unl.size else np.empty(0, np.int64)
         stored = {"embeddings": False, "features": False, "eval_set": False}
@@ -1067,6 +1243,15 @@ class ActiveLearner:
         if isinstance(self.model, TorchMLPClassifier):
             for k, v in self.model.get_state().items():
                 arrays[f"model/{k}"] = v
+        if self._model_desc["kind"] == "custom":
+            # The estimator (unfitted) and its fitted state, in skops' secure format, so
+            # load() resumes without model= and without unpickling.
+            spec = _skops_dump(make_classifier(self._model_arg))
+            if spec is not None:
+                arrays["model/spec.skops"] = spec
+                fitted = None if self.model is None else _skops_dump(self.model)
+                if fitted is not None:
+                    arrays["model/fitted.skops"] = fitted
         if self.sources is not None:
             arrays["sources"] = np.asarray(self.sources, dtype=str)
         if self.n_synthetic:
@@ -1078,8 +1263,10 @@ class ActiveLearner:
             threads=self.threads, model=self._model_desc, seed=self._seed,
             rng_state=self._rng.bit_generator.state, round_seed=self._round_seed,
             budget=self.budget, target_accuracy=self.target_accuracy, max_rounds=self.max_rounds,
-            class_names=self.class_names, fingerprint=self._fingerprint,
-            features_is_embeddings=self._features is None, stored=stored,
+            class_names=self.class_names, n_classes=self.n_classes,
+            n_classes_declared=self._n_classes_declared, fingerprint=self._fingerprint,
+            features_is_embeddings=self._features is None,
+            features_are_embeddings=self._features_are_embeddings, stored=stored,
             log=self.log, pending=self._pending,
             checksums={k: _sha256(np.asarray(v)) for k, v in arrays.items()},
         )
@@ -1161,13 +1348,18 @@ class ActiveLearner:
     @classmethod
     def load(cls, path: PathLike, embeddings: Any = None, *, features: Any = None, model: Any = None,
              eval_set: Optional[Tuple[Any, Any]] = None, sources: Optional[Sequence[str]] = None,
-             progress: bool = True) -> "ActiveLearner":
+             progress: bool = True, trusted: Optional[Sequence[str]] = None) -> "ActiveLearner":
         """Resume a session saved by :meth:`save`; the next :meth:`query` equals the
         uninterrupted run's.
 
         ``embeddings`` (and ``features`` / ``eval_set``) are needed only if they were
         not stored; given ones must match the saved fingerprint. ``model`` is needed
-        only for a custom estimator (sklearn models are refit on the saved labels).
+        only for an estimator skops cannot store: a scikit-learn estimator comes back
+        from the file (skops' secure format, never unpickled; the fitted one as saved,
+        so predictions match), ``"logreg"`` is refit on the saved labels, the torch MLP
+        reloads its weights. ``trusted`` lists extra type names the skops loader may
+        build (skops' defaults cover scikit-learn, numpy and scipy); a file naming any
+        other type is refused with the names to review. A ``model=`` given refits it.
         Raises :class:`SessionFileError` for bad files, ValueError for mismatched
         arguments. O(file size + n K).
         """
@@ -1184,7 +1376,9 @@ class ActiveLearner:
                 raise ValueError(f"embeddings ({x.shape[0]} x {x.shape[1]}) differ from the {n} x {dim} "
                                  f"array the session was saved with; pass the same embeddings")
         if features is None and not meta["features_is_embeddings"]:
-            if "features" not in arrays:
+            if "features" not in arrays and meta.get("features_are_embeddings") and embeddings is not None:
+                features = embeddings  # the model's inputs were the caller's embeddings
+            elif "features" not in arrays:
                 raise ValueError(f"{str(path)!r} was saved with separate model features that were not "
                                  f"stored; pass features=")
             features = arrays["features"]
@@ -1196,8 +1390,13 @@ class ActiveLearner:
         restored_model = None
         if desc["kind"] == "custom":
             if model is None:
-                raise ValueError(f"{str(path)!r} was saved with a custom model ({desc['class']}); pass "
-                                 f"model= (an unfitted estimator of that kind) to load it")
+                if "model/spec.skops" not in arrays:
+                    raise ValueError(f"{str(path)!r} was saved with a model skops cannot store "
+                                     f"({desc['class']}); pass model= (an unfitted estimator of that "
+                                     f"kind) to load it")
+                model = _skops_load(arrays["model/spec.skops"], path, trusted)
+                if "model/fitted.skops" in arrays:
+                    restored_model = _skops_load(arrays["model/fitted.skops"], path, trusted)
         elif model is None:
             model = "logreg" if desc["kind"] == "logreg" else TorchMLPClassifier(**desc["params"])
         if desc["kind"] == "mlp" and isinstance(model, TorchMLPClassifier):
@@ -1230,13 +1429,17 @@ class ActiveLearner:
         restore = dict(scorer=scorer, fingerprint=meta["fingerprint"], rng_state=meta["rng_state"],
                        round_seed=meta["round_seed"], round=meta["round"], log=meta["log"],
                        pending=meta["pending"], model=restored_model)
+        if "n_classes" in meta:  # files from before n_classes infer it from the labels
+            restore["n_classes"] = meta["n_classes"]
         return cls(x, labels, strategy=meta["strategy"], strategy_options=meta["strategy_options"],
                    k=meta["k"], backend=meta["backend"], space=meta["space"],
                    pool_options=meta["pool_options"], threads=meta["threads"], model=model,
                    features=features, eval_set=eval_set, budget=meta["budget"],
                    target_accuracy=meta["target_accuracy"], max_rounds=meta["max_rounds"],
-                   sources=sources, class_names=meta["class_names"], seed=meta["seed"],
-                   progress=progress, synthetic=arrays.get("synthetic"), _restore=restore)
+                   sources=sources, class_names=meta["class_names"],
+                   n_classes=meta["n_classes"] if meta.get("n_classes_declared") else None,
+                   seed=meta["seed"], progress=progress, synthetic=arrays.get("synthetic"),
+                   _restore=restore)
 
     def check(self, recount: Optional[bool] = None) -> None:
         """Verify scorer invariants and that labels agree with the pool; AssertionError if not.
@@ -1247,7 +1450,7 @@ class ActiveLearner:
         """
         if not np.array_equal(np.asarray(self.scorer.labelled_mask), self._labels >= 0):
             raise AssertionError("labels and the scorer's labelled set disagree")
-        self.scorer.check(recount=self.backend == "exact" if recount is None else bool(recount))
+        self.scorer.check(recount=recount)
 
     def __repr__(self) -> str:
         syn = f", synthetic={self.n_synthetic}" if self.n_synthetic else ""
@@ -1257,15 +1460,12 @@ class ActiveLearner:
 
 # =============================================================================== CLI: socbi select
 def _err(cmd: str, msg: str) -> int:
-    print(f"socbi {cmd}: error: {' '.join(str(msg).split())}", file=sys.stderr)
-    return 2
+    return fail(cmd, msg)
 
 
 def _read_matrix(path: str, what: str) -> np.ndarray:
     """A .npy (no pickle) or .csv (numbers, optional header row) file as an array."""
-    p = Path(path)
-    if not p.is_file():
-        raise ValueError(f"--{what}: no such file {path!r}")
+    p = input_file(path, f"--{what}", "a .npy or .csv file")
     suffix = p.suffix.lower()
     if suffix == ".npy":
         try:
@@ -1311,6 +1511,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--space", choices=["l2", "cosine"], default="l2")
     p.add_argument("--candidate-factor", type=float, default=None,
                    help="So-CBI prefilter size as a multiple of --n (default 3)")
+    p.add_argument("--n-classes", type=int, default=None, metavar="C",
+                   help="number of classes; labels must lie in 0..C-1 (default: inferred from --labels, "
+                        "which must then hold an example of every class 0..max)")
     p.add_argument("--model", choices=["logreg", "mlp"], default="logreg",
                    help="classifier for the uncertainty strategies (mlp needs torch)")
     p.add_argument("--seed", type=int, default=0)
@@ -1328,8 +1531,6 @@ def register(subparsers: Any) -> None:
 
 
 def _select_main(args: argparse.Namespace) -> int:
-    from .labelling import format_batch
-
     try:
         x = _read_matrix(args.embeddings, "embeddings")
         y = _read_matrix(args.labels, "labels")
@@ -1380,9 +1581,7 @@ def _select_main(args: argparse.Namespace) -> int:
                                       f"({x.shape[0]})")
         sources = None
         if args.sources is not None:
-            sp = Path(args.sources)
-            if not sp.is_file():
-                return _err("select", f"--sources: no such file {args.sources!r}")
+            sp = input_file(args.sources, "--sources", "a text file with one reference per line")
             sources = sp.read_text().splitlines()
             if len(sources) != x.shape[0]:
                 return _err("select", f"--sources has {len(sources)} lines but there are {x.shape[0]} samples")
@@ -1390,24 +1589,27 @@ def _select_main(args: argparse.Namespace) -> int:
             sources = [f"{Path(args.embeddings).name}#{i}" for i in range(x.shape[0])]
         out_fmt = None
         if args.out is not None:
+            output_file(args.out, "--out", "batch.csv")
             suffix = Path(args.out).suffix.lower()
             if suffix not in (".csv", ".json"):
                 return _err("select", f"--out {args.out!r}: use a .csv or .json file name")
-            if not Path(args.out).resolve().parent.is_dir():
-                return _err("select", f"--out {args.out!r}: directory does not exist")
-        if args.save_session is not None and not Path(args.save_session).resolve().parent.is_dir():
-            return _err("select", f"--save-session {args.save_session!r}: directory "
-                                  f"{str(Path(args.save_session).parent)!r} does not exist; create it first")
+        if args.save_session is not None:
+            output_file(args.save_session, "--save-session", "session.socbi")
         backend = args.backend
         if backend == "auto":
             backend = "exact" if x.shape[0] <= 20000 else "hnsw"
         learner = ActiveLearner(x, labels, strategy=strategy, strategy_options=options,
                                 k=min(args.k, max(1, n_unl)), backend=backend, space=args.space,
                                 model=args.model, seed=args.seed, sources=sources,
-                                progress=not args.no_progress, synthetic=synthetic)
+                                n_classes=args.n_classes, progress=not args.no_progress,
+                                synthetic=synthetic)
         ids = learner.query(args.n)
-        pend = learner.pending()
+        pend = learner.pending
         assert pend is not None
+        # Files first, stdout last: a failure exits 2 with nothing printed.
+        if args.save_session is not None:
+            learner.save(args.save_session)
+            print(f"session saved to {args.save_session}", file=sys.stderr)
         if args.out is not None:
             learner.export_batch(args.out, fmt=out_fmt)
             print(f"wrote {ids.size} samples to {args.out} ({pend['score_name']} scores); fill the label "
@@ -1417,9 +1619,6 @@ def _select_main(args: argparse.Namespace) -> int:
                                           sources=[learner.source(int(i)) for i in ids],
                                           score_name=pend["score_name"], fmt="csv",
                                           round=learner.round, strategy=strategy))
-        if args.save_session is not None:
-            learner.save(args.save_session)
-            print(f"session saved to {args.save_session}", file=sys.stderr)
         return 0
     except (ValueError, FileNotFoundError, SessionFileError, ImportError) as exc:
         return _err("select", str(exc))

@@ -329,13 +329,9 @@ def _top_n(scores: np.ndarray, ids: np.ndarray, n: int, rng: np.random.Generator
 
 
 def _progress(iterable, total: int, desc: str, enabled: bool):
-    if not enabled:
-        return iterable
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover
-        return iterable
-    return tqdm(iterable, total=total, desc=desc, leave=False)
+    from ._progress import progress  # socbi's one progress policy
+
+    return progress(iterable, total=total, desc=desc, enabled=enabled)
 
 
 def _seed_rng(seed: Optional[int]) -> np.random.Generator:
@@ -911,12 +907,15 @@ STRATEGIES: Dict[str, Callable[..., Strategy]] = {
     "margin_div": NeighbourhoodDiverse,
     "margin_div_cover": lambda **kw: NeighbourhoodDiverse(coverage=True, **kw),
     "margin_div_kc": lambda **kw: NeighbourhoodDiverse(coverage="kcenter", **kw),
-    # socbi.ascmr imports this module, so it is imported when first asked for.
-    "ascmr": lambda **kw: __import__("socbi.ascmr", fromlist=["ASCMR"]).ASCMR(**kw),
-    # socbi.longtail imports this module too; base may be a strategy name ("margin").
-    "class_balanced": lambda **kw: __import__(
-        "socbi.longtail", fromlist=["ClassBalancedSelection"]).ClassBalancedSelection(**kw),
 }
+# Strategies defined in modules above this one (data flows strategies -> ascmr/longtail,
+# never back) add themselves with register_strategy when imported; socbi.session imports them.
+_REGISTERED_BY = {"ascmr": "socbi.ascmr", "class_balanced": "socbi.longtail"}
+
+
+def register_strategy(name: str, factory: Callable[..., Strategy]) -> None:
+    """Make ``make_strategy(name)`` build ``factory(**kwargs)``. O(1); call at import time."""
+    STRATEGIES[name] = factory
 
 
 def make_strategy(name: str, **kwargs: Any) -> Strategy:
@@ -924,6 +923,9 @@ def make_strategy(name: str, **kwargs: Any) -> Strategy:
     key = str(name).lower().replace("-", "_").replace(" ", "_").replace("so_cbi", "socbi")
     key = {"k_center": "kcenter", "kcentre": "kcenter", "k_center_socbi": "kcenter_socbi"}.get(key, key)
     if key not in STRATEGIES:
+        if key in _REGISTERED_BY:
+            raise ValueError(f"strategy {name!r} lives in {_REGISTERED_BY[key]}; import it first "
+                             f"(import {_REGISTERED_BY[key]}), or use socbi.session.ActiveLearner")
         raise ValueError(f"unknown strategy {name!r}; choose one of {sorted(STRATEGIES)}")
     try:
         return STRATEGIES[key](**kwargs)

@@ -39,8 +39,9 @@ def register(subparsers: "argparse._SubParsersAction[Any]") -> None:
                    help="without --checkpoint: DINO epochs on the input images (default 20; 0 = random init)")
     p.add_argument("--save-checkpoint", default=None, help="write the DINO checkpoint trained here to this path")
     p.add_argument("--scale", default="auto",
-                   help="multiply pixels by this; 'auto' = 1/255 for integer images, 1/max when float max > 1, "
-                        "else 1 (DINO's augmentations expect values about [0, 1])")
+                   help="multiply pixels by this; 'auto' reads the maximum: 1/255 for 8-bit integer images "
+                        "(maximum 128..255), else 1/maximum when it exceeds 1 (0..16 digits -> 1/16), else 1; "
+                        "the choice is printed (DINO's augmentations expect values about [0, 1])")
     p.add_argument("--no-flip", action="store_true",
                    help="no horizontal flips in DINO augmentations (digits, letters: mirror images differ)")
     p.add_argument("--batch-size", type=int, default=256, help="samples per forward pass (default 256)")
@@ -50,12 +51,17 @@ def register(subparsers: "argparse._SubParsersAction[Any]") -> None:
     p.add_argument("--memmap", action="store_true",
                    help="write rows straight into the output file through a memmap (pools larger than memory)")
     p.add_argument("--seed", type=int, default=0, help="seed for DINO initialisation and augmentations (default 0)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="CPU threads for torch and BLAS (default: all CPUs of this process; -1 = all)")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress (default: a bar on a terminal, else a log line every 10 s)")
     p.set_defaults(func=run)
 
 
 def _err(msg: str, code: int = 2) -> int:
-    print(f"socbi embed: error: {msg}", file=sys.stderr)
+    from .._cliutil import fail
+
+    fail("embed", msg)
     return code
 
 
@@ -71,7 +77,19 @@ def _read_lines(path: Path) -> List[str]:
     return [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
 
 
-def _resolve_scale(arg: str, images: Any) -> float:
+def _max_value(images: Any, chunk: int = 4096) -> float:
+    """Largest value of ``images`` (a memmap is read block by block). O(N)."""
+    import numpy as np
+
+    if images.size == 0:
+        return 0.0
+    return float(max(np.max(images[s:s + chunk]) for s in range(0, images.shape[0], chunk)))
+
+
+def _resolve_scale(arg: str, images: Any) -> "tuple[float, str]":
+    """(pixel scale, a note for stderr or ""). ``auto`` reads the images' maximum: 8-bit
+    images (integer, maximum in 128..255) -> 1/255; other integer images (0..16 digits,
+    12-bit scans) and floats above 1 -> 1/maximum; the choice is always said."""
     import numpy as np
 
     if arg != "auto":
@@ -81,13 +99,19 @@ def _resolve_scale(arg: str, images: Any) -> float:
             raise ValueError(f"--scale {arg!r} is not a number; pass e.g. --scale 0.0039 or --scale auto") from None
         if not s > 0:
             raise ValueError(f"--scale {arg!r}; it must be > 0")
-        return s
-    if np.issubdtype(images.dtype, np.integer) or images.dtype == np.bool_:
-        return 1.0 / 255.0 if images.dtype != np.bool_ else 1.0
-    if not np.issubdtype(images.dtype, np.floating):
+        return s, ""
+    if images.dtype == np.bool_:
+        return 1.0, "--scale auto: boolean images, scale 1"
+    if not (np.issubdtype(images.dtype, np.integer) or np.issubdtype(images.dtype, np.floating)):
         raise ValueError(f"images have dtype {images.dtype}; expected an integer or float array")
-    mx = float(np.max(images)) if images.size else 0.0
-    return 1.0 / mx if mx > 1.0 else 1.0
+    mx = _max_value(images)
+    kind = "integer" if np.issubdtype(images.dtype, np.integer) else "float"
+    if kind == "integer" and 128 <= mx <= 255:
+        return 1.0 / 255.0, f"--scale auto: {images.dtype} images with maximum {mx:g}, read as 8-bit: scale 1/255"
+    if mx > 1.0:
+        return 1.0 / mx, (f"--scale auto: {kind} images with maximum {mx:g} (not 8-bit): scale 1/{mx:g} "
+                          f"so pixels span [0, 1]; pass --scale to choose another")
+    return 1.0, f"--scale auto: {kind} images with maximum {mx:g}: scale 1"
 
 
 def _images_for_torch(images: Any, scale: float) -> Any:
@@ -123,12 +147,15 @@ def run(args: argparse.Namespace) -> int:
     """Entry point of ``socbi embed``; returns the exit code (0 ok, 1 runtime failure, 2 usage error)."""
     src = Path(args.input)
     dst = Path(args.output)
-    if not src.is_file():
-        return _err(f"input {str(src)!r} does not exist or is not a file")
+    from .._cliutil import UsageError, input_file, output_file
+
+    try:
+        input_file(args.input, "INPUT", "an images .npy or a text file")
+        output_file(args.output, "--output", "embeddings.npy")
+    except UsageError as exc:
+        return _err(str(exc))
     if dst.suffix != ".npy":
         return _err(f"--output {str(dst)!r} must end in .npy")
-    if not dst.parent.exists():
-        return _err(f"--output {str(dst)!r}: directory {str(dst.parent)!r} does not exist")
     kind = args.kind
     if kind == "auto":
         if src.suffix == ".npy":
@@ -143,59 +170,29 @@ def run(args: argparse.Namespace) -> int:
         return _err(f"--epochs {args.epochs}; it must be >= 0")
     if kind == "text" and (args.checkpoint or args.save_checkpoint or args.layer):
         return _err("--checkpoint, --save-checkpoint and --layer apply to images, not text")
+    from .._threads import check_threads, limit_threads
+
+    if args.threads is not None:
+        try:
+            check_threads(args.threads, "--threads")
+        except ValueError as exc:
+            return _err(str(exc))
     progress = False if args.quiet else None
 
     try:
         import numpy as np
 
-        from .extract import embed
+        from . import extract  # noqa: F401  (torch: a missing install exits 1 here)
     except ImportError as exc:
         return _err(str(exc), code=1)
 
     out = str(dst) if args.memmap else None
     t0 = time.perf_counter()
     try:
-        if kind == "text":
-            from .text import text_encoder
-
-            lines = _read_lines(src)
-            if not lines:
-                return _err(f"{str(src)!r} has no lines to embed")
-            enc = text_encoder(device=args.device, batch_size=min(args.batch_size, 256), progress=False)
-            emb = embed(enc, lines, batch_size=args.batch_size, device=args.device,
-                        normalize=not args.no_normalize, out=out, progress=progress)
-        else:
-            from .dino import DinoTrainer, load_encoder
-
-            try:
-                raw = np.load(src, mmap_mode="r", allow_pickle=False)
-            except ValueError as exc:
-                return _err(f"cannot read {str(src)!r} as a numeric .npy array ({exc})")
-            if raw.ndim not in (3, 4) or raw.shape[0] == 0:
-                return _err(f"images in {str(src)!r} have shape {raw.shape}; expected (N, H, W) or (N, C, H, W), N > 0")
-            scale = _resolve_scale(args.scale, raw)
-            images = _images_for_torch(raw, scale)
-            channels = 1 if raw.ndim == 3 else int(raw.shape[1])
-            if args.checkpoint:
-                if args.save_checkpoint:
-                    return _err("--save-checkpoint only applies when training (no --checkpoint)")
-                encoder = load_encoder(args.checkpoint, device=args.device)
-                print(f"encoder: {args.checkpoint}", file=sys.stderr)
-            else:
-                trainer = DinoTrainer(in_channels=channels, device=args.device, epochs=max(args.epochs, 1),
-                                      seed=args.seed, flip_p=0.0 if args.no_flip else 0.5)
-                if args.epochs > 0:
-                    hist = trainer.fit(images, progress=progress)
-                    print(f"DINO: {args.epochs} epochs, loss {hist[0]:.3f} -> {hist[-1]:.3f}", file=sys.stderr)
-                else:
-                    trainer.build(np.asarray(raw[:2], dtype=np.float32) * np.float32(scale))
-                    print("DINO: --epochs 0, embedding with the untrained network", file=sys.stderr)
-                if args.save_checkpoint:
-                    trainer.save(args.save_checkpoint)
-                    print(f"checkpoint: {args.save_checkpoint}", file=sys.stderr)
-                encoder = trainer.encoder
-            emb = embed(encoder, images, batch_size=args.batch_size, device=args.device,
-                        normalize=not args.no_normalize, layer=args.layer, out=out, progress=progress)
+        with limit_threads(args.threads, "--threads"):
+            emb = _embed(args, kind, src, out, progress)
+    except _UsageExit as exc:
+        return _err(str(exc))
     except ImportError as exc:
         return _err(str(exc), code=1)
     except (ValueError, TypeError, FileNotFoundError) as exc:
@@ -205,3 +202,59 @@ def run(args: argparse.Namespace) -> int:
     dt = time.perf_counter() - t0
     print(f"wrote {dst}: {emb.shape[0]} x {emb.shape[1]} float32 ({emb.shape[0] / max(dt, 1e-9):.0f} samples/s overall)")
     return 0
+
+
+class _UsageExit(Exception):
+    """A usage error found after the heavy imports (exit 2)."""
+
+
+def _embed(args: argparse.Namespace, kind: str, src: Path, out: Optional[str], progress: Optional[bool]) -> Any:
+    """The embedding work of :func:`run` (inside its thread limit); returns the array.
+    Raises _UsageExit for bad input found after the heavy imports."""
+    import numpy as np
+
+    from .extract import embed
+
+    if kind == "text":
+        from .text import text_encoder
+
+        lines = _read_lines(src)
+        if not lines:
+            raise _UsageExit(f"{str(src)!r} has no lines to embed")
+        enc = text_encoder(device=args.device, batch_size=min(args.batch_size, 256), progress=False)
+        return embed(enc, lines, batch_size=args.batch_size, device=args.device,
+                     normalize=not args.no_normalize, out=out, progress=progress)
+    from .dino import DinoTrainer, load_encoder
+
+    try:
+        raw = np.load(src, mmap_mode="r", allow_pickle=False)
+    except ValueError as exc:
+        raise _UsageExit(f"cannot read {str(src)!r} as a numeric .npy array ({exc})") from None
+    if raw.ndim not in (3, 4) or raw.shape[0] == 0:
+        raise _UsageExit(f"images in {str(src)!r} have shape {raw.shape}; expected (N, H, W) or "
+                         f"(N, C, H, W), N > 0")
+    if args.checkpoint and args.save_checkpoint:
+        raise _UsageExit("--save-checkpoint only applies when training (no --checkpoint)")
+    scale, note = _resolve_scale(args.scale, raw)
+    if note:
+        print(f"socbi embed: {note}", file=sys.stderr)
+    images = _images_for_torch(raw, scale)
+    channels = 1 if raw.ndim == 3 else int(raw.shape[1])
+    if args.checkpoint:
+        encoder = load_encoder(args.checkpoint, device=args.device)
+        print(f"encoder: {args.checkpoint}", file=sys.stderr)
+    else:
+        trainer = DinoTrainer(in_channels=channels, device=args.device, epochs=max(args.epochs, 1),
+                              seed=args.seed, flip_p=0.0 if args.no_flip else 0.5)
+        if args.epochs > 0:
+            hist = trainer.fit(images, progress=progress)
+            print(f"DINO: {args.epochs} epochs, loss {hist[0]:.3f} -> {hist[-1]:.3f}", file=sys.stderr)
+        else:
+            trainer.build(np.asarray(raw[:2], dtype=np.float32) * np.float32(scale))
+            print("DINO: --epochs 0, embedding with the untrained network", file=sys.stderr)
+        if args.save_checkpoint:
+            trainer.save(args.save_checkpoint)
+            print(f"checkpoint: {args.save_checkpoint}", file=sys.stderr)
+        encoder = trainer.encoder
+    return embed(encoder, images, batch_size=args.batch_size, device=args.device,
+                 normalize=not args.no_normalize, layer=args.layer, out=out, progress=progress)

@@ -39,7 +39,7 @@ import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
-from tqdm.auto import tqdm  # noqa: E402
+from .._progress import progress as _progress_policy  # noqa: E402
 
 from .extract import DeviceLike, _amp_context, embed, resolve_device  # noqa: E402
 
@@ -715,8 +715,8 @@ class DinoTrainer:
         _, n_steps = self._iter_batches(data)
         if self.steps_per_epoch is None:
             self.steps_per_epoch = n_steps
-        bar = tqdm(total=(target - self.epoch) * n_steps, desc="dino", unit="step",
-                   disable=(None if progress is None else not progress))
+        bar = _progress_policy(total=(target - self.epoch) * n_steps, desc="dino", unit="step",
+                               enabled=progress)
         while self.epoch < target:
             batches, _ = self._iter_batches(data)
             total, count = 0.0, 0

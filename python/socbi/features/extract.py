@@ -23,7 +23,7 @@ require_torch()  # clear ImportError naming the pip command when torch is missin
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch.utils.data import DataLoader, Dataset, IterableDataset  # noqa: E402
-from tqdm.auto import tqdm  # noqa: E402
+from .._progress import progress as _progress_policy  # noqa: E402
 
 DeviceLike = Union[str, "torch.device", None]
 PathLike = Union[str, "os.PathLike[str]"]
@@ -291,7 +291,8 @@ def embed(
     num_workers:
         DataLoader workers when ``data`` is a ``Dataset``.
     progress:
-        Show a tqdm bar; ``None`` = only when stderr is a terminal.
+        False = none; True / None = socbi's policy (socbi._progress): a tqdm bar on a
+        terminal, else a log line every 10 s.
 
     Returns
     -------
@@ -357,7 +358,7 @@ def embed(
     parts: list = []
     result: Optional[np.ndarray] = None
     row = 0
-    bar = tqdm(total=n_batches, desc="embed", unit="batch", disable=(None if progress is None else not progress))
+    bar = _progress_policy(total=n_batches, desc="embed", unit="batch", enabled=progress)
     try:
         with torch.inference_mode(), _amp_context(dev, amp, amp_dtype):
             for x in batches:
