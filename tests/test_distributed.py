@@ -167,7 +167,9 @@ def test_hnsw_shards_run_and_stay_consistent():
         before = sh.counts()
         kill_and_wait(sh.actors[1])  # restart from the saved HNSW graph
         assert np.array_equal(sh.counts(), before)
-        assert sh.recoveries[0]["replayed_rounds"] == []
+        # restored from the round-0 snapshot (graph file) plus its own delta files
+        assert sh.recoveries[0]["replayed_rounds"] == [1, 2, 3]
+        assert sh.recoveries[0]["checkpoint_round"] == 0
         sh.label(sh.select(20)[0])
         sh.check(recount=False)
     finally:
@@ -176,7 +178,7 @@ def test_hnsw_shards_run_and_stay_consistent():
 
 # ---------------------------------------------------------------- faults
 @pytest.mark.parametrize("phase,every", [("after_query", 1), ("after_query", 2),
-                                         ("during_commit", 2)])
+                                         ("during_commit", 2), ("before_query", 2)])
 def test_killed_shard_recovers_to_the_same_state(phase, every):
     x, _ = data(4)
     ref = BoundaryScorer(x, K, backend="exact", seed=1, progress=False)
@@ -188,7 +190,7 @@ def test_killed_shard_recovers_to_the_same_state(phase, every):
             if p == "during_commit":
                 # actor calls from one caller run in order: shard 0 has committed round 4
                 ray.get(sh.actors[0].size.remote())
-            kill_and_wait(sh.actors[1])
+            kill_and_wait(sh.actors[1])  # before_query: it dies as the queries go out
 
     sh._fault_hook = hook
     rng = np.random.default_rng(2)
@@ -200,16 +202,22 @@ def test_killed_shard_recovers_to_the_same_state(phase, every):
         assert len(sh.recoveries) == 1
         rec = sh.recoveries[0]
         assert rec["shard"] == 1
-        if phase == "after_query":
+        if phase in ("after_query", "before_query"):
             # the victim died before committing round 4: it is restored from its last
-            # checkpoint (round 3 or 2), replays the journal, and round 4 is retried
+            # snapshot (round 3 or 2), replays its own delta files, and round 4 is retried
             assert rec["retried_round"] == kill_round
             assert rec["replayed_rounds"] == ([] if every == 1 else [3])
         else:
             # killed while the commits are in flight: either its commit result was lost
-            # (round 4 retried; survivors' commits are idempotent) or it arrived and the
-            # death shows at the next checkpoint (rounds 3 and 4 replayed from the journal)
-            assert (rec["retried_round"], rec["replayed_rounds"]) in ((4, [3]), (None, [3, 4]))
+            # (round 4 retried; survivors' commits are idempotent; its delta file may or
+            # may not have been written) or it arrived and the death shows at the next
+            # call (rounds 3 and 4 replayed from its delta files)
+            assert (rec["retried_round"], rec["replayed_rounds"]) in ((4, [3]), (4, [3, 4]),
+                                                                      (None, [3, 4]))
+        # only the dead shard is asked again: one neighbour query per shard and round,
+        # plus one for the victim when it died before answering round 4's query
+        extra = 1 if phase == "before_query" else 0
+        assert sh.begin_calls == [6, 6 + extra, 6]
         assert np.array_equal(ref.counts(), sh.counts())
         assert np.array_equal(ref.select(60)[0], sh.select(60)[0])
         sh.check()
