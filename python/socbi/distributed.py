@@ -691,7 +691,14 @@ class ShardedScorer(_LabelledState):
 
         lab_ids = self._labelled_ids_arg(labelled, n)
         self.actors = [self._spawn(s) for s in range(self.n_shards)]
-        ray.get([a.size.remote() for a in self.actors])
+        try:
+            ray.get([a.size.remote() for a in self.actors])
+        except ray.exceptions.RayActorError as exc:  # a shard could not load its rows
+            self.close()
+            cause = str(exc).strip().splitlines()
+            raise ValueError(f"a shard failed to load its rows from {src!r}: "
+                             f"{next((c for c in reversed(cause) if 'Error' in c), cause[-1] if cause else exc)}"
+                             ) from exc
         self.checkpoint()
         if lab_ids.size:  # round 0's initial labels: counted like a first round, no repairs
             self._round(lab_ids, initial=True)
