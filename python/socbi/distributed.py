@@ -332,7 +332,7 @@ class ShardCore:
         return os.getpid()
 
     def info(self) -> Dict[str, Any]:
-        """Process facts for operators and benchmarks: pid, node ip, RSS bytes, rows held,
+        """Process facts for operators and benchmarks: pid, node, RSS and peak RSS bytes, rows held,
         CPU seconds spent loading, rounds replayed by the last restore. O(1)."""
         ip = None
         try:
@@ -341,8 +341,10 @@ class ShardCore:
             node = ray.get_runtime_context().get_node_id()
         except Exception:  # pragma: no cover - outside Ray
             node = None
+        import resource
         return dict(shard=self.shard, pid=os.getpid(), node_ip=ip, node_id=node,
-                    rss=_rss_bytes(), rows=int(self.gids.size), unlabelled=len(self.pool),
+                    rss=_rss_bytes(), peak_rss=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                    rows=int(self.gids.size), unlabelled=len(self.pool),
                     load_cpu_s=self.load_cpu_s, replayed=list(self.replayed))
 
     def rounds(self) -> Tuple[int, int]:
