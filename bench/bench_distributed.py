@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 
 try:  # an installed socbi first; else the source tree next to this script
-    import socbi.storage  # noqa: F401
+    import socbi.storage  # noqa: F401  (probe only)
 except ImportError:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "python"))
 
@@ -78,7 +78,11 @@ def ensure_data(path: Path, n: int, d: int, seed: int = 0) -> Path:
 def run_config(args: argparse.Namespace) -> dict:
     import ray
 
-    path = ensure_data(Path(args.data_dir) / f"emb_{args.n}x{args.dim}.npy", args.n, args.dim)
+    path = Path(args.data_dir) / f"emb_{args.n}x{args.dim}.npy"
+    if not path.exists():  # in a child process, so that this (driver) process's peak RSS
+        import subprocess  # measures the driver, not the generator
+        subprocess.run([sys.executable, __file__, "--generate-only", "--n", str(args.n),
+                        "--dim", str(args.dim), "--data-dir", args.data_dir], check=True)
     ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False,
              object_store_memory=args.object_store_mb * MB)
     pool_opts = {"num_threads": 1}
@@ -227,7 +231,11 @@ def main(argv=None) -> int:
     ap.add_argument("--formats", action="store_true", help="compare .npy and Parquet reads")
     ap.add_argument("--merge", action="store_true", help="time the driver merges alone (no Ray)")
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--generate-only", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.generate_only:
+        ensure_data(Path(args.data_dir) / f"emb_{args.n}x{args.dim}.npy", args.n, args.dim)
+        return 0
     if args.formats:
         row = dict(kind="formats", **formats(args))
     elif args.merge:
