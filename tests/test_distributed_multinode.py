@@ -76,9 +76,13 @@ def cluster():
     if ray.is_initialized():
         ray.shutdown()
     tmp = tempfile.mkdtemp(prefix="socbi-ray2n-")
-    env = dict(os.environ, RAY_AUTH_MODE="disabled")  # ignore any shared ~/.ray token
+    # One authentication mode for the driver and both nodes. A local ray.init() earlier
+    # in this process switched it to "token" (Ray's default once a token exists) and
+    # cached that in-process, so keep it then; a fresh process runs with it disabled.
     old_auth = os.environ.get("RAY_AUTH_MODE")
-    os.environ["RAY_AUTH_MODE"] = "disabled"
+    mode = old_auth or "disabled"
+    env = dict(os.environ, RAY_AUTH_MODE=mode)
+    os.environ["RAY_AUTH_MODE"] = mode
     port = _free_port()
     common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--disable-usage-stats",
               "--object-store-memory=100000000"]
