@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 
 try:  # an installed socbi first; else the source tree next to this script
-    import socbi.storage  # noqa: F401  (probe only)
+    import socbi.storage  # noqa: F401 (probe: is socbi importable?)
 except ImportError:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "python"))
 
@@ -122,11 +122,13 @@ def run_config(args: argparse.Namespace) -> dict:
         row["select_s"] = time.perf_counter() - t0
         info = sh.shard_info()
         row["shards_info"] = [dict(shard=i["shard"], rows=i["rows"], rss_mb=i["rss"] / MB,
+                                   rss_anon_mb=i["rss_anon"] / MB, rss_file_mb=i["rss_file"] / MB,
                                    peak_rss_mb=i["peak_rss"] / MB, load_cpu_s=i["load_cpu_s"])
                               for i in info]
         row["shard_rss_mb_max"] = max(i["rss"] for i in info) / MB
         row["shard_peak_rss_mb_max"] = max(i["peak_rss"] for i in info) / MB
         row["driver_rss_mb"] = _rss_bytes() / MB
+        row["driver_rss_anon_mb"] = _rss_bytes("RssAnon") / MB
         row["driver_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         t0 = time.perf_counter()
         sh.checkpoint()

@@ -68,7 +68,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from . import knn as _knn
-from .knn import _check_embeddings, _check_ids
+from .knn import _check_ids
 from .scoring import RoundStats, _LabelledState, _positive_int, default_index_factory, round_deltas
 from .session import ActiveLearner
 from .strategies import PoolState
@@ -207,13 +207,18 @@ def owned_ids(shard: int, n_shards: int, n: int, scheme: str = "hash",
     return np.concatenate(parts) if parts else np.empty(0, np.int64)
 
 
-def _rss_bytes() -> int:
-    """Resident set size of this process (Linux /proc; 0 where unavailable)."""
+def _rss_bytes(kind: str = "VmRSS") -> int:
+    """Resident set size of this process in bytes (Linux /proc/self/status; ``kind``
+    ``"VmRSS"`` (all), ``"RssAnon"`` (heap) or ``"RssFile"`` (mapped files); 0 where
+    unavailable)."""
     try:
-        with open("/proc/self/statm") as fh:
-            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(kind + ":"):
+                    return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):  # pragma: no cover - non-Linux
-        return 0
+        pass
+    return 0
 
 
 def _delta_name(r: int) -> str:
@@ -310,6 +315,7 @@ class ShardCore:
                 ids, rows = ids[mine], rows[mine]
             if ids.size:
                 pool.add(np.searchsorted(self.gids, ids), rows)
+        self.source.release()
         if len(pool) != self.gids.size:
             miss = self.gids[pool.state == _knn.ABSENT]
             raise ValueError(f"shard {self.shard}: the source gave no row for ids "
@@ -343,7 +349,8 @@ class ShardCore:
             node = None
         import resource
         return dict(shard=self.shard, pid=os.getpid(), node_ip=ip, node_id=node,
-                    rss=_rss_bytes(), peak_rss=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                    rss=_rss_bytes(), rss_anon=_rss_bytes("RssAnon"),
+                    rss_file=_rss_bytes("RssFile"), peak_rss=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
                     rows=int(self.gids.size), unlabelled=len(self.pool),
                     load_cpu_s=self.load_cpu_s, replayed=list(self.replayed))
 

@@ -36,7 +36,7 @@ import os
 import posixpath
 import uuid
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -100,6 +100,10 @@ class RowSource:
         """A JSON-able description (saved with checkpoints; :func:`open_rows` reopens it)."""
         raise NotImplementedError
 
+    def release(self) -> None:
+        """Drop open handles and mappings (reopened on next use). A shard calls it once
+        its pool is built, so the file pages it read stop counting in its RSS."""
+
     def _check_ids(self, ids: Any) -> np.ndarray:
         ids = np.asarray(ids, dtype=np.int64).ravel()
         if ids.size and (ids.min() < 0 or ids.max() >= self.n):
@@ -137,6 +141,9 @@ class NpyRows(RowSource):
 
     def __getstate__(self) -> Dict[str, Any]:
         return {"path": self.path, "n": self.n, "dim": self.dim, "_mm": None}
+
+    def release(self) -> None:
+        self._mm = None
 
     @property
     def array(self) -> np.ndarray:
@@ -189,6 +196,10 @@ class ArrayRows(RowSource):
         if self._ref is not None:
             st["_x"] = None
         return st
+
+    def release(self) -> None:
+        if self._ref is not None:  # the object store keeps the rows; map them again on use
+            self._x = None
 
     @property
     def array(self) -> np.ndarray:
@@ -533,5 +544,3 @@ class CheckpointStore:
         return f"CheckpointStore({self.location!r})"
 
 
-def _sequence(x: Any) -> Sequence[Any]:  # pragma: no cover - tiny helper for typing
-    return x
