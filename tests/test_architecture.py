@@ -115,5 +115,4 @@ def test_one_atomic_write_helper():
     """Only socbi/_files.py renames temporary files over targets (os.replace)."""
     users = sorted(_module_name(p) for p in PKG.rglob("*.py")
                    if "os.replace(" in p.read_text(encoding="utf-8"))
-    # distributed.py is being rewritten separately; it should switch to _files.atomic_write
-    assert set(users) <= {"socbi._files", "socbi.distributed"}, users
+    assert users == ["socbi._files"], users

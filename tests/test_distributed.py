@@ -3,6 +3,7 @@ and session, exact merges, and recovery from a killed shard actor.
 
 Skipped cleanly when Ray is not installed. One Ray cluster (2 CPUs) serves the module.
 """
+import os
 import time
 
 import numpy as np
@@ -167,7 +168,9 @@ def test_hnsw_shards_run_and_stay_consistent():
         before = sh.counts()
         kill_and_wait(sh.actors[1])  # restart from the saved HNSW graph
         assert np.array_equal(sh.counts(), before)
-        assert sh.recoveries[0]["replayed_rounds"] == []
+        # restored from the round-0 snapshot (graph file) plus its own delta files
+        assert sh.recoveries[0]["replayed_rounds"] == [1, 2, 3]
+        assert sh.recoveries[0]["checkpoint_round"] == 0
         sh.label(sh.select(20)[0])
         sh.check(recount=False)
     finally:
@@ -176,7 +179,7 @@ def test_hnsw_shards_run_and_stay_consistent():
 
 # ---------------------------------------------------------------- faults
 @pytest.mark.parametrize("phase,every", [("after_query", 1), ("after_query", 2),
-                                         ("during_commit", 2)])
+                                         ("during_commit", 2), ("before_query", 2)])
 def test_killed_shard_recovers_to_the_same_state(phase, every):
     x, _ = data(4)
     ref = BoundaryScorer(x, K, backend="exact", seed=1, progress=False)
@@ -188,7 +191,7 @@ def test_killed_shard_recovers_to_the_same_state(phase, every):
             if p == "during_commit":
                 # actor calls from one caller run in order: shard 0 has committed round 4
                 ray.get(sh.actors[0].size.remote())
-            kill_and_wait(sh.actors[1])
+            kill_and_wait(sh.actors[1])  # before_query: it dies as the queries go out
 
     sh._fault_hook = hook
     rng = np.random.default_rng(2)
@@ -200,16 +203,22 @@ def test_killed_shard_recovers_to_the_same_state(phase, every):
         assert len(sh.recoveries) == 1
         rec = sh.recoveries[0]
         assert rec["shard"] == 1
-        if phase == "after_query":
+        if phase in ("after_query", "before_query"):
             # the victim died before committing round 4: it is restored from its last
-            # checkpoint (round 3 or 2), replays the journal, and round 4 is retried
+            # snapshot (round 3 or 2), replays its own delta files, and round 4 is retried
             assert rec["retried_round"] == kill_round
             assert rec["replayed_rounds"] == ([] if every == 1 else [3])
         else:
             # killed while the commits are in flight: either its commit result was lost
-            # (round 4 retried; survivors' commits are idempotent) or it arrived and the
-            # death shows at the next checkpoint (rounds 3 and 4 replayed from the journal)
-            assert (rec["retried_round"], rec["replayed_rounds"]) in ((4, [3]), (None, [3, 4]))
+            # (round 4 retried; survivors' commits are idempotent; its delta file may or
+            # may not have been written) or it arrived and the death shows at the next
+            # call (rounds 3 and 4 replayed from its delta files)
+            assert (rec["retried_round"], rec["replayed_rounds"]) in ((4, [3]), (4, [3, 4]),
+                                                                      (None, [3, 4]))
+        # only the dead shard is asked again: one neighbour query per shard and round,
+        # plus one for the victim when it died before answering round 4's query
+        extra = 1 if phase == "before_query" else 0
+        assert sh.begin_calls == [6, 6 + extra, 6]
         assert np.array_equal(ref.counts(), sh.counts())
         assert np.array_equal(ref.select(60)[0], sh.select(60)[0])
         sh.check()
@@ -253,7 +262,8 @@ def test_distributed_learner_matches_active_learner(strategy, tmp_path):
     labels = np.full(N, -1)
     start = np.random.default_rng(0).choice(N, 12, replace=False)
     labels[start] = y[start]
-    common = dict(strategy=strategy, k=K, backend="exact", seed=11, progress=False)
+    n_classes = int(y.max()) + 1
+    common = dict(strategy=strategy, k=K, backend="exact", seed=11, progress=False, n_classes=n_classes)
     single = make_learner(x, labels, **common)
     dist = make_learner(x, labels, distributed={"n_shards": 3}, **common)
     assert isinstance(single, ActiveLearner) and isinstance(dist, DistributedLearner)
@@ -270,6 +280,10 @@ def test_distributed_learner_matches_active_learner(strategy, tmp_path):
         assert [e["counts"] for e in single.log] == [e["counts"] for e in dist.log]
         dist.check()
         assert dist.recoveries == []
+        # the declared class count survives the save: class n_classes is still refused
+        assert dist.n_classes == n_classes
+        with pytest.raises(ValueError, match="classes"):
+            dist.teach([int(np.flatnonzero(dist.labels < 0)[0])], [n_classes])
     finally:
         dist.close()
 
@@ -300,3 +314,135 @@ def test_embed_on_actors_keeps_order():
         embed(items, bad_shape, batch_size=50, n_actors=1, actor_options={"num_cpus": 0})
     with pytest.raises(ValueError, match="batch_size"):
         embed(items, Doubler, batch_size=0)
+
+
+# ---------------------------------------------------------------- row sources
+def _sources(kind, x, tmp_path):
+    """The same rows as each storage kind a shard can load from."""
+    if kind == "array":
+        return x
+    if kind == "npy":
+        np.save(tmp_path / "emb.npy", x)
+        return str(tmp_path / "emb.npy")
+    if kind == "parquet":  # a folder of two files, several row groups each
+        from socbi.storage import write_parquet
+        (tmp_path / "pq").mkdir()
+        half = x.shape[0] // 2
+        write_parquet(tmp_path / "pq" / "part-0.parquet", [x[:half]], row_group_rows=150)
+        write_parquet(tmp_path / "pq" / "part-1.parquet", [x[half:]], row_group_rows=150)
+        return str(tmp_path / "pq")
+    import pyarrow as pa
+    ids = np.arange(x.shape[0])[::-1].copy()  # any order: the id column says which row
+    col = pa.FixedSizeListArray.from_arrays(pa.array(x[ids].ravel()), x.shape[1])
+    return ray.data.from_arrow(pa.table({"id": ids, "embedding": col}))
+
+
+@pytest.mark.parametrize("kind,scheme", [("npy", "range"), ("parquet", "hash"),
+                                         ("parquet", "range"), ("ray_dataset", "hash")])
+def test_shards_load_their_rows_from_storage(kind, scheme, tmp_path):
+    pytest.importorskip("pyarrow")
+    if kind == "ray_dataset":
+        pytest.importorskip("pandas")  # Ray Data needs it
+    x, _ = data(10)
+    ref = BoundaryScorer(x, K, backend="exact", seed=3, progress=False)
+    sh = ShardedScorer(_sources(kind, x, tmp_path), K, n_shards=2, scheme=scheme, seed=3)
+    try:
+        for r in range(3):
+            ids = ref.select(30, largest=r == 1)[0]
+            ref.label(ids)
+            sh.label(ids)
+        assert np.array_equal(ref.counts(), sh.counts())
+        some = np.array([5, 0, 999, 17])
+        assert np.array_equal(sh.rows(some), x[some])  # rows by id, from their owners
+        info = sh.shard_info()
+        assert sum(i["rows"] for i in info) == N
+    finally:
+        sh.close()
+
+
+def test_driver_never_reads_the_matrix(tmp_path):
+    """Rounds, selections and row fetches never read the source on the driver: only the
+    shard actors stream it (once, at load)."""
+    from socbi.storage import NpyRows
+    x, _ = data(11)
+    np.save(tmp_path / "emb.npy", x)
+    driver = os.getpid()
+
+    class DriverGuard(NpyRows):  # defined here: pickled by value to the actors
+        def chunks(self, *a, **kw):
+            assert os.getpid() != driver, "the driver streamed the embedding matrix"
+            return super().chunks(*a, **kw)
+
+        def take(self, ids):
+            raise AssertionError("rows must come from the shards, not from storage")
+
+    ref = BoundaryScorer(x, K, backend="exact", seed=2, progress=False)
+    sh = ShardedScorer(DriverGuard(tmp_path / "emb.npy"), K, n_shards=2, seed=2)
+    try:
+        assert not any(isinstance(v, np.ndarray) and v.size >= x.size for v in vars(sh).values())
+        for r in range(3):
+            ids = ref.select(40, largest=r % 2 == 1)[0]
+            ref.label(ids)
+            sh.label(ids)
+        assert np.array_equal(ref.select(50)[0], sh.select(50)[0])
+        assert np.array_equal(sh.rows([3, 4]), x[[3, 4]])
+    finally:
+        sh.close()
+
+
+def test_bad_rows_are_found_once_at_load_naming_the_id(tmp_path):
+    x, _ = data(12)
+    x[777, 3] = np.nan
+    np.save(tmp_path / "bad.npy", x)
+    with pytest.raises(ValueError, match=r"NaN or infinite values in rows \[777\]"):
+        ShardedScorer(str(tmp_path / "bad.npy"), K, n_shards=2)
+
+
+def test_session_query_checks_only_the_rows_involved(tmp_path, monkeypatch):
+    """DistributedLearner.query must not validate the whole matrix (ActiveLearner's
+    PoolState does, O(n d) per query): only the scored rows are touched."""
+    import socbi.strategies as strategies
+    x, y = data(13)
+    np.save(tmp_path / "emb.npy", x)
+    labels = np.full(N, -1)
+    start = np.random.default_rng(1).choice(N, 12, replace=False)
+    labels[start] = y[start]
+    dist = DistributedLearner(str(tmp_path / "emb.npy"), labels, n_shards=2, k=K, seed=4,
+                              strategy="lc_socbi", progress=False)
+    seen = []
+    real = strategies._check_embeddings
+
+    def spy(arr, *a, **kw):
+        seen.append(np.asarray(arr).shape[0])
+        return real(arr, *a, **kw)
+
+    monkeypatch.setattr(strategies, "_check_embeddings", spy)
+    try:
+        ids = dist.query(20)
+        dist.teach(ids, y[ids])
+        dist.query(20)
+        assert all(m < N for m in seen), seen
+    finally:
+        dist.close()
+
+
+def test_checkpoints_go_to_a_filesystem_uri(tmp_path):
+    x, _ = data(14)
+    uri = f"file://{tmp_path}/ckpt"
+    ref = BoundaryScorer(x, K, backend="exact", seed=6, progress=False)
+    sh = ShardedScorer(x, K, n_shards=2, seed=6, checkpoint_dir=uri, checkpoint_every=2)
+    try:
+        for _ in range(3):  # snapshots at rounds 0 and 2, delta file for round 3
+            ids = ref.select(30)[0]
+            ref.label(ids)
+            sh.label(ids)
+        files = sorted(p.relative_to(tmp_path / "ckpt").as_posix()
+                       for p in (tmp_path / "ckpt").rglob("*") if p.is_file())
+        assert "shard-0001/deltas/r0000000003.npz" in files
+        assert not any("deltas/r0000000002" in f for f in files)  # covered by the snapshot
+        kill_and_wait(sh.actors[1])
+        assert np.array_equal(ref.counts(), sh.counts())
+        assert sh.recoveries[0]["replayed_rounds"] == [3]
+        assert sh.begin_calls == [3, 3]  # recovery between rounds re-queries nothing
+    finally:
+        sh.close()
