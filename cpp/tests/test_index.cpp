@@ -228,6 +228,175 @@ void test_ties_and_edges() {
   }
 }
 
+
+// One end only: the n smallest (bottom) or largest (top) keys against the model.
+bool same_end(Index& idx, const Model& model, size_t n, bool from_top, std::string& why) {
+  auto ref = model.sorted();
+  if (from_top) std::reverse(ref.begin(), ref.end());
+  std::vector<uint32_t> ids(n + 1);
+  std::vector<double> sc(n + 1);
+  const size_t k = from_top ? idx.top(n, ids.data(), sc.data()) : idx.bottom(n, ids.data(), sc.data());
+  if (k != std::min(n, ref.size())) {
+    why = "size " + std::to_string(k);
+    return false;
+  }
+  for (size_t i = 0; i < k; ++i)
+    if (ids[i] != ref[i].second || sc[i] != ref[i].first) {
+      why = std::string(from_top ? "top" : "bottom") + " mismatch at " + std::to_string(i) + " of " + std::to_string(n);
+      return false;
+    }
+  return true;
+}
+
+// Issue 17: the lazy apply. Seeded random sequences on tied integer counts: large one-signed
+// batches (lazy when the last query read the matching end), small mixed item updates,
+// inserts, erases and queries at both ends while the chain is stale, check() after every
+// step, every answer against the model.
+void test_lazy_sequences(uint32_t node_size, uint64_t seed) {
+  const uint32_t cap = 6000;
+  Index idx(cap, node_size);
+  Model model;
+  std::mt19937_64 rng(seed);
+  {
+    std::vector<uint32_t> ids;
+    std::vector<double> sc;
+    for (uint32_t i = 0; i < cap; ++i)
+      if (rng() % 8 != 0) {
+        ids.push_back(i);
+        sc.push_back(double(rng() % 3));
+        model.s[i] = sc.back();
+      }
+    idx.insert(ids.data(), sc.data(), ids.size());
+  }
+  uint64_t lazy_seen = 0, stale_queries = 0;
+  for (int step = 0; step < 400; ++step) {
+    const int op = int(rng() % 10);
+    const bool stale_before = idx.stats().stale != 0;
+    if (op < 4) {  // a big batch of +1s (or -1s), repeats allowed
+      const double d = op == 3 ? -1.0 : 1.0;
+      std::vector<uint32_t> ids;
+      std::vector<double> ds;
+      std::vector<uint32_t> present;
+      for (auto& kv : model.s) present.push_back(kv.first);
+      const size_t m = Index::kLazyMin + rng() % 3000;
+      for (size_t j = 0; j < m && !present.empty(); ++j) {
+        ids.push_back(present[rng() % present.size()]);
+        ds.push_back(d);
+        model.s[ids.back()] += d;
+      }
+      if (rng() % 2) {
+        idx.update(ids.data(), ds.data(), ids.size(), 1 + unsigned(rng() % 2));
+      } else {
+        idx.update_scalar(ids.data(), d, ids.size(), 1);
+      }
+    } else if (op < 6) {  // a few item updates of either sign
+      for (int j = 0; j < 20 && !model.s.empty(); ++j) {
+        auto it = model.s.begin();
+        std::advance(it, rng() % model.s.size());
+        uint32_t id = it->first;
+        double v = double(int64_t(rng() % 5) - 2);
+        idx.update(&id, &v, 1);
+        it->second += v;
+      }
+    } else if (op == 6) {  // erase some, insert some
+      for (int j = 0; j < 30; ++j) {
+        uint32_t id = uint32_t(rng() % cap);
+        if (model.s.count(id)) {
+          idx.erase(&id, 1);
+          model.s.erase(id);
+        } else {
+          double v = double(rng() % 4);
+          idx.insert(&id, &v, 1);
+          model.s[id] = v;
+        }
+      }
+    } else {  // queries, mostly at the bottom (the So-CBI end)
+      std::string why;
+      const bool from_top = op == 9;
+      const size_t n = 1 + size_t(rng() % 300);
+      if (stale_before && !from_top) ++stale_queries;
+      EXPECT(same_end(idx, model, n, from_top, why), why + " step " + std::to_string(step));
+    }
+    try {
+      idx.check();
+    } catch (const std::exception& e) {
+      EXPECT(false, std::string(e.what()) + " at step " + std::to_string(step));
+    }
+    EXPECT(idx.size() == model.s.size(), "size");
+    lazy_seen = idx.stats().lazy_updates;
+  }
+  EXPECT(lazy_seen > 10, "lazy path taken only " + std::to_string(lazy_seen) + " times");
+  EXPECT(stale_queries > 10, "few queries on a stale chain: " + std::to_string(stale_queries));
+  std::string why;
+  EXPECT(same_answer(idx, model, cap, why), why);
+}
+
+// Issue 17: which path a batch takes, and the stale chain's rebuilds.
+void test_path_choice() {
+  const uint32_t cap = 100000;
+  Index idx(cap);
+  std::vector<uint32_t> all(cap);
+  std::vector<double> zero(cap, 0.0);
+  for (uint32_t i = 0; i < cap; ++i) all[i] = i;
+  idx.insert(all.data(), zero.data(), cap);
+  std::vector<uint32_t> out(128);
+  std::vector<double> osc(128);
+  std::mt19937_64 rng(5);
+  std::vector<uint32_t> ids(2000);
+  for (auto& x : ids) x = uint32_t(rng() % cap);
+  auto st = idx.stats();
+  // No query yet and a small batch: item moves.
+  idx.update_scalar(ids.data(), 1.0, ids.size());
+  EXPECT(idx.stats().lazy_updates == 0 && idx.stats().moves > st.moves, "small batch before any query: moves");
+  // After bottom(): increments go lazily, and bottom() walks the stale chain.
+  idx.bottom(128, out.data(), osc.data());
+  const uint64_t rebuilds = idx.stats().rebuilds;
+  idx.update_scalar(ids.data(), 1.0, ids.size());
+  EXPECT(idx.stats().lazy_updates == 1 && idx.stats().stale == 1, "lazy after bottom()");
+  idx.bottom(128, out.data(), osc.data());
+  EXPECT(idx.stats().stale == 1 && idx.stats().rebuilds == rebuilds, "bottom() on a stale chain needs no rebuild");
+  idx.check();
+  // Decrements never go lazily into a chain stale from increments: item moves put each id
+  // in its node's range, which keeps the stale side's invariant (check()).
+  idx.update_scalar(ids.data(), -1.0, ids.size());
+  EXPECT(idx.stats().lazy_updates == 1 && idx.stats().stale == 1, "decrements on an increment-stale chain: moves");
+  idx.check();
+  idx.update_scalar(ids.data(), 1.0, ids.size());
+  EXPECT(idx.stats().lazy_updates == 2 && idx.stats().stale == 1, "stale chain: increments lazily again");
+  // top() reads the other end: rebuild first.
+  idx.top(128, out.data(), osc.data());
+  EXPECT(idx.stats().stale == 0, "top() rebuilds a chain made stale by increments");
+  idx.check();
+  // After top(), increments of a small batch move items; a huge one is rebuilt now.
+  const uint64_t lazy = idx.stats().lazy_updates;
+  idx.update_scalar(ids.data(), 1.0, ids.size());
+  EXPECT(idx.stats().lazy_updates == lazy && idx.stats().stale == 0, "after top(): moves");
+  std::vector<uint32_t> big(cap);
+  for (auto& x : big) x = uint32_t(rng() % cap);
+  const uint64_t r0 = idx.stats().rebuilds;
+  idx.update_scalar(big.data(), 1.0, big.size());
+  EXPECT(idx.stats().rebuilds == r0 + 1 && idx.stats().stale == 0, "after top(): a huge batch is rebuilt now");
+  // Ski rental: stale bottom() walks that keep reading far (every bottom id pushed up
+  // lazily each round) end in a rebuild without any top() query.
+  idx.bottom(128, out.data(), osc.data());
+  const uint64_t r1 = idx.stats().rebuilds;
+  std::vector<double> low_sc(2048);
+  std::vector<uint32_t> low(2048);
+  for (int round = 0; round < 200 && idx.stats().rebuilds == r1; ++round) {
+    const size_t k = idx.bottom(2048, low.data(), low_sc.data());
+    idx.update_scalar(low.data(), 1.0, k);  // 2048 >= kLazyMin: lazy
+    idx.bottom(128, out.data(), osc.data());
+  }
+  EXPECT(idx.stats().rebuilds > r1, "stale walks never paid for a rebuild");
+  idx.check();
+  // A fixed bulk_fraction keeps the old rule: no lazy path.
+  Index fixed(cap, Index::kDefaultNodeSize, 0.25);
+  fixed.insert(all.data(), zero.data(), cap);
+  fixed.bottom(128, out.data(), osc.data());
+  fixed.update_scalar(big.data(), 1.0, big.size());
+  EXPECT(fixed.stats().lazy_updates == 0 && fixed.stats().rebuilds == 2, "bulk_fraction = 0.25: rebuild");
+}
+
 // 8 threads mix update / insert / erase / top / bottom. Thread t owns ids congruent to t
 // mod 8 among the "churn" ids (insert and erase them); everyone updates the shared ids
 // with integer deltas. At the end every shared score is the exact sum.
@@ -283,6 +452,15 @@ void test_concurrent_stress(int threads, int ops_per_thread) {
             applied[t][ids[j]] += 1;
           }
           idx.update(ids, ds, 64, 2, 1);
+          // And a lazy batch (after bottom(): increments leave the chain stale) that the
+          // other threads' queries and moves meet (issue 17).
+          std::vector<uint32_t> lz(Index::kLazyMin + 100);
+          for (auto& x : lz) {
+            x = uint32_t(rng() % shared);
+            applied[t][x] += 1;
+          }
+          idx.bottom(64, qids.data(), qsc.data());
+          idx.update_scalar(lz.data(), 1.0, lz.size(), 1 + unsigned(op % 2));
           try {
             idx.check();
           } catch (const std::exception&) {
@@ -485,6 +663,9 @@ int main(int argc, char** argv) {
   for (uint32_t b : {8u, 16u, 256u})
     for (uint64_t seed = 1; seed <= (quick ? 2u : 4u); ++seed) test_random_sequences(b, seed * 7919 + b);
   test_ties_and_edges();
+  for (uint32_t b : {16u, 64u, 2048u})
+    for (uint64_t seed = 1; seed <= (quick ? 1u : 3u); ++seed) test_lazy_sequences(b, seed * 104729 + b);
+  test_path_choice();
   test_parallel_batch();
   test_checked_bulk_update();
   test_team();

@@ -436,6 +436,8 @@ struct IndexStats {
   uint64_t query_retries = 0;
   uint64_t memory_bytes = 0;
   uint64_t scratch_bytes = 0;   // bulk-path scratch kept for the next bulk call (in memory_bytes)
+  uint64_t lazy_updates = 0;    // batches applied lazily (status table only; the chain left stale)
+  uint64_t stale = 0;           // 1 while the chain is stale from a lazy batch
 };
 
 class SemiOrderedIndex {
@@ -452,9 +454,15 @@ class SemiOrderedIndex {
   // every 1000): larger nodes mean fewer skip-list levels to search per move, smaller
   // ones a cheaper boundary node per query; 1024-4096 were within noise, 256 was 2.4x slower.
   static constexpr uint32_t kDefaultNodeSize = 2048;
-  // bulk_fraction: batches with at least bulk_fraction * size() items take the
-  // exclusive rebuild path (0 disables it).
-  explicit SemiOrderedIndex(uint64_t capacity, uint32_t node_size = kDefaultNodeSize, double bulk_fraction = 0.25)
+  // bulk_fraction: < 0 (the default, kAutoBulk) chooses each batch's path by its estimated
+  // cost (see choose_path): item moves, the exclusive rebuild, or the lazy apply. > 0:
+  // batches with at least bulk_fraction * size() items take the exclusive rebuild path,
+  // the others item moves (the rule before issue 17). 0 disables the exclusive paths.
+  static constexpr double kAutoBulk = -1.0;
+  // Batches below this size are never applied lazily (they stay item moves, which need no
+  // exclusive section), unless the cost model would rebuild them.
+  static constexpr size_t kLazyMin = 1024;
+  explicit SemiOrderedIndex(uint64_t capacity, uint32_t node_size = kDefaultNodeSize, double bulk_fraction = kAutoBulk)
       : capacity_(capacity), node_size_(node_size), bulk_fraction_(bulk_fraction) {
     if (capacity == 0 || capacity > kMaxCapacity)
       throw std::invalid_argument("capacity must be in [1, 4294967294], got " + std::to_string(capacity));
@@ -564,7 +572,10 @@ class SemiOrderedIndex {
   BatchError update_checked(const IdT* ids, const double* deltas, double delta, size_t n, unsigned threads = 1,
                             int bulk = -1) {
     static_assert(std::is_integral<IdT>::value, "ids must be integers");
-    if (use_bulk(n, bulk)) return bulk_apply(ids, deltas, delta, n, threads, /*assign=*/false);
+    const int sign = delta_sign(deltas, delta, n);
+    const Path path = choose_path(n, bulk, sign);
+    if (path != Path::kMoves)
+      return bulk_apply(ids, deltas, delta, n, threads, /*assign=*/false, path == Path::kLazy ? sign : 0);
     std::vector<uint32_t> v(n);
     for (size_t i = 0; i < n; ++i) {
       if (!id_in_range(ids[i])) return {i, BadInput::kOutOfRange};
@@ -608,8 +619,10 @@ class SemiOrderedIndex {
   // threads get disjoint key ranges.
   void update(const uint32_t* ids, const double* deltas, size_t n, unsigned threads = 1,
               int bulk = -1 /* -1 auto, 0 never, 1 always */) {
-    if (use_bulk(n, bulk)) {
-      bulk_update(ids, deltas, n, threads, /*assign=*/false);
+    const int sign = delta_sign(deltas, 0.0, n);
+    const Path path = choose_path(n, bulk, sign);
+    if (path != Path::kMoves) {
+      bulk_apply(ids, deltas, 0.0, n, threads, /*assign=*/false, path == Path::kLazy ? sign : 0);
       return;
     }
     if (n >= kSortedBatch) {
@@ -624,8 +637,10 @@ class SemiOrderedIndex {
   }
   // Same as update with one delta for every id.
   void update_scalar(const uint32_t* ids, double delta, size_t n, unsigned threads = 1, int bulk = -1) {
-    if (use_bulk(n, bulk)) {
-      bulk_apply(ids, nullptr, delta, n, threads, /*assign=*/false);
+    const int sign = delta_sign(nullptr, delta, n);
+    const Path path = choose_path(n, bulk, sign);
+    if (path != Path::kMoves) {
+      bulk_apply(ids, nullptr, delta, n, threads, /*assign=*/false, path == Path::kLazy ? sign : 0);
       return;
     }
     std::vector<uint32_t> sid;
@@ -706,6 +721,8 @@ class SemiOrderedIndex {
       st.query_retries += sh.query_retries.load(std::memory_order_relaxed);
     }
     st.rebuilds = rebuilds_.load(std::memory_order_relaxed);
+    st.lazy_updates = lazy_updates_.load(std::memory_order_relaxed);
+    st.stale = dirty_.load(std::memory_order_relaxed) != 0;
     uint64_t items_bytes = 0;
     for (uint32_t x = head_; x != kNil; x = node(x).next[0].load(std::memory_order_acquire)) {
       const Node& nd = node(x);
@@ -1089,14 +1106,34 @@ class SemiOrderedIndex {
         ++out_of_range;  // in flight: its owner is about to move it
       }
     }
-    if (keys.size() < 2) return kNil;
-    size_t mid = keys.size() / 2;  // >= 1: at least one in-range key stays below the pivot
-    std::nth_element(keys.begin(), keys.begin() + mid, keys.end());
-    const detail::Key pivot = keys[mid];
+    // On a stale chain (lazy apply) a full node may hold mostly stale ids, which no owner
+    // is about to move: split it anyway, at any key strictly inside its range, and send
+    // the stale ids to the new upper node (their side of the range holds there too), so
+    // that both halves have room.
+    const bool dirty = dirty_.load(std::memory_order_relaxed) != 0;
+    detail::Key pivot;
+    size_t upper_keys;
+    if (keys.size() >= 2) {
+      const size_t mid = keys.size() / 2;  // >= 1: at least one in-range key stays below the pivot
+      std::nth_element(keys.begin(), keys.begin() + mid, keys.end());
+      pivot = keys[mid];
+      upper_keys = keys.size() - mid;
+    } else if (dirty && out_of_range > 0 && keys.size() == 1) {
+      pivot = keys[0];
+      upper_keys = 1;
+    } else if (dirty && out_of_range > 0) {
+      pivot = x.lo.id < 0xFFFFFFFFu ? detail::Key{x.lo.score, x.lo.id + 1}
+                                    : detail::Key{std::nextafter(x.lo.score, std::numeric_limits<double>::infinity()), 0};
+      if (!(pivot < hi)) return kNil;  // a one-key range: cannot be cut
+      upper_keys = 0;
+    } else {
+      return kNil;
+    }
+    const detail::Key xlo = x.lo;
 
     // Sized for the items expected to go up; y grows while it is still unlinked if
     // scores moved meanwhile.
-    const uint32_t upper = uint32_t(keys.size() - mid) + out_of_range;
+    const uint32_t upper = uint32_t(upper_keys) + out_of_range;
     const uint32_t ycap = std::min<uint32_t>(kMaxNodeCap, std::max<uint32_t>(node_size_, upper + node_size_ / 8));
     const uint32_t yi = alloc_node(ycap);
     Node& y = node(yi);
@@ -1123,7 +1160,7 @@ class SemiOrderedIndex {
       uint64_t m = mm.load(std::memory_order_acquire);
       for (;;) {
         detail::Key k{entries_[id].score.load(std::memory_order_acquire), id};
-        const bool to_y = !(k < pivot);
+        const bool to_y = !(k < pivot) || (dirty && k < xlo);
         uint64_t nm;
         if (to_y) {
           nm = relocated(m, yi, y.hwm.load(std::memory_order_relaxed));
@@ -1638,10 +1675,31 @@ class SemiOrderedIndex {
     return s;
   }
 
+  // A query on a lazily updated chain (dirty_ != 0) walks it with query_dirty when it reads
+  // the end the lazy deltas moved ids away from and the walks so far have not cost more
+  // than a rebuild would; otherwise it rebuilds first (exclusive) and walks the clean chain.
   template <class IdT>
   size_t query(size_t n, bool from_top, IdT* out_ids, double* out_scores) {
     if (n == 0) return 0;
-    Pin pin(*this);
+    const int end = from_top ? 1 : -1;
+    if (last_end_.load(std::memory_order_relaxed) != end) last_end_.store(end, std::memory_order_relaxed);
+    for (;;) {
+      {
+        Pin pin(*this);  // dirty_ changes only under the exclusive guard: stable while pinned
+        const int d = dirty_.load(std::memory_order_relaxed);
+        if (d == 0) return query_pinned(n, from_top, out_ids, out_scores);
+        if (d == -end) {
+          const size_t k = query_dirty(n, from_top, out_ids, out_scores);
+          if (k != kGaveUp) return k;
+        }
+      }
+      settle_dirty();
+    }
+  }
+
+  // The clean walk (every id inside its node's range). Caller pinned.
+  template <class IdT>
+  size_t query_pinned(size_t n, bool from_top, IdT* out_ids, double* out_scores) {
     Shard& sh = my_shard();
     std::vector<uint32_t> ids;
     ids.reserve(std::min<size_t>(n + node_size_, size_t(capacity_)));
@@ -1751,12 +1809,142 @@ class SemiOrderedIndex {
     return k;
   }
 
+  static constexpr size_t kGaveUp = ~size_t(0);
+
+  // The walk on a stale chain (dirty_ == -end, caller pinned). After a lazy batch of
+  // increments every id's key is >= its node's lo (it may lie above its node's range), so
+  // an id in a node not yet walked has a key >= that node's lo. Walking up from the
+  // bottom, once n of the keys read lie below the next node's lo, no unread key can be
+  // among the n smallest. Keys read above that bound wait in a heap until the bound
+  // passes them. Mirrored for top() after decrements. O(ids read + n log n); the ids read
+  // beyond n + B count towards dirty_work_, and when they would pass size() the walk gives
+  // up (kGaveUp) so that the caller rebuilds: a stale chain never costs the queries more
+  // than about one rebuild.
+  template <class IdT>
+  size_t query_dirty(size_t n, bool from_top, IdT* out_ids, double* out_scores) {
+    Shard& sh = my_shard();
+    const uint64_t budget = size() + n + node_size_;
+    std::vector<uint32_t> ids;
+    std::vector<Packed> keys, floaters;
+    std::vector<std::pair<uint32_t, uint32_t>> segs;  // (node, items version) read
+    // Keys past the bound wait in a heap whose top is the nearest to the bound.
+    auto heap_less = [from_top](Packed a, Packed b) { return from_top ? a < b : a > b; };
+    for (int attempt = 0; attempt < 3; ++attempt) {
+      ids.clear();
+      keys.clear();
+      floaters.clear();
+      segs.clear();
+      const uint64_t structure = structure_stamp();
+      size_t settled = 0;
+      uint32_t x = from_top ? tail_.load(std::memory_order_acquire) : head_;
+      while (x != kNil && settled < n) {
+        Node& nd = node(x);
+        const size_t begin = ids.size();
+        segs.emplace_back(x, read_node_ids(nd, ids, sh));
+        const uint32_t nx = from_top ? nd.prev.load(std::memory_order_acquire) : nd.next[0].load(std::memory_order_acquire);
+        // Every unread id lies in a node beyond the bound: bottom, keys >= next node's lo;
+        // top, keys < this node's lo (= the hi of the node below).
+        const Packed bound = from_top ? pack(nd.lo.score, nd.lo.id)
+                                      : nx == kNil ? ~Packed(0) : pack(node(nx).lo.score, node(nx).lo.id);
+        auto inside = [&](Packed k) { return from_top ? !(k < bound) : (k < bound || nx == kNil); };
+        for (size_t i = begin; i < ids.size(); ++i) {
+          if (i + 8 < ids.size()) __builtin_prefetch(&entries_[ids[i + 8]], 0, 1);
+          const Packed k = pack(entries_[ids[i]].score.load(std::memory_order_acquire), ids[i]);
+          keys.push_back(k);
+          if (inside(k)) {
+            ++settled;
+          } else {
+            floaters.push_back(k);
+            std::push_heap(floaters.begin(), floaters.end(), heap_less);
+          }
+        }
+        while (!floaters.empty() && inside(floaters.front())) {
+          std::pop_heap(floaters.begin(), floaters.end(), heap_less);
+          floaters.pop_back();
+          ++settled;
+        }
+        if (dirty_work_.load(std::memory_order_relaxed) + keys.size() > budget) return kGaveUp;
+        x = nx;
+      }
+      if (structure_stamp() == structure) break;
+      bump(sh.query_retries);
+    }
+    const uint64_t extra = keys.size() > n + node_size_ ? keys.size() - n - node_size_ : 0;
+    if (extra) dirty_work_.fetch_add(extra, std::memory_order_relaxed);
+    bool moved = false;  // an id moved between two nodes read may have been read twice
+    for (const auto& sg : segs) moved |= node(sg.first).items_ver.load(std::memory_order_acquire) != sg.second;
+    if (moved) {
+      auto by_id = [](Packed a, Packed b) { return uint32_t(a) < uint32_t(b); };
+      std::sort(keys.begin(), keys.end(), by_id);
+      keys.erase(std::unique(keys.begin(), keys.end(), [](Packed a, Packed b) { return uint32_t(a) == uint32_t(b); }),
+                 keys.end());
+    }
+    const size_t k = std::min(n, keys.size());
+    auto better = [from_top](Packed a, Packed b) { return from_top ? a > b : a < b; };
+    if (k < keys.size()) std::nth_element(keys.begin(), keys.begin() + k, keys.end(), better);
+    std::sort(keys.begin(), keys.begin() + k, better);
+    for (size_t i = 0; i < k; ++i) {
+      out_ids[i] = IdT(uint32_t(keys[i]));
+      out_scores[i] = unpack_score(keys[i]);
+    }
+    return k;
+  }
+
+  // Rebuilds a stale chain (exclusive; nothing to do if another thread already did).
+  void settle_dirty() {
+    ExclusiveGuard ex(*this);
+    if (dirty_.load(std::memory_order_relaxed) == 0) return;
+    detail::TeamScope team(rebuild_threads(dirty_threads_));
+    rebuild_any_locked(dirty_threads_);
+  }
+
   // ------------------------------------------------------------------ bulk path
-  bool use_bulk(size_t n, int bulk) const noexcept {
-    if (bulk == 1) return true;
-    if (bulk == 0 || bulk_fraction_ <= 0) return false;
+  // Inserts and assignments: the rebuild or item by item (no lazy form: their keys may go
+  // either way).
+  bool use_bulk(size_t n, int bulk) const noexcept { return choose_path(n, bulk, kMixed) != Path::kMoves; }
+
+  // Which way a batch of updates goes (issue 17). Item moves cost about kMoveNs each (a
+  // +1 to a tied count leaves its node: ids are split by key); the rebuild costs kApplyNs
+  // per item plus kRebuildNsPerId per id it scans; the lazy apply costs kApplyNs per item
+  // now, and later queries at the end the deltas move ids away from (bottom() after
+  // increments) walk past the stale ids, until their extra reads reach size(): then one
+  // rebuild (ski rental: a lazy batch never costs more than about twice its best path).
+  // Lazy is taken when the cost model says rebuild (unless the last query read the other
+  // end: then the rebuild runs now, with this call's threads), or for batches of
+  // kLazyMin+ when the last query read the compatible end or the chain is already stale
+  // in this direction. Constants measured on the 2-core VM (bench/bench_round.py).
+  enum class Path { kMoves, kRebuild, kLazy };
+  static constexpr int kMixed = 2;  // delta_sign of a batch with both signs (or an assignment)
+  static constexpr double kMoveNs = 300, kApplyNs = 20, kRebuildNsPerId = 17;
+
+  // +1: every delta >= 0 and one > 0; -1: every delta <= 0 and one < 0; 0: all zero;
+  // kMixed: both signs or a NaN (the checked paths refuse it).
+  static int delta_sign(const double* deltas, double delta, size_t n) noexcept {
+    if (!deltas) return delta > 0 ? 1 : delta < 0 ? -1 : delta == 0 ? 0 : kMixed;
+    double lo = 0, hi = 0;
+    bool nan = false;
+    for (size_t i = 0; i < n; ++i) {
+      lo = std::min(lo, deltas[i]);
+      hi = std::max(hi, deltas[i]);
+      nan |= deltas[i] != deltas[i];
+    }
+    if (nan || (lo < 0 && hi > 0)) return kMixed;
+    return hi > 0 ? 1 : lo < 0 ? -1 : 0;
+  }
+
+  Path choose_path(size_t n, int bulk, int sign) const noexcept {
+    if (bulk == 1) return Path::kRebuild;
+    if (bulk == 0 || bulk_fraction_ == 0) return Path::kMoves;
     const uint64_t sz = size();
-    return n >= 4096 && double(n) >= bulk_fraction_ * double(sz);
+    if (bulk_fraction_ > 0) return n >= 4096 && double(n) >= bulk_fraction_ * double(sz) ? Path::kRebuild : Path::kMoves;
+    const int dirty = dirty_.load(std::memory_order_relaxed);
+    const int end = last_end_.load(std::memory_order_relaxed);  // -1 bottom, +1 top, 0 none yet
+    const bool lazy_ok = (sign == 1 || sign == -1) && (dirty == 0 || dirty == sign);
+    if (lazy_ok && n >= kLazyMin && (end == -sign || dirty == sign)) return Path::kLazy;
+    const double scanned = double(sz * 4 >= capacity_ ? capacity_ : sz);  // see rebuild_any_locked
+    const double rebuild = double(n) * kApplyNs + scanned * kRebuildNsPerId;
+    if (n < 4096 || double(n) * kMoveNs <= rebuild) return Path::kMoves;
+    return lazy_ok && end != sign ? Path::kLazy : Path::kRebuild;
   }
 
   void bulk_update(const uint32_t* ids, const double* vals, size_t n, unsigned threads, bool assign) {
@@ -1767,16 +1955,30 @@ class SemiOrderedIndex {
   // range, presence, finite result), each old score going to an undo log; a refused batch
   // is rolled back from the log newest first, which restores every score bit for bit.
   // Then the rebuild.
+  // lazy_sign != 0 (the lazy apply): the chain is left stale instead (see query_dirty), ids
+  // with their new keys past their nodes' ranges on the lazy_sign side, unless the chain
+  // is stale the other way already (then it is rebuilt).
   template <class IdT>
-  BatchError bulk_apply(const IdT* ids, const double* vals, double scalar, size_t n, unsigned threads, bool assign) {
+  BatchError bulk_apply(const IdT* ids, const double* vals, double scalar, size_t n, unsigned threads, bool assign,
+                        int lazy_sign = 0) {
     ExclusiveGuard ex(*this);
     const unsigned T = unsigned(std::max<size_t>(1, std::min<size_t>(threads, n / kMinPerThread)));
-    detail::TeamScope team(std::max(T, rebuild_threads(threads)));
+    const int dirty = dirty_.load(std::memory_order_relaxed);
+    const bool lazy = lazy_sign != 0 && (dirty == 0 || dirty == lazy_sign);
+    detail::TeamScope team(lazy ? T : std::max(T, rebuild_threads(threads)));
     const BatchError bad = (T == 1 || n > UINT32_MAX) ? apply_serial(ids, vals, scalar, n, assign)
                                                       : apply_partitioned(ids, vals, scalar, n, T, assign);
     if (scratch_.bytes() > kScratchKeepPerId * capacity_) scratch_.release();
     scratch_bytes_.store(scratch_.bytes(), std::memory_order_relaxed);  // stats() must not walk scratch_
-    if (bad.index == n) rebuild_any_locked(threads);
+    if (bad.index == n) {
+      if (lazy) {
+        dirty_.store(lazy_sign, std::memory_order_relaxed);
+        dirty_threads_ = threads;
+        lazy_updates_.fetch_add(1, std::memory_order_relaxed);
+      } else {
+        rebuild_any_locked(threads);
+      }
+    }
     return bad;
   }
 
@@ -2102,6 +2304,8 @@ class SemiOrderedIndex {
     h.set_hi(kPlusInf);
     tail_.store(head_, std::memory_order_relaxed);
     rebuilds_.fetch_add(1, std::memory_order_relaxed);
+    dirty_.store(0, std::memory_order_relaxed);  // every rebuild places every id
+    dirty_work_.store(0, std::memory_order_relaxed);
   }
 
   // Exclusive. Links filled nodes (in key order, the head first) into the chain and towers.
@@ -2579,7 +2783,11 @@ class SemiOrderedIndex {
         if (node_of(m) != x || slot_of(m) != i) fail("status table location of id " + std::to_string(id) + " is wrong");
         const detail::Key k{entries_[id].score.load(std::memory_order_relaxed), id};
         if (!std::isfinite(k.score)) fail("id " + std::to_string(id) + " has a non-finite score");
-        if (!(nd.lo <= k && k < hi)) fail("id " + std::to_string(id) + " lies outside its node's range");
+        // A stale chain (lazy apply) keeps one side: keys >= lo after increments, < hi after
+        // decrements; that side is what query_dirty relies on.
+        const int d = dirty_.load(std::memory_order_relaxed);
+        if (d >= 0 && !(nd.lo <= k)) fail("id " + std::to_string(id) + " lies below its node's range");
+        if (d <= 0 && !(k < hi)) fail("id " + std::to_string(id) + " lies above its node's range");
       }
       if (live != c) fail("node count " + std::to_string(c) + " != live slots " + std::to_string(live));
       items += c;
@@ -2650,6 +2858,14 @@ class SemiOrderedIndex {
   uint64_t next_fresh_ = 0;
   std::atomic<uint64_t> rebuilds_{0};
   Shard shards_[kShards];
+  // Lazy apply (issue 17): 0 when every id lies in its node's range; +1 (-1) when a lazy
+  // batch of increments (decrements) left ids at or above (below) their node's range.
+  // Written only under the exclusive guard, so a pinned reader sees it fixed.
+  std::atomic<int> dirty_{0};
+  std::atomic<int> last_end_{0};             // the end the last query read: -1 bottom, +1 top
+  std::atomic<uint64_t> dirty_work_{0};      // extra ids dirty walks read since the chain went stale
+  std::atomic<uint64_t> lazy_updates_{0};
+  unsigned dirty_threads_ = 1;               // threads of the last lazy batch, for its rebuild
 
   // Scratch of the bulk path, kept from one call to the next (the path is exclusive, so
   // one set serves every caller): faulting in fresh pages each call cost more than the
