@@ -298,6 +298,19 @@ void test_lazy_sequences(uint32_t node_size, uint64_t seed) {
         idx.update(&id, &v, 1);
         it->second += v;
       }
+    } else if (op == 6 && rng() % 3 == 0) {  // a batch erase (exclusive), then re-insert half
+      std::vector<uint32_t> gone;
+      for (auto& kv : model.s)
+        if (rng() % 3 == 0 && gone.size() < Index::kLazyMin + 200) gone.push_back(kv.first);
+      std::shuffle(gone.begin(), gone.end(), rng);
+      idx.erase(gone.data(), gone.size());
+      for (uint32_t id : gone) model.s.erase(id);
+      idx.check();
+      for (size_t j = 0; j < gone.size(); j += 2) {
+        double v = double(rng() % 4);
+        idx.insert(&gone[j], &v, 1);
+        model.s[gone[j]] = v;
+      }
     } else if (op == 6) {  // erase some, insert some
       for (int j = 0; j < 30; ++j) {
         uint32_t id = uint32_t(rng() % cap);

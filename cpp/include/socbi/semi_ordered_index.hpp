@@ -678,9 +678,20 @@ class SemiOrderedIndex {
     });
   }
 
-  // Removes present ids. O(1) each plus an occasional O(log #nodes) node removal.
+  // Removes present ids. O(1) each plus an occasional O(log #nodes) node removal. A batch
+  // of kLazyMin or more (unless bulk_fraction = 0) runs exclusively: no ownership CAS and
+  // no node locks, the status entries and node slots prefetched ahead (about 150 ns per
+  // id item by item, a few tens exclusively, on the 2-core VM); smaller batches are
+  // lock-free per id except for the node lock.
   void erase(const uint32_t* ids, size_t n) {
-    run_pinned(0, n, [&](size_t i) { erase_one(ids[i]); });
+    if (n >= kLazyMin && bulk_fraction_ != 0) {
+      erase_exclusive(ids, n);
+      return;
+    }
+    run_pinned(0, n, [&](size_t i) {
+      prefetch_entry(ids, i + 8, n);
+      erase_one(ids[i]);
+    });
   }
 
   // ---- queries ----
@@ -1601,6 +1612,34 @@ class SemiOrderedIndex {
         if (empty) try_remove(xi);
       return;
     }
+  }
+
+  // Exclusive batch erase (see erase()). Preconditions as erase(); an id already absent
+  // (a repeat) is skipped.
+  void erase_exclusive(const uint32_t* ids, size_t n) {
+    ExclusiveGuard ex(*this);
+    std::vector<uint32_t> emptied;
+    int64_t removed = 0;
+    for (size_t i = 0; i < n; ++i) {
+      if (i + 16 < n) __builtin_prefetch(&entries_[ids[i + 16]], 1, 1);
+      if (i + 8 < n) {  // exclusive: the node's slot array cannot change under this read
+        const uint64_t m8 = entries_[ids[i + 8]].meta.load(std::memory_order_relaxed);
+        if (status_of(m8) != ABSENT) __builtin_prefetch(&node(node_of(m8)).items[slot_of(m8)], 1, 1);
+      }
+      Entry& e = entries_[ids[i]];
+      const uint64_t m = e.meta.load(std::memory_order_relaxed);
+      if (status_of(m) == ABSENT) continue;
+      const uint32_t xi = node_of(m);
+      Node& x = node(xi);
+      x.begin_items_change();
+      remove_slot_locked(x, slot_of(m));
+      x.end_items_change();
+      e.meta.store(make_meta(ABSENT, kNil, 0, tag_of(m) + 1), std::memory_order_relaxed);
+      if (x.count.load(std::memory_order_relaxed) == 0) emptied.push_back(xi);
+      ++removed;
+    }
+    my_shard().size.fetch_sub(removed, std::memory_order_relaxed);
+    for (uint32_t xi : emptied) try_remove(xi);  // no other thread holds a node lock now
   }
 
   // ------------------------------------------------------------------ queries
