@@ -9,10 +9,20 @@
 // Every rebuild thread takes one place-chunk upward, the rest of its part downward.
 #define SOCBI_TEST_FRONT_CHUNKS 1
 #endif
+#include <cstdint>
+// Named hooks (see SOCBI_TEST_HOOK in the header): a test may act at one point, for one node.
+namespace socbi_test {
+void on_hook(const char* site, uint32_t node);
+}
+#define SOCBI_TEST_HOOK(site, node) socbi_test::on_hook(site, node)
 #include <socbi/semi_ordered_index.hpp>
 
 #include <algorithm>
 #include <atomic>
+#include <cfloat>
+#include <chrono>
+#include <cmath>
+#include <limits>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -24,6 +34,33 @@
 #include <utility>
 #include <thread>
 #include <vector>
+
+namespace socbi {
+// The tests' view of the index's internals (a friend of SemiOrderedIndex).
+struct TestAccess {
+  static uint32_t node_of_id(const SemiOrderedIndex& x, uint32_t id) {
+    return SemiOrderedIndex::node_of(x.entries_[id].meta.load());
+  }
+  // The node this thread's finger names for index x (kNil if it names another index's).
+  static uint32_t finger_node(const SemiOrderedIndex& x) {
+    const auto& f = SemiOrderedIndex::finger();
+    return f.owner == x.instance_id_ ? f.node : SemiOrderedIndex::kNil;
+  }
+  static bool next_to_reuse(const SemiOrderedIndex& x, uint32_t nd) { return !x.free_.empty() && x.free_.back() == nd; }
+  static void set_score(SemiOrderedIndex& x, uint32_t id, double s) { x.entries_[id].score.store(s); }
+};
+}  // namespace socbi
+
+namespace socbi_test {
+// One callback for the named hooks, installed by a test; runs on whichever thread hits one.
+std::atomic<void (*)(const char*, uint32_t)> g_hook{nullptr};
+void on_hook(const char* site, uint32_t node) {
+#if defined(SOCBI_TEST_RACE_HOOKS)
+  std::this_thread::yield();
+#endif
+  if (auto* f = g_hook.load()) f(site, node);
+}
+}  // namespace socbi_test
 
 namespace {
 
@@ -602,6 +639,262 @@ void test_checked_bulk_update() {
   }
 }
 
+// Runs fn on a thread and fails the whole run (exit 1) if it has not returned after
+// `seconds`: a hang is a failure, not a stuck ctest.
+template <class Fn>
+void within_seconds(const char* what, int seconds, Fn fn) {
+  std::atomic<bool> done{false};
+  std::thread watchdog([&] {
+    for (int ms = 0; ms < seconds * 1000 && !done.load(); ms += 10) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    if (!done.load()) {
+      std::fprintf(stderr, "FAILED: %s did not return within %d s\n", what, seconds);
+      std::fflush(stderr);
+      std::_Exit(1);
+    }
+  });
+  fn();
+  done.store(true);
+  watchdog.join();
+}
+
+// Non-finite values that reach the core anyway (issue 16: a NaN arriving after the
+// bindings' finiteness check made place() retry forever) are stored in finite form:
+// NaN as 0.0, +/-inf as +/-DBL_MAX, a NaN delta adds nothing; and -0.0 as +0.0, so that
+// score() and top()/bottom() agree. Every path: item by item and bulk.
+void test_non_finite_values_are_never_stored() {
+  const double nan = std::numeric_limits<double>::quiet_NaN(), inf = std::numeric_limits<double>::infinity();
+  for (int bulk : {0, 1}) {
+    const uint32_t n = 5000, cap = n + 8;
+    Index idx(cap, 16);
+    std::vector<uint32_t> all(n);
+    std::vector<double> start(n);
+    for (uint32_t i = 0; i < n; ++i) {
+      all[i] = i;
+      start[i] = double(i % 97);
+    }
+    idx.insert(all.data(), start.data(), n, 1, 0);
+    within_seconds("assign/insert/update of non-finite values", 20, [&] {
+      // assign: a batch with NaN, inf, -inf and -0.0 among ordinary values
+      std::vector<uint32_t> ids(all);
+      std::vector<double> vals(start);
+      vals[10] = nan;
+      vals[11] = inf;
+      vals[12] = -inf;
+      vals[13] = -0.0;
+      idx.assign(ids.data(), vals.data(), n, 1, bulk);
+      // insert: absent ids with non-finite scores
+      uint32_t fresh[4] = {n, n + 1, n + 2, n + 3};
+      double fv[4] = {nan, inf, -inf, -0.0};
+      idx.insert(fresh, fv, 4, 1, bulk);
+      // update: a NaN delta adds nothing, an infinite one saturates
+      std::vector<double> d(n, 0.0);
+      d[20] = nan;
+      d[21] = inf;
+      d[22] = -inf;
+      idx.update(ids.data(), d.data(), n, 1, bulk);
+      // erase waits for owners: an id left UPDATING would make it spin
+      uint32_t gone[4] = {10, 11, n, n + 1};
+      idx.erase(gone, 4);
+    });
+    const std::string tag = bulk ? " (bulk)" : " (item by item)";
+    try {
+      idx.check();
+    } catch (const std::exception& e) {
+      EXPECT(false, e.what() + tag);
+    }
+    EXPECT(idx.score(12) == -DBL_MAX && idx.score(n + 2) == -DBL_MAX, "-inf saturates" + tag);
+    EXPECT(idx.score(20) == start[20] && idx.score(21) == DBL_MAX && idx.score(22) == -DBL_MAX,
+           "a NaN delta adds nothing, infinite ones saturate" + tag);
+    EXPECT(!std::signbit(idx.score(13)) && !std::signbit(idx.score(n + 3)), "-0.0 is stored as +0.0" + tag);
+    std::vector<uint32_t> out(cap);
+    std::vector<double> sc(cap);
+    const size_t k = idx.bottom(cap, out.data(), sc.data());
+    EXPECT(k == idx.size(), "bottom(all)" + tag);
+    bool same = true;
+    for (size_t i = 0; i < k; ++i) {
+      const double want = idx.score(out[i]);
+      same = same && std::memcmp(&sc[i], &want, sizeof want) == 0;
+    }
+    EXPECT(same, "bottom() returns each id's score() bit for bit" + tag);
+  }
+}
+
+// Unchecked update()/assign() on the bulk path behave as item by item (issue 16: a sum
+// that overflowed made the bulk path drop the whole batch silently): an overflowing sum
+// of a repeated id saturates at +/-DBL_MAX and the rest of the batch is applied; an
+// absent id is skipped; an id out of range throws std::out_of_range with nothing changed.
+void test_unchecked_bulk_saturates_like_item_by_item() {
+  for (unsigned threads : {1u, 2u}) {
+    const uint32_t n = 40000, cap = n + 10;
+    std::vector<uint32_t> all(n);
+    for (uint32_t i = 0; i < n; ++i) all[i] = i;
+    std::vector<uint32_t> ids(all);
+    ids.insert(ids.end(), all.begin(), all.end());  // every id twice: 80,000 items
+    std::vector<double> d(ids.size(), 1.0);
+    d[3] = d[n + 3] = 1e308;     // id 3: 2e308 overflows
+    d[4] = d[n + 4] = -1e308;    // id 4: -2e308 overflows downward
+    std::vector<double> got[2];
+    for (int bulk : {0, 1}) {
+      Index idx(cap, 64);
+      std::vector<double> zero(n, 0.0);
+      idx.insert(all.data(), zero.data(), n);
+      idx.update(ids.data(), d.data(), ids.size(), threads, bulk);
+      const std::string tag = std::string(bulk ? " (bulk" : " (item by item") + ", threads " + std::to_string(threads) + ")";
+      EXPECT(idx.score(3) == DBL_MAX && idx.score(4) == -DBL_MAX, "overflowing sums saturate" + tag);
+      EXPECT(idx.score(5) == 2.0 && idx.score(n - 1) == 2.0, "the rest of the batch is applied" + tag);
+      idx.check();
+      got[bulk].resize(n);
+      for (uint32_t i = 0; i < n; ++i) got[bulk][i] = idx.score(i);
+      if (bulk) {
+        // assign with an infinite value: saturates, the others are applied
+        std::vector<double> v(n, 7.0);
+        v[9] = std::numeric_limits<double>::infinity();
+        idx.assign(all.data(), v.data(), n, threads, 1);
+        EXPECT(idx.score(9) == DBL_MAX && idx.score(10) == 7.0, "bulk assign saturates an infinite value" + tag);
+        // an absent id is skipped
+        uint32_t gone = 11;
+        idx.erase(&gone, 1);
+        idx.update(all.data(), d.data(), n, threads, 1);
+        EXPECT(!idx.contains(11) && idx.score(12) == 8.0, "bulk update skips an absent id" + tag);
+        // an id out of range: refused whole
+        std::vector<uint32_t> bad(all);
+        bad[n / 2] = cap + 100;
+        bool thrown = false;
+        try {
+          idx.update(bad.data(), d.data(), n, threads, 1);
+        } catch (const std::out_of_range&) {
+          thrown = true;
+        }
+        EXPECT(thrown && idx.score(12) == 8.0, "bulk update with an id out of range throws, nothing changed" + tag);
+        idx.check();
+      }
+    }
+    EXPECT(got[0] == got[1], "bulk and item-by-item results agree");
+  }
+}
+
+// A thread's finger (the node it last moved an id into) outlives its calls. Issue 16: it
+// was trusted while !dead, but alloc_node clears `dead` on a reused node before the split
+// that took it has set its range or locked it, so a stale finger let an update put an id
+// into the unlinked node, under its old range (check(): "id lies outside its node's
+// range"; in another interleaving a deadlock). The hook right after `dead = 0` holds the
+// split there while this thread moves an id into the old range of its finger's node.
+std::atomic<uint32_t> g_reuse_node{~0u};
+std::atomic<bool> g_reuse_paused{false}, g_reuse_resume{false};
+void hold_reused_node(const char* site, uint32_t node) {
+  if (std::strcmp(site, "reused node marked live") != 0 || node != g_reuse_node.load()) return;
+  g_reuse_node.store(~0u);  // once
+  g_reuse_paused.store(true);
+  for (int ms = 0; ms < 5000 && !g_reuse_resume.load(); ++ms) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+}
+
+void test_stale_finger_never_reaches_a_reused_node() {
+  Index idx(200, 8, /*bulk_fraction=*/0.0);
+  for (uint32_t id = 0; id < 64; ++id) {  // ascending: a chain of small nodes
+    double s = double(id);
+    idx.insert(&id, &s, 1);
+  }
+  uint32_t mover = 63, late = 99;
+  double to = 24.5 - 63.0, low = -5.0;
+  idx.insert(&late, &low, 1);   // in the head node, far from 24.5
+  idx.update(&mover, &to, 1);   // 63 moves to 24.5: this thread's finger names its node
+  const uint32_t target = socbi::TestAccess::finger_node(idx);
+  EXPECT(target != Index::kNil && socbi::TestAccess::node_of_id(idx, mover) == target, "setup: the finger names 63's node");
+  std::vector<uint32_t> in_target;
+  for (uint32_t id = 0; id < 64; ++id)
+    if (socbi::TestAccess::node_of_id(idx, id) == target) in_target.push_back(id);
+  idx.erase(in_target.data(), in_target.size());  // the node empties, is unlinked and retired
+  for (int i = 0; i < 4; ++i) idx.stats();       // unpinning advances the epoch: it is freed
+  EXPECT(socbi::TestAccess::next_to_reuse(idx, target), "setup: the finger's node is the next to be reused");
+  g_reuse_paused.store(false);
+  g_reuse_resume.store(false);
+  g_reuse_node.store(target);
+  socbi_test::g_hook.store(&hold_reused_node);
+  std::thread splitter([&] {  // fills the last node until it splits and takes the freed node
+    for (uint32_t id = 100; id < 140; ++id) {
+      double s = 1000.0 + id;
+      idx.insert(&id, &s, 1);
+    }
+  });
+  for (int ms = 0; ms < 5000 && !g_reuse_paused.load(); ++ms) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  const bool paused = g_reuse_paused.load();
+  if (paused) {
+    double up = 24.5 - low;  // `late` moves to (24.5, 99): inside the reused node's old range
+    idx.update(&late, &up, 1);
+  }
+  g_reuse_resume.store(true);
+  splitter.join();
+  socbi_test::g_hook.store(nullptr);
+  EXPECT(paused, "setup: the split reused the finger's node");
+  try {
+    idx.check();
+  } catch (const std::exception& e) {
+    EXPECT(false, std::string("after an update met a node being reused: ") + e.what());
+  }
+  std::vector<uint32_t> out(200);
+  std::vector<double> sc(200);
+  const size_t k = idx.bottom(200, out.data(), sc.data());
+  EXPECT(k == idx.size() && std::count(out.begin(), out.begin() + k, late) == 1, "bottom(all) holds the moved id");
+}
+
+// Issue 16: a rebuild over scores spanning a subnormal range made the linear bucketing's
+// scale nb / span infinite, 0 * inf NaN and size_t(NaN) undefined (UBSan with
+// -fsanitize=float-cast-overflow, which the ASan build now enables, reports it). Both
+// rebuilds: the status-table scan (most of the capacity present) and the general one.
+void test_rebuild_over_a_subnormal_span() {
+  const double tiny = std::numeric_limits<double>::denorm_min();
+  for (uint32_t spare : {0u, 9u}) {  // capacity n (scan rebuild) or 10 n (general rebuild)
+    const uint32_t n = 20000;
+    Index idx(uint64_t(n) * (spare + 1), 64);
+    bulk_build(idx, n, [tiny](uint32_t i) { return i % 3 == 0 ? 0.0 : (i % 3 == 1 ? tiny : 3 * tiny); });
+    std::vector<uint32_t> out(n);
+    std::vector<double> sc(n);
+    EXPECT(idx.bottom(n, out.data(), sc.data()) == n, "bottom(all) after a subnormal bulk build");
+    bool ordered = true;
+    for (uint32_t i = 1; i < n; ++i) ordered = ordered && (sc[i - 1] < sc[i] || (sc[i - 1] == sc[i] && out[i - 1] < out[i]));
+    EXPECT(ordered && sc[0] == 0.0 && sc[n - 1] == 3 * tiny, "subnormal scores in (score, id) order");
+    // and a bulk update that keeps the span subnormal
+    std::vector<uint32_t> ids(n);
+    std::vector<double> d(n, 0.0);
+    for (uint32_t i = 0; i < n; ++i) ids[i] = i;
+    d[5] = tiny;
+    idx.update(ids.data(), d.data(), n, 2, 1);
+    idx.check();
+  }
+}
+
+// A split sizes its new node for the ids expected to go up and grows it while unlinked
+// if scores rose meanwhile (issue 16: that growth was missing from the slot bytes stats()
+// reports). The hook after the split narrows x raises the score of every id in the
+// crowded node, as adders racing with the split would, so that all of them go up.
+std::atomic<bool> g_raise_armed{false};
+socbi::SemiOrderedIndex* g_raise_index = nullptr;
+void raise_crowded_scores(const char* site, uint32_t) {
+  if (std::strcmp(site, "split narrowed x") != 0 || !g_raise_armed.exchange(false)) return;
+  for (uint32_t id = 1; id < 100000; id += 2) socbi::TestAccess::set_score(*g_raise_index, id, 2.0 + id);
+}
+
+void test_split_growth_is_counted_in_stats() {
+  const uint32_t n = 100000;
+  Index idx(n, 64);
+  bulk_build(idx, n, [](uint32_t i) { return i % 2 ? 1.0 + double(i) * 2.220446049250313e-16 : 0.0; });
+  EXPECT(idx.stats().oversized_nodes > 0, "setup: one oversized node holds the odd ids");
+  g_raise_index = &idx;
+  g_raise_armed.store(true);
+  socbi_test::g_hook.store(&raise_crowded_scores);
+  std::vector<uint32_t> out(10);
+  std::vector<double> sc(10);
+  idx.top(10, out.data(), sc.data());  // refines the oversized node: the split
+  socbi_test::g_hook.store(nullptr);
+  EXPECT(!g_raise_armed.load(), "setup: the split ran the hook");
+  EXPECT(out[0] == n - 1 && sc[0] == 2.0 + (n - 1), "top after the split");
+  try {
+    idx.check();
+  } catch (const std::exception& e) {
+    EXPECT(false, e.what());
+  }
+}
+
 // The helper team of a bulk call: every part runs once, a part's exception reaches the
 // caller after all parts finished, and the team keeps working afterwards.
 void test_team() {
@@ -681,6 +974,11 @@ int main(int argc, char** argv) {
   test_path_choice();
   test_parallel_batch();
   test_checked_bulk_update();
+  test_non_finite_values_are_never_stored();
+  test_unchecked_bulk_saturates_like_item_by_item();
+  test_stale_finger_never_reaches_a_reused_node();
+  test_rebuild_over_a_subnormal_span();
+  test_split_growth_is_counted_in_stats();
   test_team();
   test_bulk_rebuild_placement();
   for (int threads : {2, 4, 8, 16}) test_concurrent_stress(threads, (quick ? 24000 : 120000) / threads);

@@ -39,10 +39,11 @@
 //     of the status table in id order (no full sort, no random status-table writes).
 //     One team of threads serves the whole call, and its passes divide work dynamically
 //     (the placement pass from both ends of each thread's part), so a core slowed by a
-//     neighbour on a shared machine costs its share only. Scratch (one 8-byte word per
-//     batch item: the undo log, or the per-owner buckets whose words become the undo
-//     log as they are applied) stays with the index between calls, up to 16 bytes per
-//     id of capacity, and counts in stats().memory_bytes.
+//     neighbour on a shared machine costs its share only. Scratch (one 8-byte word and
+//     one 4-byte id per batch item: the undo log, or the per-owner buckets whose words
+//     become the undo log as they are applied, beside a log of the applied ids) stays
+//     with the index between calls, up to 16 bytes per id of capacity, and counts in
+//     stats().memory_bytes.
 //   * The status table is 2 MiB-aligned and asks Linux for transparent huge pages: each
 //     update is a random access into it, and 4 KiB pages would add a TLB miss to most.
 //
@@ -130,6 +131,12 @@
 #define SOCBI_RACE_HOOK() ((void)0)
 #endif
 
+// Test builds may define SOCBI_TEST_HOOK(site, node) to act (pause, change a score) at a
+// named point that concerns one node; site is a string literal. By default a race hook.
+#ifndef SOCBI_TEST_HOOK
+#define SOCBI_TEST_HOOK(site, node) SOCBI_RACE_HOOK()
+#endif
+
 // Test builds may cap how many place-chunks a rebuild thread takes from the front of its
 // own part, so that the downward walk of the placement pass (otherwise taken only when a
 // core lags) runs on every rebuild. Unlimited by default.
@@ -191,10 +198,22 @@ inline uint64_t splitmix64(uint64_t& state) noexcept {
   return z ^ (z >> 31);
 }
 
+// The form every score is stored in: finite, and +0.0 for either zero. A non-finite value
+// that reaches a store anyway (a C++ caller breaking the precondition, or a caller's buffer
+// rewritten after the bindings checked it) is read as 0.0 if NaN and saturates at
+// +/-DBL_MAX if infinite: a NaN key lies in no node's range, so placing it would never end.
+// -0.0 becomes +0.0 because queries return scores through an order-preserving key that
+// cannot tell the two apart, and score() must agree with top()/bottom().
+inline double stored_score(double v) noexcept {
+  if (std::isfinite(v)) return v + 0.0;  // -0.0 + 0.0 == +0.0; every other value unchanged
+  return std::isnan(v) ? 0.0 : (v > 0 ? DBL_MAX : -DBL_MAX);
+}
+
+// a + b in stored form; a NaN b adds nothing.
 inline double saturating_add(double a, double b) noexcept {
   double r = a + b;
-  if (std::isfinite(r)) return r;
-  if (std::isnan(r)) return a;  // only inf - inf; inputs are finite, so unreachable
+  if (std::isfinite(r)) return r + 0.0;
+  if (std::isnan(r)) return a;  // a NaN delta (or inf - inf)
   return r > 0 ? DBL_MAX : -DBL_MAX;
 }
 
@@ -403,6 +422,11 @@ class ScratchLog {
   void set_size(size_t n) noexcept { size_ = n; }  // n <= capacity(); the caller wrote [0, n)
   const T& operator[](size_t i) const noexcept { return p_[i]; }
   void clear() noexcept { size_ = 0; }  // keeps the memory (and its faulted-in pages)
+  void release() noexcept {  // gives the memory back
+    std::free(p_);
+    p_ = nullptr;
+    size_ = cap_ = 0;
+  }
   size_t capacity_bytes() const noexcept { return cap_ * sizeof(T); }
 
  private:
@@ -419,6 +443,8 @@ class ScratchLog {
 };
 
 }  // namespace detail
+
+struct TestAccess;  // defined by the C++ tests only
 
 struct IndexStats {
   uint64_t size = 0;
@@ -441,6 +467,8 @@ struct IndexStats {
 };
 
 class SemiOrderedIndex {
+  friend struct TestAccess;
+
  public:
   static constexpr uint32_t kNil = 0x3FFFFFFFu;  // 30-bit node index "none"
   static constexpr int kMaxLevel = 12;  // lo + tower fill one cache line; 4^12 nodes
@@ -575,7 +603,8 @@ class SemiOrderedIndex {
     const int sign = delta_sign(deltas, delta, n);
     const Path path = choose_path(n, bulk, sign);
     if (path != Path::kMoves)
-      return bulk_apply(ids, deltas, delta, n, threads, /*assign=*/false, path == Path::kLazy ? sign : 0);
+      return bulk_apply(ids, deltas, delta, n, threads, /*assign=*/false, /*lenient=*/false,
+                        path == Path::kLazy ? sign : 0);
     std::vector<uint32_t> v(n);
     for (size_t i = 0; i < n; ++i) {
       if (!id_in_range(ids[i])) return {i, BadInput::kOutOfRange};
@@ -622,7 +651,7 @@ class SemiOrderedIndex {
     const int sign = delta_sign(deltas, 0.0, n);
     const Path path = choose_path(n, bulk, sign);
     if (path != Path::kMoves) {
-      bulk_apply(ids, deltas, 0.0, n, threads, /*assign=*/false, path == Path::kLazy ? sign : 0);
+      bulk_update(ids, deltas, 0.0, n, threads, /*assign=*/false, path == Path::kLazy ? sign : 0);
       return;
     }
     if (n >= kSortedBatch) {
@@ -640,7 +669,7 @@ class SemiOrderedIndex {
     const int sign = delta_sign(nullptr, delta, n);
     const Path path = choose_path(n, bulk, sign);
     if (path != Path::kMoves) {
-      bulk_apply(ids, nullptr, delta, n, threads, /*assign=*/false, path == Path::kLazy ? sign : 0);
+      bulk_update(ids, nullptr, delta, n, threads, /*assign=*/false, path == Path::kLazy ? sign : 0);
       return;
     }
     std::vector<uint32_t> sid;
@@ -658,7 +687,7 @@ class SemiOrderedIndex {
   // Sets the score of ids[i] to scores[i] (a concurrent update lands before or after).
   void assign(const uint32_t* ids, const double* scores, size_t n, unsigned threads = 1, int bulk = -1) {
     if (use_bulk(n, bulk)) {
-      bulk_update(ids, scores, n, threads, /*assign=*/true);
+      bulk_update(ids, scores, 0.0, n, threads, /*assign=*/true);
       return;
     }
     detail::parallel_for(n, threads, [&](unsigned, size_t b, size_t e) {
@@ -913,7 +942,10 @@ class SemiOrderedIndex {
       while (exclusive_.load(std::memory_order_seq_cst)) detail::cpu_relax(spins);
       uint64_t e = epoch_.load(std::memory_order_seq_cst);
       pins_[e & 1].fetch_add(1, std::memory_order_seq_cst);
-      if (epoch_.load(std::memory_order_seq_cst) == e && !exclusive_.load(std::memory_order_seq_cst)) return e;
+      if (epoch_.load(std::memory_order_seq_cst) == e && !exclusive_.load(std::memory_order_seq_cst)) {
+        ++pin_serial();  // fingers taken under an earlier pin are no longer trusted
+        return e;
+      }
       pins_[e & 1].fetch_sub(1, std::memory_order_seq_cst);
     }
   }
@@ -975,9 +1007,12 @@ class SemiOrderedIndex {
   // ------------------------------------------------------------------ nodes
   // Gives a node (locked, unreachable, or the bulk path's) slots for cap ids.
   void reallocate_slots(Node& nd, uint32_t cap) {
-    auto bytes = [](uint32_t c) { return int64_t(c) * int64_t(sizeof(uint32_t)) + int64_t(Node::hole_words(c)) * 8; };
-    slot_bytes_.fetch_add(bytes(cap) - bytes(nd.cap), std::memory_order_relaxed);
+    slot_bytes_.fetch_add(slot_bytes_of(cap) - slot_bytes_of(nd.cap), std::memory_order_relaxed);
     nd.allocate(cap);
+  }
+  // What a node's slots and hole bitmap take for cap ids (stats() counts it).
+  static int64_t slot_bytes_of(uint32_t cap) noexcept {
+    return int64_t(cap) * int64_t(sizeof(uint32_t)) + int64_t(Node::hole_words(cap)) * 8;
   }
 
   uint32_t alloc_node(uint32_t cap) {
@@ -1001,6 +1036,7 @@ class SemiOrderedIndex {
     nd.seen_ver.store(~0u, std::memory_order_relaxed);
     nd.sorted_ver.store(~0u, std::memory_order_relaxed);
     nd.dead.store(0, std::memory_order_relaxed);
+    SOCBI_TEST_HOOK("reused node marked live", x);
     nd.fully_linked.store(0, std::memory_order_relaxed);
     nd.prev.store(kNil, std::memory_order_relaxed);
     for (auto& n : nd.next) n.store(kNil, std::memory_order_relaxed);
@@ -1150,7 +1186,9 @@ class SemiOrderedIndex {
     Node& y = node(yi);
     y.lo = pivot;
     y.height = random_height();
-    y.lock.lock();  // unreachable until linked, so taking it out of order cannot deadlock
+    // Unreachable until linked (fingers are trusted only within the pin they were taken
+    // in, so none names a node freed before it), so taking it out of order cannot deadlock.
+    y.lock.lock();
     y.set_hi(hi);
     y.begin_items_change();
     x.begin_items_change();
@@ -1159,7 +1197,7 @@ class SemiOrderedIndex {
     // Narrow x's range first; every item is examined afterwards, so any owner that read
     // the old range is forced (by the tag bump) to re-check.
     x.set_hi(pivot);
-    SOCBI_RACE_HOOK();
+    SOCBI_TEST_HOOK("split narrowed x", xi);
 
     // Partition x's items: key >= pivot go to y. Re-read each item's meta/score and CAS,
     // redoing the item if its owner changed its status meanwhile.
@@ -1219,8 +1257,9 @@ class SemiOrderedIndex {
   }
 
   // Doubles the arrays of a node no reader can reach yet (a split's new node).
-  static void grow_unlinked(Node& y, uint64_t new_cap) {
+  void grow_unlinked(Node& y, uint64_t new_cap) {
     if (new_cap <= y.cap) throw std::length_error("socbi: node exceeds the 2^20-slot limit");
+    slot_bytes_.fetch_add(slot_bytes_of(uint32_t(new_cap)) - slot_bytes_of(y.cap), std::memory_order_relaxed);
     auto* items = new std::atomic<uint32_t>[new_cap];
     auto* holes = new uint64_t[Node::hole_words(uint32_t(new_cap))]();
     const uint32_t h = y.hwm.load(std::memory_order_relaxed);
@@ -1383,10 +1422,19 @@ class SemiOrderedIndex {
 
   // The node this thread last moved an id into, for this index: consecutive moves of a
   // sorted batch usually land in the same node, so it is tried before the skip list.
+  // Trusted only under the pin it was taken in (pin_serial() unchanged): a node reachable
+  // then cannot be reused before that pin ends, whereas a finger kept across pins may
+  // name a node that was freed and is being set up by a split (live, unlinked, its old
+  // range still in place), where an update would place an id out of range or deadlock.
   struct Finger {
     uint64_t owner = 0;
+    uint64_t pin = 0;
     uint32_t node = kNil;
   };
+  static uint64_t& pin_serial() noexcept {  // this thread's pins, counted
+    thread_local uint64_t serial = 0;
+    return serial;
+  }
   static Finger& finger() noexcept {
     thread_local Finger f;
     return f;
@@ -1417,7 +1465,7 @@ class SemiOrderedIndex {
 
   void set(uint32_t id, double value) {
     Entry& e = entries_[id];
-    e.score.store(value, std::memory_order_seq_cst);
+    e.score.store(detail::stored_score(value), std::memory_order_seq_cst);
     settle(id, e.meta.load(std::memory_order_seq_cst));
   }
 
@@ -1482,7 +1530,8 @@ class SemiOrderedIndex {
         }
       }
       Finger& f = finger();
-      if (ti == kNil && f.owner == instance_id_ && f.node != kNil && !node(f.node).dead.load(std::memory_order_acquire)) {
+      if (ti == kNil && f.owner == instance_id_ && f.pin == pin_serial() && f.node != kNil &&
+          !node(f.node).dead.load(std::memory_order_acquire)) {
         const Node& fn = node(f.node);
         if (fn.range_contains(k)) {
           ti = f.node;
@@ -1493,6 +1542,7 @@ class SemiOrderedIndex {
       }
       if (ti == kNil) ti = find_floor(k);
       f.owner = instance_id_;
+      f.pin = pin_serial();
       f.node = ti;
       Node& t = node(ti);
       if (xi == kNil || xi == ti) {
@@ -1570,7 +1620,7 @@ class SemiOrderedIndex {
     if (status_of(m) != ABSENT) return;  // precondition violated by a racing insert
     const uint64_t claimed = make_meta(UPDATING, kNil, 0, tag_of(m) + 1);
     if (!e.meta.compare_exchange_strong(m, claimed, std::memory_order_seq_cst)) return;
-    e.score.store(s, std::memory_order_seq_cst);
+    e.score.store(detail::stored_score(s), std::memory_order_seq_cst);
     m = claimed;
     my_shard().size.fetch_add(1, std::memory_order_relaxed);
     if (own_and_place(id, m)) settle(id, m);
@@ -1986,8 +2036,16 @@ class SemiOrderedIndex {
     return lazy_ok && end != sign ? Path::kLazy : Path::kRebuild;
   }
 
-  void bulk_update(const uint32_t* ids, const double* vals, size_t n, unsigned threads, bool assign) {
-    bulk_apply(ids, vals, 0.0, n, threads, assign);  // preconditions hold: it cannot refuse
+  // The unchecked bulk path behaves as the item-by-item one: a sum that overflows (or an
+  // infinite value) saturates at +/-DBL_MAX, a NaN value is read as 0.0 (a NaN delta adds
+  // nothing), an absent id is skipped. An id out of range (no item-by-item behaviour to
+  // match: it would index past the status table) throws std::out_of_range, nothing changed.
+  void bulk_update(const uint32_t* ids, const double* vals, double scalar, size_t n, unsigned threads, bool assign,
+                   int lazy_sign = 0) {
+    const BatchError bad = bulk_apply(ids, vals, scalar, n, threads, assign, /*lenient=*/true, lazy_sign);
+    if (bad.index < n)
+      throw std::out_of_range("socbi: ids[" + std::to_string(bad.index) + "] is out of range [0, capacity=" +
+                              std::to_string(capacity_) + "); the batch was not applied");
   }
 
   // Exclusive. The batch is applied to the status table and checked in the same pass (id
@@ -1999,14 +2057,14 @@ class SemiOrderedIndex {
   // is stale the other way already (then it is rebuilt).
   template <class IdT>
   BatchError bulk_apply(const IdT* ids, const double* vals, double scalar, size_t n, unsigned threads, bool assign,
-                        int lazy_sign = 0) {
+                        bool lenient, int lazy_sign = 0) {
     ExclusiveGuard ex(*this);
     const unsigned T = unsigned(std::max<size_t>(1, std::min<size_t>(threads, n / kMinPerThread)));
     const int dirty = dirty_.load(std::memory_order_relaxed);
     const bool lazy = lazy_sign != 0 && (dirty == 0 || dirty == lazy_sign);
     detail::TeamScope team(lazy ? T : std::max(T, rebuild_threads(threads)));
-    const BatchError bad = (T == 1 || n > UINT32_MAX) ? apply_serial(ids, vals, scalar, n, assign)
-                                                      : apply_partitioned(ids, vals, scalar, n, T, assign);
+    const BatchError bad = (T == 1 || n > UINT32_MAX) ? apply_serial(ids, vals, scalar, n, assign, lenient)
+                                                      : apply_partitioned(ids, vals, scalar, n, T, assign, lenient);
     if (scratch_.bytes() > kScratchKeepPerId * capacity_) scratch_.release();
     scratch_bytes_.store(scratch_.bytes(), std::memory_order_relaxed);  // stats() must not walk scratch_
     if (bad.index == n) {
@@ -2022,56 +2080,72 @@ class SemiOrderedIndex {
   }
 
   // Adds (or assigns) v to a present id's score, setting `old` to the score it replaced;
-  // or says why not (and changes nothing).
-  BadInput apply_one(Entry& en, double v, bool assign, double& old) {
-    if (status_of(en.meta.load(std::memory_order_relaxed)) == ABSENT) return BadInput::kAbsent;
+  // or says why not (and changes nothing). lenient (the unchecked path): an absent id is
+  // skipped (old is its score, so restoring it is a no-op) and a non-finite result is
+  // stored in finite form, as the item-by-item path does.
+  BadInput apply_one(Entry& en, double v, bool assign, bool lenient, double& old) {
     old = en.score.load(std::memory_order_relaxed);
-    const double now = assign ? v : old + v;
-    if (!std::isfinite(now)) return BadInput::kNotFinite;
-    en.score.store(now, std::memory_order_relaxed);
+    if (status_of(en.meta.load(std::memory_order_relaxed)) == ABSENT) return lenient ? BadInput::kNone : BadInput::kAbsent;
+    double now = assign ? v : old + v;
+    if (!std::isfinite(now)) {
+      if (!lenient) return BadInput::kNotFinite;
+      now = assign ? detail::stored_score(v) : detail::saturating_add(old, v);
+    }
+    en.score.store(now + 0.0, std::memory_order_relaxed);  // stored form: -0.0 as +0.0
     return BadInput::kNone;
   }
 
   // One thread, 64 positions at a time: a branch-free pass makes the block's mask of ids
   // in range, whose entries are prefetched one block ahead. Old scores go to the undo log.
   template <class IdT>
-  BatchError apply_serial(const IdT* ids, const double* vals, double scalar, size_t n, bool assign) {
-    auto in_range_mask = [&](size_t b, size_t e) {
+  // Each caller id is read once, into a block (the caller may rewrite its buffer during
+  // the call: the range check, the apply and the undo must all see the id that was read),
+  // and each applied id goes to a second log beside its old score, which the undo reads.
+  BatchError apply_serial(const IdT* ids, const double* vals, double scalar, size_t n, bool assign, bool lenient) {
+    uint32_t block[2][64];
+    auto load_block = [&](size_t b, size_t e, uint32_t* out) {  // the block's ids and mask of ids in range
       uint64_t m = 0;
-      for (size_t j = b; j < e; ++j) m |= uint64_t(id_in_range(ids[j])) << (j - b);
+      for (size_t j = b; j < e; ++j) {
+        const IdT v = ids[j];
+        m |= uint64_t(id_in_range(v)) << (j - b);
+        out[j - b] = uint32_t(v);  // meaningful only where the mask bit is set
+      }
       return m;
     };
     scratch_.use(1);
     detail::ScratchLog<uint64_t>& log = scratch_.words(0);
+    detail::ScratchLog<uint32_t>& log_ids = scratch_.ids(0);
     log.clear();
     log.reserve(n);
+    log_ids.clear();
+    log_ids.reserve(n);
     BatchError bad{n, BadInput::kNone};
-    uint64_t next = in_range_mask(0, std::min<size_t>(64, n));
-    for (size_t b = 0; b < n && bad.index == n; b += 64) {
+    uint64_t next = load_block(0, std::min<size_t>(64, n), block[0]);
+    for (size_t b = 0, cur = 0; b < n && bad.index == n; b += 64, cur ^= 1) {
       const size_t e = std::min(b + 64, n);
       const uint64_t in = next;
       if (e < n) {
-        next = in_range_mask(e, std::min(e + 64, n));
-        for (uint64_t m = next; m; m &= m - 1) __builtin_prefetch(&entries_[uint64_t(ids[e + size_t(__builtin_ctzll(m))])], 1, 1);
+        next = load_block(e, std::min(e + 64, n), block[cur ^ 1]);
+        for (uint64_t m = next; m; m &= m - 1) __builtin_prefetch(&entries_[block[cur ^ 1][__builtin_ctzll(m)]], 1, 1);
       }
       const uint64_t full = e - b == 64 ? ~uint64_t(0) : (uint64_t(1) << (e - b)) - 1;
       const size_t stop = in == full ? e : b + size_t(__builtin_ctzll(~in));  // first id out of range
       for (size_t i = b; i < stop; ++i) {
+        const uint32_t id = block[cur][i - b];
         double old;
-        const BadInput why = apply_one(entries_[uint64_t(ids[i])], vals ? vals[i] : scalar, assign, old);
+        const BadInput why = apply_one(entries_[id], vals ? vals[i] : scalar, assign, lenient, old);
         if (why != BadInput::kNone) {
           bad = {i, why};
           break;
         }
         log.push_back(detail::bits_of(old));
+        log_ids.push_back(id);
       }
       if (bad.index == n && stop < e) bad = {stop, BadInput::kOutOfRange};
     }
-    if (bad.index < n) {
-      size_t k = log.size();
-      for (size_t i = bad.index; i-- > 0;)
-        entries_[uint64_t(ids[i])].score.store(detail::double_of(log[--k]), std::memory_order_relaxed);
-    }
+    if (bad.index < n)
+      for (size_t k = log.size(); k-- > 0;)
+        entries_[log_ids[k]].score.store(detail::double_of(log[k]), std::memory_order_relaxed);
     return bad;
   }
 
@@ -2081,9 +2155,12 @@ class SemiOrderedIndex {
   // parallel pass over contiguous chunks of the batch reads the caller's ids once and
   // appends a (position, id) word to the bucket of (chunk, owner); then thread t applies
   // its buckets in chunk order (so in position order), prefetching far ahead, and
-  // overwrites each applied word with the score it replaced: the buckets are the undo log.
+  // overwrites each applied word with the score it replaced, its id going to the thread's
+  // id log: the buckets and id logs are the undo log (the caller's buffer is not read
+  // again, so rewriting it during the call cannot misdirect the undo).
   template <class IdT>
-  BatchError apply_partitioned(const IdT* ids, const double* vals, double scalar, size_t n, unsigned T, bool assign) {
+  BatchError apply_partitioned(const IdT* ids, const double* vals, double scalar, size_t n, unsigned T, bool assign,
+                               bool lenient) {
     auto owner = [T](uint64_t id) noexcept -> unsigned {
       return unsigned((uint64_t(uint32_t((id >> 4) * 0x9E3779B1u)) * T) >> 32);
     };
@@ -2109,12 +2186,20 @@ class SemiOrderedIndex {
     size_t range_bad = n;  // the first position out of range (chunks are in position order)
     for (unsigned c = 0; c < C && range_bad == n; ++c)
       if (chunk_end[c] < chunk_begin(c + 1)) range_bad = chunk_end[c];
+    for (size_t k = T; k < size_t(C) * T; ++k) scratch_.ids(k).release();  // a wider earlier call's
+    for (unsigned t = 0; t < T; ++t) {  // reserved here, not by the workers (see above)
+      size_t mine = 0;
+      for (unsigned c = 0; c < C; ++c) mine += bucket(c, t).size();
+      scratch_.ids(t).clear();
+      scratch_.ids(t).reserve(mine);
+    }
     std::vector<BatchError> err(T, BatchError{n, BadInput::kNone});
     std::vector<size_t> applied(T, 0);
     std::atomic<size_t> first_bad{range_bad};  // lets the other threads stop early
     detail::parallel_for(T, T, [&](unsigned t, size_t, size_t) {
       size_t done = 0;
       bool stop = false;
+      uint32_t* log_ids = scratch_.ids(t).data();
       for (unsigned c = 0; c < C && !stop; ++c) {
         detail::ScratchLog<uint64_t>& items = bucket(c, t);
         uint64_t* w = items.data();
@@ -2127,7 +2212,7 @@ class SemiOrderedIndex {
           }
           if (k + 64 < m) __builtin_prefetch(&entries_[uint32_t(w[k + 64])], 1, 1);  // far ahead: misses overlap
           double old;
-          const BadInput why = apply_one(entries_[uint32_t(w[k])], vals ? vals[i] : scalar, assign, old);
+          const BadInput why = apply_one(entries_[uint32_t(w[k])], vals ? vals[i] : scalar, assign, lenient, old);
           if (why != BadInput::kNone) {
             err[t] = {i, why};
             size_t cur = first_bad.load(std::memory_order_relaxed);
@@ -2136,16 +2221,17 @@ class SemiOrderedIndex {
             stop = true;
             break;
           }
+          log_ids[done++] = uint32_t(w[k]);
           w[k] = detail::bits_of(old);
-          ++done;
         }
       }
       applied[t] = done;
+      scratch_.ids(t).set_size(done);
     });
     BatchError bad{range_bad, range_bad < n ? BadInput::kOutOfRange : BadInput::kNone};
     for (const auto& e : err)
       if (e.index < bad.index) bad = e;
-    if (bad.index < n) undo_partitioned(ids, T, C, chunk_begin, owner, chunk_end, applied, bucket);
+    if (bad.index < n) undo_partitioned(T, C, applied, bucket);
     return bad;
   }
 
@@ -2177,8 +2263,9 @@ class SemiOrderedIndex {
       if (T == 2) {  // both words written, one kept: no indexed store chain
         uint64_t *o0 = out[0], *o1 = out[1];
         size_t k0 = cnt[0], k1 = cnt[1];
-        for (; i < be && uint64_t(ids[i]) < cap; ++i) {
-          const uint64_t id = uint64_t(ids[i]);
+        for (; i < be; ++i) {
+          const uint64_t id = uint64_t(ids[i]);  // read once: the caller may rewrite its buffer
+          if (id >= cap) break;
           const uint64_t word = (uint64_t(i) << 32) | id;
           const size_t mine = owner(id);
           o0[k0] = word;
@@ -2189,8 +2276,9 @@ class SemiOrderedIndex {
         cnt[0] = k0;
         cnt[1] = k1;
       } else {
-        for (; i < be && uint64_t(ids[i]) < cap; ++i) {
+        for (; i < be; ++i) {
           const uint64_t id = uint64_t(ids[i]);
+          if (id >= cap) break;
           const unsigned o = owner(id);
           out[o][cnt[o]++] = (uint64_t(i) << 32) | id;
         }
@@ -2202,29 +2290,23 @@ class SemiOrderedIndex {
   }
 
   // Rolls back what apply_partitioned applied, newest first per owner, so a repeated id
-  // ends at the score it had before the batch. An applied word holds the old score, not
-  // the id: the ids come from walking each chunk's positions again (a rare path).
-  template <class IdT, class Begin, class Owner, class Bucket>
-  void undo_partitioned(const IdT* ids, unsigned T, unsigned C, const Begin& chunk_begin, const Owner& owner,
-                        const std::vector<size_t>& chunk_end, const std::vector<size_t>& applied, const Bucket& bucket) {
+  // ends at the score it had before the batch. Thread t applied a prefix of its buckets in
+  // chunk order; an applied word holds the old score, the thread's id log the id.
+  template <class Bucket>
+  void undo_partitioned(unsigned T, unsigned C, const std::vector<size_t>& applied, const Bucket& bucket) {
+    std::vector<size_t> in_chunk(C);
     for (unsigned t = 0; t < T; ++t) {
-      size_t before = 0;  // items of thread t in chunks before c
-      for (unsigned c = 0; c < C; ++c) before += bucket(c, t).size();
+      size_t left = applied[t];
+      for (unsigned c = 0; c < C; ++c) {
+        in_chunk[c] = std::min(bucket(c, t).size(), left);
+        left -= in_chunk[c];
+      }
+      const detail::ScratchLog<uint32_t>& log_ids = scratch_.ids(t);
+      size_t j = applied[t];
       for (unsigned c = C; c-- > 0;) {  // newest first: the last chunk first
         const detail::ScratchLog<uint64_t>& items = bucket(c, t);
-        before -= items.size();
-        const size_t a = std::min(items.size(), applied[t] > before ? applied[t] - before : 0);
-        // Bucket (c, t) holds the positions of chunk c below chunk_end[c] that t owns, in
-        // order; walk them backwards, skipping the ones not applied.
-        size_t skip = items.size() - a, k = a;
-        for (size_t i = chunk_end[c]; k > 0 && i-- > chunk_begin(c);) {
-          if (uint64_t(ids[i]) >= capacity_ || owner(uint64_t(ids[i])) != t) continue;
-          if (skip > 0) {
-            --skip;
-            continue;
-          }
-          entries_[uint64_t(ids[i])].score.store(detail::double_of(items[--k]), std::memory_order_relaxed);
-        }
+        for (size_t k = in_chunk[c]; k-- > 0;)
+          entries_[log_ids[--j]].score.store(detail::double_of(items[k]), std::memory_order_relaxed);
       }
     }
   }
@@ -2236,12 +2318,13 @@ class SemiOrderedIndex {
     all.reserve(n);
     size_t added = 0;
     for (size_t i = 0; i < n; ++i) {
-      Entry& e = entries_[ids[i]];
+      const uint32_t id = ids[i];  // each caller value read once
+      Entry& e = entries_[id];
       if (status_of(e.meta.load(std::memory_order_relaxed)) != ABSENT) continue;
-      e.score.store(scores[i], std::memory_order_relaxed);
+      e.score.store(detail::stored_score(scores[i]), std::memory_order_relaxed);
       e.meta.store(make_meta(IDLE, kNil, 0, tag_of(e.meta.load(std::memory_order_relaxed)) + 1),
                    std::memory_order_relaxed);
-      all.push_back(ids[i]);
+      all.push_back(id);
       ++added;
     }
     my_shard().size.fetch_add(int64_t(added), std::memory_order_relaxed);
@@ -2272,12 +2355,17 @@ class SemiOrderedIndex {
     size_t nb;
     Bucketing(double lo, double hi, size_t buckets) : mn(lo), nb(buckets) {
       const double span = hi - lo;
-      scale = (span > 0 && std::isfinite(span)) ? double(nb) / span : 0.0;
+      // One bucket (scale 0) when the span is 0, overflows (scores near +/-DBL_MAX) or is
+      // so small (subnormal) that nb / span overflows: an infinite scale made 0 * inf NaN.
+      const double s = double(nb) / span;
+      scale = (span > 0 && std::isfinite(span) && std::isfinite(s)) ? s : 0.0;
     }
     size_t operator()(double v) const noexcept {
       // Clamped with min/max, not branches: in a pool of small counts most ids hit the
-      // bottom bucket and a branch on it would mispredict about once per id.
-      return size_t(std::min(std::max((v - mn) * scale, 0.0), double(nb - 1)));
+      // bottom bucket and a branch on it would mispredict about once per id. max(0.0, x)
+      // (this order) maps a NaN x to 0: with scale 0, v - mn may overflow to inf, and
+      // inf * 0 is NaN, whose conversion to size_t is undefined.
+      return size_t(std::min(std::max(0.0, (v - mn) * scale), double(nb - 1)));
     }
   };
 
@@ -2837,6 +2925,11 @@ class SemiOrderedIndex {
       const uint64_t m = entries_[id].meta.load(std::memory_order_relaxed);
       if (status_of(m) != ABSENT && !seen[id]) fail("present id " + std::to_string(id) + " is in no node");
     }
+    int64_t slot_bytes = 0;  // every node ever made keeps its slots: stats() counts them all
+    for (uint64_t x = 0; x < next_fresh_; ++x) slot_bytes += slot_bytes_of(node(uint32_t(x)).cap);
+    if (slot_bytes != slot_bytes_.load(std::memory_order_relaxed))
+      fail("slot bytes counted for stats() (" + std::to_string(slot_bytes_.load(std::memory_order_relaxed)) +
+           ") != the nodes' slots (" + std::to_string(slot_bytes) + ")");
     // Upper levels: sorted sublists of level 0 made of live nodes with enough height.
     for (int l = 1; l < kMaxLevel; ++l) {
       uint32_t x = head_;
@@ -2913,9 +3006,11 @@ class SemiOrderedIndex {
   // kScratchKeepPerId bytes per id of capacity; counted in stats().memory_bytes.
   struct alignas(64) PaddedWords {  // own cache line: its size is written per call
     detail::ScratchLog<uint64_t> words;
+    detail::ScratchLog<uint32_t> ids;  // the undo log's ids (buffer t: thread t's)
   };
-  // Word buffers: buffer 0 is the serial path's undo log; the threaded path uses T * T,
-  // one per (chunk, owner) pair. One 8-byte word per batch item either way.
+  // Word buffers: buffer 0 is the serial path's undo log; the threaded path uses C * T,
+  // one per (chunk, owner) pair, and buffer t's ids as thread t's id log. One 8-byte word
+  // and one 4-byte id per batch item either way.
   struct BulkScratch {
     std::vector<std::unique_ptr<PaddedWords>> buffers;
     // Exactly k buffers: missing ones are created, the rest (a wider earlier call's
@@ -2925,9 +3020,10 @@ class SemiOrderedIndex {
       while (buffers.size() < k) buffers.emplace_back(new PaddedWords);
     }
     detail::ScratchLog<uint64_t>& words(size_t k) noexcept { return buffers[k]->words; }
+    detail::ScratchLog<uint32_t>& ids(size_t k) noexcept { return buffers[k]->ids; }
     uint64_t bytes() const noexcept {
       uint64_t b = 0;
-      for (const auto& w : buffers) b += w->words.capacity_bytes();
+      for (const auto& w : buffers) b += w->words.capacity_bytes() + w->ids.capacity_bytes();
       return b;
     }
     void release() { buffers.clear(); }
