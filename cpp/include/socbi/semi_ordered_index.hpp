@@ -44,6 +44,13 @@
 //     become the undo log as they are applied, beside a log of the applied ids) stays
 //     with the index between calls, up to 16 bytes per id of capacity, and counts in
 //     stats().memory_bytes.
+//   * Each update batch takes the path its estimated cost picks (choose_path): item moves,
+//     the bulk rebuild, or the lazy apply: the bulk apply pass alone, leaving the chain
+//     stale (ids past their nodes' ranges on one side). A query at the end the deltas
+//     moved ids away from (bottom() after increments: the So-CBI round) walks the stale
+//     chain, stopping once n keys lie below the next node's lo (query_dirty); a query at
+//     the other end, or walks whose extra reads pass size() in all, rebuild first.
+//     Large erase batches run exclusively, without per-id locks.
 //   * The status table is 2 MiB-aligned and asks Linux for transparent huge pages: each
 //     update is a random access into it, and 4 KiB pages would add a TLB miss to most.
 //
@@ -57,10 +64,11 @@
 //   * Queries take no lock on the normal path: they read node contents under a per-node
 //     seqlock and retry; a node that changes under a reader 4 times in a row is read
 //     under its lock (bounded, never waits on a queue of updaters).
-//   * There is no global lock for these operations. The one exclusive operation is the
-//     bulk rebuild (a batch of >= bulk_fraction * size updates or inserts, or check()):
-//     it waits for in-flight batches to leave and blocks new ones for its duration,
-//     because it rewrites every node. Callers can disable it per call.
+//   * There is no global lock for these operations. The exclusive operations are the bulk
+//     paths (a batch the cost model sends to the rebuild or the lazy apply, a batch erase
+//     of kLazyMin+ ids, the rebuild of a stale chain that a query asks for, and check()):
+//     they wait for in-flight batches to leave and block new ones for their duration.
+//     bulk=0 per call, or bulk_fraction = 0, keeps updates off them.
 //   * Memory reclamation: epoch-based with two reader counters (SRCU-like). Every batch
 //     pins an epoch (re-pinned every 1024 items); removed nodes are reused only after
 //     the epoch has advanced twice, i.e. when no pinned reader can still hold them.
