@@ -64,16 +64,36 @@
 //     because it rewrites every node. Callers can disable it per call.
 //   * Memory reclamation: epoch-based with two reader counters (SRCU-like). Every batch
 //     pins an epoch (re-pinned every 1024 items); removed nodes are reused only after
-//     the epoch has advanced twice, i.e. when no pinned reader can still hold them.
+//     the epoch has advanced twice, i.e. when no pinned reader can still hold them. A
+//     thread's finger (the node it last moved an id into) is trusted only under the pin
+//     it was taken in, for the same reason.
+//   * Caller buffers (ids, scores, deltas, query outputs) are used in place, without a
+//     lock and without a copy; see CAVEATS for what a caller may do with them meanwhile.
 //
 // CAVEATS
 //   * ids are dense: capacity is fixed at construction (16 bytes per id up front).
+//   * Buffers during a call. A C++ caller may read its input buffers while a call runs
+//     but must not write them (nor read the output buffers of a query) until it
+//     returns: that is a data race, undefined behaviour in C++. The core is nonetheless
+//     built so that a buffer rewritten mid-call (the Python bindings read numpy arrays in
+//     place with the GIL released, and another Python thread can write them) cannot
+//     crash, hang or corrupt the index: each id and value is read once where it is used
+//     (the bulk path logs the ids it applied, so its undo never reads the buffer again),
+//     ids are range-checked on the read that is used, and every value passes through the
+//     stored form (below) before it is stored. Which of the values the buffer held were
+//     applied is then unspecified, and update_checked may apply a delta that arrived
+//     after its check (saturated, or nothing for a NaN) instead of refusing it.
+//   * Stored form: every stored score is finite, and -0.0 is stored as +0.0 (score()
+//     agrees with top()/bottom()). A value that breaks the preconditions is stored as
+//     +/-DBL_MAX for +/-inf and 0.0 for NaN; a NaN delta adds nothing.
 //   * An update racing with erase()/insert() of the *same* id is ordered arbitrarily:
 //     it may apply to the old item (then vanish with it) or be dropped. Updates to
 //     present ids are never lost.
 //   * Scores must be finite. update_checked() refuses a delta whose result would not be
-//     finite (on the bulk path: the running sum of a repeated id); plain update() with
-//     such a sum saturates at +/-DBL_MAX.
+//     finite (on the bulk path: the running sum of a repeated id); plain update() and
+//     assign() (item by item or bulk) saturate such a result at +/-DBL_MAX, and on the
+//     bulk path skip an absent id, as item by item; an id out of range there throws
+//     std::out_of_range with nothing changed.
 //   * During concurrent updates a query returns, for each id, a score it held at some
 //     instant during the call (ids sorted by those scores, no duplicates); with no
 //     mutation in flight the answer is exact.
