@@ -1,6 +1,9 @@
 // socbi._core: the Python face of cpp/include/socbi/. Arrays are validated and converted
 // with the GIL held (a whole batch before anything changes); the C++ loops run with the
-// GIL released.
+// GIL released. ids of insert/assign/erase/score are copied to uint32 by the check; the
+// values, and update()'s ids, are read in place: another Python thread may rewrite them
+// during the call, which the core survives (see "Buffers during a call" in the header's
+// CAVEATS: no crash, no hang, no non-finite score, check() holds).
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -747,7 +750,9 @@ concurrent updates return, for each id, a score it held during the call.
 O(log #nodes) per id; a batch of >= bulk_fraction * len(index) ids (or >= 4096 ids into an
 empty index) takes the bulk path: O(n) bucketing, exclusive while it runs.
 Raises ValueError (out of range, repeated, already present, non-finite score) or
-TypeError (non-integer ids) before changing anything.)doc")
+TypeError (non-integer ids) before changing anything. scores are read in place with the GIL
+released; a non-finite value written by another thread after the check is stored as
++/-1.797e308 (inf) or 0.0 (NaN), never as itself.)doc")
       .def(
           "update",
           [](SemiOrderedIndex& self, const py::object& ids, const py::object& deltas, const py::object& threads_obj, const py::object& bulk) {
@@ -796,7 +801,11 @@ order, so the result does not depend on threads), followed by a rebuild by bucke
 or, lazily, by nothing until a query needs it. bulk=False forbids the bulk path,
 bulk=True forces it with the rebuild. ids of any integer dtype are read in place.
 Raises KeyError for absent ids, ValueError for ids out of range or non-finite deltas or
-results; a refused batch changes nothing (the bulk path rolls back bit for bit).)doc")
+results; a refused batch changes nothing (the bulk path rolls back bit for bit).
+ids and deltas are read in place with the GIL released: if another thread rewrites them
+during the call, the call still returns and the index stays consistent, but which values
+were applied is unspecified (a non-finite delta that arrives after the check is
+saturated, or adds nothing if NaN).)doc")
       .def(
           "assign",
           [](SemiOrderedIndex& self, const py::object& ids, const py::object& scores, const py::object& threads_obj, const py::object& bulk) {
@@ -812,7 +821,9 @@ results; a refused batch changes nothing (the bulk path rolls back bit for bit).
             self.assign(v.data(), sp, v.size(), t, b);
           },
           py::arg("ids"), py::arg("scores"), py::arg("threads") = 1, py::arg("bulk") = py::none(),
-          "Set the scores of present ids. Same cost and thread safety as update(); ids must be distinct.")
+          "Set the scores of present ids. Same cost and thread safety as update(); ids must be distinct.\n"
+          "scores are read in place with the GIL released; a non-finite value written by another thread\n"
+          "after the check is stored as +/-1.797e308 (inf) or 0.0 (NaN), never as itself.")
       .def(
           "erase",
           [](SemiOrderedIndex& self, const py::object& ids) {

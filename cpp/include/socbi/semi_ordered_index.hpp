@@ -10,7 +10,8 @@
 //   * Status table: one 16-byte entry per id: the score (atomic double) and a 64-bit
 //     meta word packing status (ABSENT / IDLE / UPDATING), the node and slot that hold
 //     the id, and a 12-bit tag that changes whenever a node split or rebuild touches the
-//     item (so a stale decision can never be committed).
+//     item (so a stale decision can never be committed; why a wrapped tag cannot either:
+//     see Entry).
 //   * Nodes hold up to B ids (default 2048) *unordered*; removal leaves a tombstone and
 //     a bit in the node's hole bitmap, so a move touches no other id's entry. Node keys
 //     are (score, id) pairs, a total order, so ties (e.g. every count starts at 0) split
@@ -71,16 +72,36 @@
 //     bulk=0 per call, or bulk_fraction = 0, keeps updates off them.
 //   * Memory reclamation: epoch-based with two reader counters (SRCU-like). Every batch
 //     pins an epoch (re-pinned every 1024 items); removed nodes are reused only after
-//     the epoch has advanced twice, i.e. when no pinned reader can still hold them.
+//     the epoch has advanced twice, i.e. when no pinned reader can still hold them. A
+//     thread's finger (the node it last moved an id into) is trusted only under the pin
+//     it was taken in, for the same reason.
+//   * Caller buffers (ids, scores, deltas, query outputs) are used in place, without a
+//     lock and without a copy; see CAVEATS for what a caller may do with them meanwhile.
 //
 // CAVEATS
 //   * ids are dense: capacity is fixed at construction (16 bytes per id up front).
+//   * Buffers during a call. A C++ caller may read its input buffers while a call runs
+//     but must not write them (nor read the output buffers of a query) until it
+//     returns: that is a data race, undefined behaviour in C++. The core is nonetheless
+//     built so that a buffer rewritten mid-call (the Python bindings read numpy arrays in
+//     place with the GIL released, and another Python thread can write them) cannot
+//     crash, hang or corrupt the index: each id and value is read once where it is used
+//     (the bulk path logs the ids it applied, so its undo never reads the buffer again),
+//     ids are range-checked on the read that is used, and every value passes through the
+//     stored form (below) before it is stored. Which of the values the buffer held were
+//     applied is then unspecified, and update_checked may apply a delta that arrived
+//     after its check (saturated, or nothing for a NaN) instead of refusing it.
+//   * Stored form: every stored score is finite, and -0.0 is stored as +0.0 (score()
+//     agrees with top()/bottom()). A value that breaks the preconditions is stored as
+//     +/-DBL_MAX for +/-inf and 0.0 for NaN; a NaN delta adds nothing.
 //   * An update racing with erase()/insert() of the *same* id is ordered arbitrarily:
 //     it may apply to the old item (then vanish with it) or be dropped. Updates to
 //     present ids are never lost.
 //   * Scores must be finite. update_checked() refuses a delta whose result would not be
-//     finite (on the bulk path: the running sum of a repeated id); plain update() with
-//     such a sum saturates at +/-DBL_MAX.
+//     finite (on the bulk path: the running sum of a repeated id); plain update() and
+//     assign() (item by item or bulk) saturate such a result at +/-DBL_MAX, and on the
+//     bulk path skip an absent id, as item by item; an id out of range there throws
+//     std::out_of_range with nothing changed.
 //   * During concurrent updates a query returns, for each id, a score it held at some
 //     instant during the call (ids sorted by those scores, no duplicates); with no
 //     mutation in flight the answer is exact.
@@ -799,6 +820,20 @@ class SemiOrderedIndex {
     std::atomic<uint64_t> meta{0};  // status:2 | slot:20 | node:30 | tag:12
   };
   static_assert(sizeof(Entry) == 16, "status entry must stay 16 bytes");
+  // Why a 12-bit tag is enough (no room to widen it: slot and node need their bits, and a
+  // wider meta would make the entry 24 bytes). A tag that wrapped (4,096 relocations
+  // between an owner's read of the meta word and its CAS) lets the CAS succeed on an equal
+  // word; that commits no stale decision:
+  //  * every CAS on a meta word writes back the node and slot it read, and an equal word
+  //    means those are the id's place now;
+  //  * a move, an erase, a split and a node sort read the meta word again under the node's
+  //    lock, where no relocation of the id can run, and decide from the current score;
+  //  * the one lock-free decision, the owner's "the score is still in my node's range"
+  //    release, stays true: while the owner is in flight it holds a pin, so its node
+  //    cannot be freed and reused; a split moves ids only into a new node, never back, so
+  //    an id found in the same node and slot never left it, and each split of that node
+  //    kept the id below the pivot, inside the narrowed range (lo never changes). Sorts
+  //    move the id within the node.
 
   static constexpr uint64_t kStatusMask = 0x3;
   static constexpr int kSlotShift = 2, kNodeShift = 22, kTagShift = 52;
