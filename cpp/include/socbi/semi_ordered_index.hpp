@@ -2106,8 +2106,10 @@ class SemiOrderedIndex {
     const int dirty = dirty_.load(std::memory_order_relaxed);
     const bool lazy = lazy_sign != 0 && (dirty == 0 || dirty == lazy_sign);
     detail::TeamScope team(lazy ? T : std::max(T, rebuild_threads(threads)));
+    lazy_apply_sign_ = lazy ? lazy_sign : 0;  // read by apply_one; the team starts after this store
     const BatchError bad = (T == 1 || n > UINT32_MAX) ? apply_serial(ids, vals, scalar, n, assign, lenient)
                                                       : apply_partitioned(ids, vals, scalar, n, T, assign, lenient);
+    lazy_apply_sign_ = 0;
     if (scratch_.bytes() > kScratchKeepPerId * capacity_) scratch_.release();
     scratch_bytes_.store(scratch_.bytes(), std::memory_order_relaxed);  // stats() must not walk scratch_
     if (bad.index == n) {
@@ -2127,6 +2129,10 @@ class SemiOrderedIndex {
   // skipped (old is its score, so restoring it is a no-op) and a non-finite result is
   // stored in finite form, as the item-by-item path does.
   BadInput apply_one(Entry& en, double v, bool assign, bool lenient, double& old) {
+    // A lazy batch must keep its sign even if the caller rewrote the buffer after
+    // delta_sign read it (see CAVEATS): a delta of the wrong sign adds nothing.
+    if (lazy_apply_sign_ > 0) v = std::max(v, 0.0);
+    if (lazy_apply_sign_ < 0) v = std::min(v, 0.0);
     old = en.score.load(std::memory_order_relaxed);
     if (status_of(en.meta.load(std::memory_order_relaxed)) == ABSENT) return lenient ? BadInput::kNone : BadInput::kAbsent;
     double now = assign ? v : old + v;
@@ -3041,6 +3047,7 @@ class SemiOrderedIndex {
   std::atomic<uint64_t> dirty_work_{0};      // extra ids dirty walks read since the chain went stale
   std::atomic<uint64_t> lazy_updates_{0};
   unsigned dirty_threads_ = 1;               // threads of the last lazy batch, for its rebuild
+  int lazy_apply_sign_ = 0;                  // the sign the running (exclusive) lazy apply enforces
 
   // Scratch of the bulk path, kept from one call to the next (the path is exclusive, so
   // one set serves every caller): faulting in fresh pages each call cost more than the
