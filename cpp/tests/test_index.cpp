@@ -1084,7 +1084,7 @@ int main(int argc, char** argv) {
   test_team();
   test_bulk_rebuild_placement();
   for (int threads : {2, 4, 8, 16}) test_concurrent_stress(threads, (quick ? 24000 : 120000) / threads);
-  for (int threads : {2, 4, 8, 16}) test_monotone_stress(threads, (quick ? 16000 : 64000) / threads);
+  for (int threads : {2, 4, 8, 16}) test_monotone_stress(threads, (quick ? 4000 : 16000) / threads);
   if (g_failures) {
     std::fprintf(stderr, "%d failure(s)\n", g_failures);
     return 1;

@@ -1635,20 +1635,23 @@ class SemiOrderedIndex {
         if (status_of(m) == ABSENT) return false;
         continue;
       }
-      // Move: out of x (if placed), into t.
+      // Move: out of x (if placed), into t. x's change stays open until the id is in t: a
+      // query that reads x after the removal then sees it in t (issue 16: with x closed
+      // first, a bottom() walk reading x, then t before the append, missed the id).
       bool x_empty = false;
       if (xi != kNil) {
         Node& x = node(xi);
         x.begin_items_change();
         remove_slot_locked(x, slot_of(m));
-        x.end_items_change();
         x_empty = x.count.load(std::memory_order_relaxed) == 0;
       }
+      SOCBI_RACE_HOOK();  // the id is in neither node here
       t.begin_items_change();
       const uint32_t slot = append_locked(t, id);
       const uint64_t nm = make_meta(UPDATING, ti, slot, tag_of(m) + 1);
       entries_[id].meta.store(nm, std::memory_order_release);  // stable: we hold x's lock
       t.end_items_change();
+      if (xi != kNil) node(xi).end_items_change();
       m = nm;
       unlock_both();
       bump(sh.moves);
