@@ -141,7 +141,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="score-index update threads")
     ap.add_argument("--index", choices=["core", "reference"], default="core")
     ap.add_argument("--bulk-fraction", type=float, default=None,
-                    help="SemiOrderedIndex bulk_fraction (default: the core's own, 0.25)")
+                    help="SemiOrderedIndex bulk_fraction (default: the core's own, None = path by cost)")
     ap.add_argument("--space", choices=["l2", "cosine"], default="cosine")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repeats", type=int, default=3, help="repeats of the isolated re-timing (medians)")

@@ -1,6 +1,9 @@
 // socbi._core: the Python face of cpp/include/socbi/. Arrays are validated and converted
 // with the GIL held (a whole batch before anything changes); the C++ loops run with the
-// GIL released.
+// GIL released. ids of insert/assign/erase/score are copied to uint32 by the check; the
+// values, and update()'s ids, are read in place: another Python thread may rewrite them
+// during the call, which the core survives (see "Buffers during a call" in the header's
+// CAVEATS: no crash, no hang, no non-finite score, check() holds).
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -281,7 +284,9 @@ Values to_values(const py::handle& obj, size_t n, const char* name, const char* 
 void check_distinct(const std::vector<uint32_t>& ids, uint64_t capacity, const char* name) {
   const size_t n = ids.size();
   if (n < 2) return;
-  if (n * 16 < capacity) {
+  // A sort for small batches, else a bitmap over the capacity (zeroing capacity / 8 bytes
+  // costs less than sorting n ids once n log n passes about capacity / 64).
+  if (n * 512 < capacity) {
     std::vector<uint32_t> s(ids);
     std::sort(s.begin(), s.end());
     auto it = std::adjacent_find(s.begin(), s.end());
@@ -388,7 +393,9 @@ py::tuple run_query(SemiOrderedIndex& idx, const py::handle& n_obj, bool top) {
   return py::make_tuple(out_ids[first], out_scores[first]);
 }
 
-std::unique_ptr<SemiOrderedIndex> make_index(const py::handle& capacity, const py::object& node_size, double bulk_fraction) {
+// by_cost: bulk_fraction was None (SemiOrderedIndex::kAutoBulk: each batch's path chosen by cost).
+std::unique_ptr<SemiOrderedIndex> make_index(const py::handle& capacity, const py::object& node_size, double bulk_fraction,
+                                             bool by_cost = false) {
   if (!is_integer_scalar(capacity)) raise(PyExc_TypeError, "capacity must be an integer, got " + short_repr(capacity));
   py::int_ cap = py::reinterpret_borrow<py::object>(capacity);
   if (cap < py::int_(1) || cap > py::int_(SemiOrderedIndex::kMaxCapacity))
@@ -402,8 +409,10 @@ std::unique_ptr<SemiOrderedIndex> make_index(const py::handle& capacity, const p
       raise(PyExc_ValueError, "node_size = " + short_repr(node_size) + " is out of range; pass 8 <= node_size <= 65536, or None for the default (" + std::to_string(SemiOrderedIndex::kDefaultNodeSize) + ")");
     b = ns.cast<uint32_t>();
   }
-  if (!(bulk_fraction >= 0.0) || !std::isfinite(bulk_fraction))
-    raise(PyExc_ValueError, "bulk_fraction must be a finite number >= 0 (0 disables the bulk path), got " + std::to_string(bulk_fraction));
+  if (by_cost) {
+    bulk_fraction = SemiOrderedIndex::kAutoBulk;
+  } else if (!(bulk_fraction >= 0.0) || !std::isfinite(bulk_fraction))
+    raise(PyExc_ValueError, "bulk_fraction must be None (choose by cost) or a finite number >= 0 (0 disables the bulk path), got " + std::to_string(bulk_fraction));
   const uint64_t c = cap.cast<uint64_t>();
   try {
     return std::make_unique<SemiOrderedIndex>(c, b, bulk_fraction);
@@ -674,12 +683,21 @@ PYBIND11_MODULE(_core, m) {
   py::class_<SemiOrderedIndex>(m, "SemiOrderedIndex", R"doc(
 A ranked set of sample ids with float64 scores that many threads update at once.
 
-SemiOrderedIndex(capacity, node_size=None, bulk_fraction=0.25)
+SemiOrderedIndex(capacity, node_size=None, bulk_fraction=None)
 
 ids are integers in [0, capacity); the status table takes 16 bytes per id up front.
 Nodes hold up to node_size (B, default 2048) ids unordered; nodes are ordered by
 (score, id), with skip-list levels over them. Ties are broken by id: bottom() returns
 (score, id) ascending, top() returns (score, id) descending.
+
+Each update batch takes the path its estimated cost picks (bulk_fraction=None): item moves
+(lock-free in place, or a move between two locked nodes), the exclusive rebuild, or the
+lazy apply, which adds the deltas to the status table only and leaves the node chain
+stale; a query at the end the deltas moved ids away from (bottom() after increments, the
+So-CBI round) then walks past the stale ids, and a query at the other end, or walks that
+have read more than len(index) extra ids in all, rebuild the chain first. A number
+bulk_fraction > 0 restores the fixed rule (a batch of >= bulk_fraction * len(index) items
+is rebuilt, smaller ones moved); 0 never takes the exclusive paths.
 
 Thread safety: every method may be called from many Python threads at once; batch
 methods release the GIL. Updates to ids that are present are never lost. An update
@@ -694,12 +712,13 @@ concurrent updates return, for each id, a score it held during the call.
 (array([2, 3]), array([2. , 0.5]))
 )doc")
       .def(py::init([](const py::object& capacity, const py::object& node_size, const py::object& bulk_fraction) {
+             if (bulk_fraction.is_none()) return make_index(capacity, node_size, 0.0, /*by_cost=*/true);
              if (PyBool_Check(bulk_fraction.ptr()) || !(PyFloat_Check(bulk_fraction.ptr()) || is_integer_scalar(bulk_fraction) ||
                                                         py::isinstance(bulk_fraction, py::module_::import("numpy").attr("floating"))))
-               raise(PyExc_TypeError, "bulk_fraction must be a number >= 0 (0 disables the bulk path), got " + short_repr(bulk_fraction));
+               raise(PyExc_TypeError, "bulk_fraction must be None (choose by cost) or a number >= 0 (0 disables the bulk path), got " + short_repr(bulk_fraction));
              return make_index(capacity, node_size, py::cast<double>(bulk_fraction));
            }),
-           py::arg("capacity"), py::arg("node_size") = py::none(), py::arg("bulk_fraction") = 0.25)
+           py::arg("capacity"), py::arg("node_size") = py::none(), py::arg("bulk_fraction") = py::none())
       .def_property_readonly("capacity", &SemiOrderedIndex::capacity, "ids must lie in [0, capacity).")
       .def_property_readonly("node_size", &SemiOrderedIndex::node_size, "B: items per node.")
       .def("__len__", &SemiOrderedIndex::size, "Number of ids present. O(1).")
@@ -732,7 +751,9 @@ concurrent updates return, for each id, a score it held during the call.
 O(log #nodes) per id; a batch of >= bulk_fraction * len(index) ids (or >= 4096 ids into an
 empty index) takes the bulk path: O(n) bucketing, exclusive while it runs.
 Raises ValueError (out of range, repeated, already present, non-finite score) or
-TypeError (non-integer ids) before changing anything.)doc")
+TypeError (non-integer ids) before changing anything. scores are read in place with the GIL
+released; a non-finite value written by another thread after the check is stored as
++/-1.797e308 (inf) or 0.0 (NaN), never as itself.)doc")
       .def(
           "update",
           [](SemiOrderedIndex& self, const py::object& ids, const py::object& deltas, const py::object& threads_obj, const py::object& bulk) {
@@ -774,13 +795,18 @@ TypeError (non-integer ids) before changing anything.)doc")
 
 Repeated ids are allowed: every delta is applied. O(1) expected when the new score stays in
 its node's range (lock-free), O(log #nodes) for a move (locks two nodes). threads > 1 (or
--1 for all cores) spreads the batch over C++ threads. A batch of >= bulk_fraction *
-len(index) updates takes the bulk path (one pass applies and checks the batch, then a
-rebuild by bucketing: O(n), exclusive while it runs; repeated ids are summed in batch
-order, so the result does not depend on threads); bulk=False forbids it, bulk=True
-forces it. ids of any integer dtype are read in place.
+-1 for all cores) spreads the batch over C++ threads. The path is chosen by cost (see
+the class docstring): item moves for small batches; for large ones the bulk path (one pass
+applies and checks the batch, exclusive while it runs; repeated ids are summed in batch
+order, so the result does not depend on threads), followed by a rebuild by bucketing (O(len))
+or, lazily, by nothing until a query needs it. bulk=False forbids the bulk path,
+bulk=True forces it with the rebuild. ids of any integer dtype are read in place.
 Raises KeyError for absent ids, ValueError for ids out of range or non-finite deltas or
-results; a refused batch changes nothing (the bulk path rolls back bit for bit).)doc")
+results; a refused batch changes nothing (the bulk path rolls back bit for bit).
+ids and deltas are read in place with the GIL released: if another thread rewrites them
+during the call, the call still returns and the index stays consistent, but which values
+were applied is unspecified (a non-finite delta that arrives after the check is
+saturated, or adds nothing if NaN).)doc")
       .def(
           "assign",
           [](SemiOrderedIndex& self, const py::object& ids, const py::object& scores, const py::object& threads_obj, const py::object& bulk) {
@@ -796,7 +822,9 @@ results; a refused batch changes nothing (the bulk path rolls back bit for bit).
             self.assign(v.data(), sp, v.size(), t, b);
           },
           py::arg("ids"), py::arg("scores"), py::arg("threads") = 1, py::arg("bulk") = py::none(),
-          "Set the scores of present ids. Same cost and thread safety as update(); ids must be distinct.")
+          "Set the scores of present ids. Same cost and thread safety as update(); ids must be distinct.\n"
+          "scores are read in place with the GIL released; a non-finite value written by another thread\n"
+          "after the check is stored as +/-1.797e308 (inf) or 0.0 (NaN), never as itself.")
       .def(
           "erase",
           [](SemiOrderedIndex& self, const py::object& ids) {
@@ -874,6 +902,8 @@ Exact when no update is in flight; lock-free otherwise (each score was held duri
             d["query_retries"] = st.query_retries;
             d["memory_bytes"] = st.memory_bytes;
             d["scratch_bytes"] = st.scratch_bytes;
+            d["lazy_updates"] = st.lazy_updates;
+            d["stale"] = st.stale;
             return d;
           },
           "Counters and sizes: nodes, moves, in_place_updates, splits, memory_bytes (scratch_bytes of it kept by\n"

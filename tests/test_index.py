@@ -638,7 +638,121 @@ def test_threads_argument_is_checked_with_a_named_message(call, exc, words):
 
 
 def test_bulk_fraction_type_is_checked():
-    with pytest.raises(TypeError, match="bulk_fraction must be a number"):
+    with pytest.raises(TypeError, match=r"bulk_fraction must be None \(choose by cost\) or a number"):
         socbi.SemiOrderedIndex(10, bulk_fraction="x")
-    with pytest.raises(ValueError, match="bulk_fraction must be a finite number >= 0"):
+    with pytest.raises(ValueError, match=r"bulk_fraction must be None \(choose by cost\) or a finite number >= 0"):
         socbi.SemiOrderedIndex(10, bulk_fraction=-1.0)
+    socbi.SemiOrderedIndex(10, bulk_fraction=None).check()  # the default: each batch's path by cost
+
+
+# ---------------------------------------------------------------- issue 17: path by cost
+def _bottom_ref(model: dict, n: int, top: bool = False):
+    items = sorted(model.items(), key=lambda kv: (kv[1], kv[0]), reverse=top)[:n]
+    return [i for i, _ in items], [s for _, s in items]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_lazy_round_stress_matches_model(seed):
+    """The So-CBI round on tied counts: batch erase, lazy +1s, bottom() on a stale chain,
+    sometimes top() (rebuild) and small mixed item updates; check() after every step."""
+    rng = np.random.default_rng(seed)
+    cap = 5000
+    idx = socbi.SemiOrderedIndex(cap, node_size=[16, 64, 2048][seed])
+    start = rng.integers(0, 3, cap).astype(float)
+    idx.insert(np.arange(cap), start)
+    model = {i: float(s) for i, s in enumerate(start)}
+    stale_bottoms = 0
+    for step in range(60):
+        present = np.fromiter(model, dtype=np.int64)
+        op = rng.integers(0, 6)
+        if op <= 2:  # one round: erase b, +1 to 10 b neighbours (repeats), bottom(128)
+            b = int(rng.integers(100, 200))
+            lab = rng.choice(present, size=b, replace=False)
+            idx.erase(lab)
+            for i in lab:
+                del model[int(i)]
+            left = np.fromiter(model, dtype=np.int64)
+            nbr = left[rng.integers(0, left.size, 10 * b)]
+            idx.update(nbr, 1.0)
+            for i in nbr:
+                model[int(i)] += 1.0
+            stale_bottoms += idx.stats()["stale"]
+            ids, sc = idx.bottom(128)
+            want_ids, want_sc = _bottom_ref(model, 128)
+            assert ids.tolist() == want_ids and sc.tolist() == want_sc, step
+        elif op == 3:  # a top() query: rebuilds a stale chain first
+            ids, sc = idx.top(50)
+            want_ids, want_sc = _bottom_ref(model, 50, top=True)
+            assert ids.tolist() == want_ids and sc.tolist() == want_sc, step
+            assert idx.stats()["stale"] == 0
+        elif op == 4:  # a few item updates of either sign on the (maybe stale) chain
+            some = rng.choice(present, size=20, replace=False)
+            d = rng.integers(-2, 3, 20).astype(float)
+            idx.update(some, d)
+            for i, v in zip(some, d):
+                model[int(i)] += float(v)
+        else:  # re-insert some absent ids
+            absent = np.setdiff1d(np.arange(cap), present)[:50]
+            if absent.size:
+                idx.insert(absent, 0.0)
+                for i in absent:
+                    model[int(i)] = 0.0
+        idx.check()
+        assert len(idx) == len(model)
+    assert idx.stats()["lazy_updates"] > 5 and stale_bottoms > 5
+
+
+def test_update_path_by_cost():
+    n = 200_000
+    idx = socbi.SemiOrderedIndex(n)
+    idx.insert(np.arange(n), 0.0)
+    rng = np.random.default_rng(3)
+    ids = rng.integers(0, n, 5000)
+    idx.update(ids, 1.0)  # no query yet: a small batch moves items
+    st = idx.stats()
+    assert st["lazy_updates"] == 0 and st["moves"] > 0 and st["stale"] == 0
+    idx.bottom(128)
+    idx.update(ids, 1.0)  # after bottom(): increments go lazily
+    assert idx.stats()["lazy_updates"] == 1 and idx.stats()["stale"] == 1
+    rebuilds = idx.stats()["rebuilds"]
+    got = idx.bottom(128)
+    assert idx.stats()["rebuilds"] == rebuilds  # walked the stale chain
+    counts = np.zeros(n)
+    np.add.at(counts, ids, 2.0)
+    order = np.lexsort((np.arange(n), counts))[:128]
+    assert got[0].tolist() == order.tolist() and got[1].tolist() == counts[order].tolist()
+    idx.update(ids, -1.0)  # a decrement never joins an increment-stale chain lazily
+    assert idx.stats()["lazy_updates"] == 1
+    idx.check()
+    top = idx.top(10)  # the other end: rebuilt first
+    assert idx.stats()["stale"] == 0 and idx.stats()["rebuilds"] == rebuilds + 1
+    np.add.at(counts, ids, -1.0)
+    assert top[1].tolist() == sorted(counts, reverse=True)[:10]
+    # bulk=True rebuilds now, bulk=False moves, a fixed bulk_fraction keeps the old rule
+    idx.bottom(1)
+    idx.update(ids, 1.0, bulk=True)
+    assert idx.stats()["stale"] == 0 and idx.stats()["rebuilds"] == rebuilds + 2
+    idx.update(ids, 1.0, bulk=False)
+    assert idx.stats()["stale"] == 0 and idx.stats()["lazy_updates"] == 1
+    fixed = socbi.SemiOrderedIndex(n, bulk_fraction=0.25)
+    fixed.insert(np.arange(n), 0.0)
+    fixed.bottom(1)
+    fixed.update(rng.integers(0, n, n), 1.0)
+    assert fixed.stats()["lazy_updates"] == 0 and fixed.stats()["rebuilds"] == 2
+    fixed.check()
+
+
+def test_batch_erase_refuses_and_applies_whole():
+    n = 10_000
+    idx = socbi.SemiOrderedIndex(n)
+    idx.insert(np.arange(n), np.arange(n) % 7.0)
+    ids = np.arange(0, n, 3)  # 3334 ids: the exclusive batch erase
+    with pytest.raises(ValueError, match="more than once"):
+        idx.erase(np.append(ids, ids[5]))
+    assert len(idx) == n
+    idx.erase(ids)
+    idx.check()
+    assert len(idx) == n - ids.size and not any(int(i) in idx for i in ids[:50])
+    left = np.setdiff1d(np.arange(n), ids)
+    want = left[np.lexsort((left, left % 7.0))][:100]
+    assert idx.bottom(100)[0].tolist() == want.tolist()

@@ -65,6 +65,7 @@ void on_hook(const char* site, uint32_t node) {
 namespace {
 
 int g_failures = 0;
+std::atomic<uint64_t> g_stress_ops{0};  // operations run by the stress tests (reported at the end)
 
 #define EXPECT(cond, msg)                                                                       \
   do {                                                                                          \
@@ -265,6 +266,188 @@ void test_ties_and_edges() {
   }
 }
 
+
+// One end only: the n smallest (bottom) or largest (top) keys against the model.
+bool same_end(Index& idx, const Model& model, size_t n, bool from_top, std::string& why) {
+  auto ref = model.sorted();
+  if (from_top) std::reverse(ref.begin(), ref.end());
+  std::vector<uint32_t> ids(n + 1);
+  std::vector<double> sc(n + 1);
+  const size_t k = from_top ? idx.top(n, ids.data(), sc.data()) : idx.bottom(n, ids.data(), sc.data());
+  if (k != std::min(n, ref.size())) {
+    why = "size " + std::to_string(k);
+    return false;
+  }
+  for (size_t i = 0; i < k; ++i)
+    if (ids[i] != ref[i].second || sc[i] != ref[i].first) {
+      why = std::string(from_top ? "top" : "bottom") + " mismatch at " + std::to_string(i) + " of " + std::to_string(n);
+      return false;
+    }
+  return true;
+}
+
+// Issue 17: the lazy apply. Seeded random sequences on tied integer counts: large one-signed
+// batches (lazy when the last query read the matching end), small mixed item updates,
+// inserts, erases and queries at both ends while the chain is stale, check() after every
+// step, every answer against the model.
+void test_lazy_sequences(uint32_t node_size, uint64_t seed) {
+  const uint32_t cap = 6000;
+  Index idx(cap, node_size);
+  Model model;
+  std::mt19937_64 rng(seed);
+  {
+    std::vector<uint32_t> ids;
+    std::vector<double> sc;
+    for (uint32_t i = 0; i < cap; ++i)
+      if (rng() % 8 != 0) {
+        ids.push_back(i);
+        sc.push_back(double(rng() % 3));
+        model.s[i] = sc.back();
+      }
+    idx.insert(ids.data(), sc.data(), ids.size());
+  }
+  uint64_t lazy_seen = 0, stale_queries = 0;
+  for (int step = 0; step < 400; ++step) {
+    const int op = int(rng() % 10);
+    const bool stale_before = idx.stats().stale != 0;
+    if (op < 4) {  // a big batch of +1s (or -1s), repeats allowed
+      const double d = op == 3 ? -1.0 : 1.0;
+      std::vector<uint32_t> ids;
+      std::vector<double> ds;
+      std::vector<uint32_t> present;
+      for (auto& kv : model.s) present.push_back(kv.first);
+      const size_t m = Index::kLazyMin + rng() % 3000;
+      for (size_t j = 0; j < m && !present.empty(); ++j) {
+        ids.push_back(present[rng() % present.size()]);
+        ds.push_back(d);
+        model.s[ids.back()] += d;
+      }
+      if (rng() % 2) {
+        idx.update(ids.data(), ds.data(), ids.size(), 1 + unsigned(rng() % 2));
+      } else {
+        idx.update_scalar(ids.data(), d, ids.size(), 1);
+      }
+    } else if (op < 6) {  // a few item updates of either sign
+      for (int j = 0; j < 20 && !model.s.empty(); ++j) {
+        auto it = model.s.begin();
+        std::advance(it, rng() % model.s.size());
+        uint32_t id = it->first;
+        double v = double(int64_t(rng() % 5) - 2);
+        idx.update(&id, &v, 1);
+        it->second += v;
+      }
+    } else if (op == 6 && rng() % 3 == 0) {  // a batch erase (exclusive), then re-insert half
+      std::vector<uint32_t> gone;
+      for (auto& kv : model.s)
+        if (rng() % 3 == 0 && gone.size() < Index::kLazyMin + 200) gone.push_back(kv.first);
+      std::shuffle(gone.begin(), gone.end(), rng);
+      idx.erase(gone.data(), gone.size());
+      for (uint32_t id : gone) model.s.erase(id);
+      idx.check();
+      for (size_t j = 0; j < gone.size(); j += 2) {
+        double v = double(rng() % 4);
+        idx.insert(&gone[j], &v, 1);
+        model.s[gone[j]] = v;
+      }
+    } else if (op == 6) {  // erase some, insert some
+      for (int j = 0; j < 30; ++j) {
+        uint32_t id = uint32_t(rng() % cap);
+        if (model.s.count(id)) {
+          idx.erase(&id, 1);
+          model.s.erase(id);
+        } else {
+          double v = double(rng() % 4);
+          idx.insert(&id, &v, 1);
+          model.s[id] = v;
+        }
+      }
+    } else {  // queries, mostly at the bottom (the So-CBI end)
+      std::string why;
+      const bool from_top = op == 9;
+      const size_t n = 1 + size_t(rng() % 300);
+      if (stale_before && !from_top) ++stale_queries;
+      EXPECT(same_end(idx, model, n, from_top, why), why + " step " + std::to_string(step));
+    }
+    try {
+      idx.check();
+    } catch (const std::exception& e) {
+      EXPECT(false, std::string(e.what()) + " at step " + std::to_string(step));
+    }
+    EXPECT(idx.size() == model.s.size(), "size");
+    lazy_seen = idx.stats().lazy_updates;
+  }
+  EXPECT(lazy_seen > 10, "lazy path taken only " + std::to_string(lazy_seen) + " times");
+  EXPECT(stale_queries > 10, "few queries on a stale chain: " + std::to_string(stale_queries));
+  std::string why;
+  EXPECT(same_answer(idx, model, cap, why), why);
+}
+
+// Issue 17: which path a batch takes, and the stale chain's rebuilds.
+void test_path_choice() {
+  const uint32_t cap = 100000;
+  Index idx(cap);
+  std::vector<uint32_t> all(cap);
+  std::vector<double> zero(cap, 0.0);
+  for (uint32_t i = 0; i < cap; ++i) all[i] = i;
+  idx.insert(all.data(), zero.data(), cap);
+  std::vector<uint32_t> out(128);
+  std::vector<double> osc(128);
+  std::mt19937_64 rng(5);
+  std::vector<uint32_t> ids(2000);
+  for (auto& x : ids) x = uint32_t(rng() % cap);
+  auto st = idx.stats();
+  // No query yet and a small batch: item moves.
+  idx.update_scalar(ids.data(), 1.0, ids.size());
+  EXPECT(idx.stats().lazy_updates == 0 && idx.stats().moves > st.moves, "small batch before any query: moves");
+  // After bottom(): increments go lazily, and bottom() walks the stale chain.
+  idx.bottom(128, out.data(), osc.data());
+  const uint64_t rebuilds = idx.stats().rebuilds;
+  idx.update_scalar(ids.data(), 1.0, ids.size());
+  EXPECT(idx.stats().lazy_updates == 1 && idx.stats().stale == 1, "lazy after bottom()");
+  idx.bottom(128, out.data(), osc.data());
+  EXPECT(idx.stats().stale == 1 && idx.stats().rebuilds == rebuilds, "bottom() on a stale chain needs no rebuild");
+  idx.check();
+  // Decrements never go lazily into a chain stale from increments: item moves put each id
+  // in its node's range, which keeps the stale side's invariant (check()).
+  idx.update_scalar(ids.data(), -1.0, ids.size());
+  EXPECT(idx.stats().lazy_updates == 1 && idx.stats().stale == 1, "decrements on an increment-stale chain: moves");
+  idx.check();
+  idx.update_scalar(ids.data(), 1.0, ids.size());
+  EXPECT(idx.stats().lazy_updates == 2 && idx.stats().stale == 1, "stale chain: increments lazily again");
+  // top() reads the other end: rebuild first.
+  idx.top(128, out.data(), osc.data());
+  EXPECT(idx.stats().stale == 0, "top() rebuilds a chain made stale by increments");
+  idx.check();
+  // After top(), increments of a small batch move items; a huge one is rebuilt now.
+  const uint64_t lazy = idx.stats().lazy_updates;
+  idx.update_scalar(ids.data(), 1.0, ids.size());
+  EXPECT(idx.stats().lazy_updates == lazy && idx.stats().stale == 0, "after top(): moves");
+  std::vector<uint32_t> big(cap);
+  for (auto& x : big) x = uint32_t(rng() % cap);
+  const uint64_t r0 = idx.stats().rebuilds;
+  idx.update_scalar(big.data(), 1.0, big.size());
+  EXPECT(idx.stats().rebuilds == r0 + 1 && idx.stats().stale == 0, "after top(): a huge batch is rebuilt now");
+  // Ski rental: stale bottom() walks that keep reading far (every bottom id pushed up
+  // lazily each round) end in a rebuild without any top() query.
+  idx.bottom(128, out.data(), osc.data());
+  const uint64_t r1 = idx.stats().rebuilds;
+  std::vector<double> low_sc(2048);
+  std::vector<uint32_t> low(2048);
+  for (int round = 0; round < 200 && idx.stats().rebuilds == r1; ++round) {
+    const size_t k = idx.bottom(2048, low.data(), low_sc.data());
+    idx.update_scalar(low.data(), 1.0, k);  // 2048 >= kLazyMin: lazy
+    idx.bottom(128, out.data(), osc.data());
+  }
+  EXPECT(idx.stats().rebuilds > r1, "stale walks never paid for a rebuild");
+  idx.check();
+  // A fixed bulk_fraction keeps the old rule: no lazy path.
+  Index fixed(cap, Index::kDefaultNodeSize, 0.25);
+  fixed.insert(all.data(), zero.data(), cap);
+  fixed.bottom(128, out.data(), osc.data());
+  fixed.update_scalar(big.data(), 1.0, big.size());
+  EXPECT(fixed.stats().lazy_updates == 0 && fixed.stats().rebuilds == 2, "bulk_fraction = 0.25: rebuild");
+}
+
 // 8 threads mix update / insert / erase / top / bottom. Thread t owns ids congruent to t
 // mod 8 among the "churn" ids (insert and erase them); everyone updates the shared ids
 // with integer deltas. At the end every shared score is the exact sum.
@@ -287,6 +470,7 @@ void test_concurrent_stress(int threads, int ops_per_thread) {
       std::vector<uint32_t> qids(64);
       std::vector<double> qsc(64);
       for (int op = 0; op < ops_per_thread; ++op) {
+        g_stress_ops.fetch_add(1, std::memory_order_relaxed);
         int kind = int(rng() % 10);
         if (kind < 6) {
           uint32_t ids[8];
@@ -320,6 +504,15 @@ void test_concurrent_stress(int threads, int ops_per_thread) {
             applied[t][ids[j]] += 1;
           }
           idx.update(ids, ds, 64, 2, 1);
+          // And a lazy batch (after bottom(): increments leave the chain stale) that the
+          // other threads' queries and moves meet (issue 17).
+          std::vector<uint32_t> lz(Index::kLazyMin + 100);
+          for (auto& x : lz) {
+            x = uint32_t(rng() % shared);
+            applied[t][x] += 1;
+          }
+          idx.bottom(64, qids.data(), qsc.data());
+          idx.update_scalar(lz.data(), 1.0, lz.size(), 1 + unsigned(op % 2));
           try {
             idx.check();
           } catch (const std::exception&) {
@@ -355,6 +548,106 @@ void test_concurrent_stress(int threads, int ops_per_thread) {
     for (uint32_t id : owned[t]) EXPECT(idx.contains(id), "owned id lost");
   }
   EXPECT(idx.size() == expect_size, "size after stress");
+}
+
+// The reviewer's strongest invariant (issue 16). Deltas only go up, so for every id
+// `completed` (the sum of deltas whose update() returned) and `started` (the sum of
+// deltas whose update() was called) bracket its true score at any instant. Every score a
+// concurrent query returns for an id must lie between the id's completed total before
+// the query and its started total after; every id present for the whole call (the
+// shared ids are never erased) must be in a bottom(all). Churn ids are inserted and
+// erased meanwhile (splits, node removals, node reuse), and thread 0 runs bulk updates.
+void test_monotone_stress(int threads, int ops_per_thread) {
+  const uint32_t shared = 1000, churn = 3000, cap = shared + churn;
+  Index idx(cap, 16);
+  {
+    std::vector<uint32_t> ids(shared);
+    std::vector<double> zero(shared, 0.0);
+    for (uint32_t i = 0; i < shared; ++i) ids[i] = i;
+    idx.insert(ids.data(), zero.data(), shared, 1, 0);
+  }
+  std::vector<std::atomic<int64_t>> started(shared), completed(shared);
+  std::atomic<int> bad{0};
+  std::atomic<int> first_bad_line{0};
+  auto fail = [&](int line) {
+    if (bad.fetch_add(1) == 0) first_bad_line.store(line);
+  };
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t) {
+    pool.emplace_back([&, t] {
+      std::mt19937_64 rng(777 + t);
+      std::set<uint32_t> owned;
+      std::vector<uint32_t> qids(cap);
+      std::vector<double> qsc(cap);
+      std::vector<int64_t> lo(shared), hi(shared);
+      for (int op = 0; op < ops_per_thread; ++op) {
+        const int kind = int(rng() % 20);
+        if (kind < 11 || (kind == 19 && t != 0)) {
+          uint32_t ids[8];
+          double ds[8];
+          for (int j = 0; j < 8; ++j) {
+            ids[j] = uint32_t(rng() % shared);
+            ds[j] = double(1 + rng() % 3);
+            started[ids[j]].fetch_add(int64_t(ds[j]));
+          }
+          idx.update(ids, ds, 8);
+          for (int j = 0; j < 8; ++j) completed[ids[j]].fetch_add(int64_t(ds[j]));
+        } else if (kind < 15) {
+          const uint32_t id = shared + uint32_t(t) + uint32_t(threads) * uint32_t(rng() % (churn / threads));
+          if (owned.count(id)) {
+            idx.erase(&id, 1);
+            owned.erase(id);
+          } else {
+            const double sc = double(rng() % 3000);
+            idx.insert(&id, &sc, 1);
+            owned.insert(id);
+          }
+        } else if (kind == 19) {  // thread 0: a bulk update of the shared ids, two threads
+          std::vector<uint32_t> ids(64);
+          std::vector<double> ds(64, 1.0);
+          for (auto& id : ids) {
+            id = uint32_t(rng() % shared);
+            started[id].fetch_add(1);
+          }
+          idx.update(ids.data(), ds.data(), ids.size(), 2, 1);
+          for (uint32_t id : ids) completed[id].fetch_add(1);
+        } else {
+          const bool all = kind == 15 || kind == 16;  // top(all), bottom(all)
+          for (uint32_t i = 0; i < shared; ++i) lo[i] = completed[i].load();
+          const size_t want = all ? cap : 64;
+          const size_t k = (kind % 2) ? idx.top(want, qids.data(), qsc.data()) : idx.bottom(want, qids.data(), qsc.data());
+          for (uint32_t i = 0; i < shared; ++i) hi[i] = started[i].load();
+          std::vector<char> seen(cap, 0);
+          size_t shared_seen = 0;
+          for (size_t j = 0; j < k; ++j) {
+            const uint32_t id = qids[j];
+            if (id >= cap || seen[id]) fail(__LINE__);
+            if (id >= cap) continue;
+            seen[id] = 1;
+            if (j > 0 && ((kind % 2) ? qsc[j] > qsc[j - 1] : qsc[j] < qsc[j - 1])) fail(__LINE__);
+            if (id < shared) {
+              ++shared_seen;
+              if (qsc[j] < double(lo[id]) || qsc[j] > double(hi[id])) fail(__LINE__);
+            }
+          }
+          // An id present all along is missing from bottom(all). (Not asked of top(all): with
+          // rising scores an id can move from a node the walk down has not reached into one
+          // it has passed; a query promises each id's score at some instant, not every id.)
+          if (all && kind % 2 == 0 && shared_seen != shared) fail(__LINE__);
+        }
+        g_stress_ops.fetch_add(1, std::memory_order_relaxed);
+      }
+    });
+  }
+  for (auto& th : pool) th.join();
+  EXPECT(bad.load() == 0, std::to_string(bad.load()) + " violations of the monotone-delta query bounds, first at line " +
+                              std::to_string(first_bad_line.load()) + ", threads " + std::to_string(threads));
+  try {
+    idx.check();
+  } catch (const std::exception& e) {
+    EXPECT(false, e.what());
+  }
+  for (uint32_t i = 0; i < shared; ++i) EXPECT(idx.score(i) == double(completed[i].load()), "final score is the sum");
 }
 
 // Many threads hammering the same few ids through a one-call thread pool.
@@ -778,6 +1071,9 @@ int main(int argc, char** argv) {
   for (uint32_t b : {8u, 16u, 256u})
     for (uint64_t seed = 1; seed <= (quick ? 2u : 4u); ++seed) test_random_sequences(b, seed * 7919 + b);
   test_ties_and_edges();
+  for (uint32_t b : {16u, 64u, 2048u})
+    for (uint64_t seed = 1; seed <= (quick ? 1u : 3u); ++seed) test_lazy_sequences(b, seed * 104729 + b);
+  test_path_choice();
   test_parallel_batch();
   test_checked_bulk_update();
   test_non_finite_values_are_never_stored();
@@ -788,10 +1084,11 @@ int main(int argc, char** argv) {
   test_team();
   test_bulk_rebuild_placement();
   for (int threads : {2, 4, 8, 16}) test_concurrent_stress(threads, (quick ? 24000 : 120000) / threads);
+  for (int threads : {2, 4, 8, 16}) test_monotone_stress(threads, (quick ? 4000 : 16000) / threads);
   if (g_failures) {
     std::fprintf(stderr, "%d failure(s)\n", g_failures);
     return 1;
   }
-  std::printf("all C++ tests passed\n");
+  std::printf("all C++ tests passed (%llu stress operations)\n", (unsigned long long)g_stress_ops.load());
   return 0;
 }
