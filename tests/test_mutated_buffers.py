@@ -44,11 +44,14 @@ _SCRIPT = textwrap.dedent(
             vals[:] = good_vals
             ids[:] = fresh_ids if op == "insert" else good_ids
             k += 1
+            time.sleep(0)  # hand the GIL over with the arrays valid: the call's checks pass more often
 
     th = threading.Thread(target=mutate, daemon=True)
     th.start()
-    slowest, refused = 0.0, 0
-    for call in range(CALLS):
+    slowest, refused, call = 0.0, 0, 0
+    # CALLS calls, and more (up to 10x) while fewer than 5 got past the argument checks.
+    while call < CALLS or (call - refused < 5 and call < 10 * CALLS):
+        call += 1
         t = time.perf_counter()
         try:
             if op == "update":
@@ -78,9 +81,9 @@ _SCRIPT = textwrap.dedent(
         th.start()
     stop.set(); th.join()
     idx.check()
-    print(f"ok slowest={slowest:.3f}s refused={refused}/{CALLS}")
+    print(f"ok slowest={slowest:.3f}s refused={refused}/{call}")
     assert slowest < 10.0, slowest
-    assert refused < CALLS, "every call was refused: the test exercised nothing"
+    assert refused < call, "every call was refused: the test exercised nothing"
     """
 )
 

@@ -2171,6 +2171,11 @@ class SemiOrderedIndex {
     log.reserve(n);
     log_ids.clear();
     log_ids.reserve(n);
+    // Both logs have room for n: plain stores through locals (a push_back's size could
+    // alias the uint64 words, so the compiler would reload it per item).
+    uint64_t* const lw = log.data();
+    uint32_t* const li = log_ids.data();
+    size_t logged = 0;
     BatchError bad{n, BadInput::kNone};
     uint64_t next = load_block(0, std::min<size_t>(64, n), block[0]);
     for (size_t b = 0, cur = 0; b < n && bad.index == n; b += 64, cur ^= 1) {
@@ -2190,14 +2195,15 @@ class SemiOrderedIndex {
           bad = {i, why};
           break;
         }
-        log.push_back(detail::bits_of(old));
-        log_ids.push_back(id);
+        lw[logged] = detail::bits_of(old);
+        li[logged++] = id;
       }
       if (bad.index == n && stop < e) bad = {stop, BadInput::kOutOfRange};
     }
+    log.set_size(logged);
+    log_ids.set_size(logged);
     if (bad.index < n)
-      for (size_t k = log.size(); k-- > 0;)
-        entries_[log_ids[k]].score.store(detail::double_of(log[k]), std::memory_order_relaxed);
+      for (size_t k = logged; k-- > 0;) entries_[li[k]].score.store(detail::double_of(lw[k]), std::memory_order_relaxed);
     return bad;
   }
 
@@ -2409,15 +2415,16 @@ class SemiOrderedIndex {
       const double span = hi - lo;
       // One bucket (scale 0) when the span is 0, overflows (scores near +/-DBL_MAX) or is
       // so small (subnormal) that nb / span overflows: an infinite scale made 0 * inf NaN.
+      // With scale 0, mn is 0 too: v - mn could overflow to inf, and inf * 0 is NaN, whose
+      // conversion to size_t is undefined (stored scores are finite, so v * 0 is 0).
       const double s = double(nb) / span;
       scale = (span > 0 && std::isfinite(span) && std::isfinite(s)) ? s : 0.0;
+      if (scale == 0.0) mn = 0.0;
     }
     size_t operator()(double v) const noexcept {
       // Clamped with min/max, not branches: in a pool of small counts most ids hit the
-      // bottom bucket and a branch on it would mispredict about once per id. max(0.0, x)
-      // (this order) maps a NaN x to 0: with scale 0, v - mn may overflow to inf, and
-      // inf * 0 is NaN, whose conversion to size_t is undefined.
-      return size_t(std::min(std::max(0.0, (v - mn) * scale), double(nb - 1)));
+      // bottom bucket and a branch on it would mispredict about once per id.
+      return size_t(std::min(std::max((v - mn) * scale, 0.0), double(nb - 1)));
     }
   };
 
