@@ -111,6 +111,16 @@
 //     its passes they spin for up to ~0.5 ms (not when T exceeds the machine's cores),
 //     then sleep; on a core shared with other work that spinning costs the other work.
 //
+// WHERE THINGS ARE
+//   Users include this header only. It holds the status table, nodes and chain, the
+//   epochs, the update protocol and the queries (the class and its state). Kept apart by
+//   concern, each opening with what it owns:
+//     detail/sync.hpp       spinning, the node SpinLock, the test hooks
+//     detail/scores.hpp     Key order, order_bits, the stored (finite, +0.0) score form
+//     detail/team.hpp       the bulk call's thread team, parallel_for, scratch arrays
+//     detail/bulk_path.hpp  path by cost, bulk/lazy apply with undo, bulk insert, rebuild
+//     detail/check.hpp      the O(n) invariant check
+//
 // USAGE
 //   socbi::SemiOrderedIndex idx(1000000);            // capacity; node size B = 2048
 //   std::vector<uint32_t> ids = {1, 2, 3};
@@ -122,6 +132,7 @@
 //   idx.check();                                                 // throws on a broken invariant
 
 #pragma once
+
 
 #include <algorithm>
 #include <atomic>
@@ -143,335 +154,17 @@
 #include <type_traits>
 #include <vector>
 
+
 #if defined(__linux__)
 #include <sys/mman.h>
 #endif
 
-#if defined(__x86_64__) || defined(_M_X64) || defined(__i386__)
-#include <immintrin.h>
-#define SOCBI_PAUSE() _mm_pause()
-#else
-#define SOCBI_PAUSE() std::this_thread::yield()
-#endif
-
-// Test builds may define SOCBI_RACE_HOOK() to yield at each protocol step, widening race
-// windows (see issue: reliability hardening). It compiles to nothing by default.
-#ifndef SOCBI_RACE_HOOK
-#define SOCBI_RACE_HOOK() ((void)0)
-#endif
-
-// Test builds may define SOCBI_TEST_HOOK(site, node) to act (pause, change a score) at a
-// named point that concerns one node; site is a string literal. By default a race hook.
-#ifndef SOCBI_TEST_HOOK
-#define SOCBI_TEST_HOOK(site, node) SOCBI_RACE_HOOK()
-#endif
-
-// Test builds may cap how many place-chunks a rebuild thread takes from the front of its
-// own part, so that the downward walk of the placement pass (otherwise taken only when a
-// core lags) runs on every rebuild. Unlimited by default.
-#ifndef SOCBI_TEST_FRONT_CHUNKS
-#define SOCBI_TEST_FRONT_CHUNKS (~size_t(0))
-#endif
+#include "detail/scores.hpp"
+#include "detail/sync.hpp"
+#include "detail/team.hpp"
 
 namespace socbi {
 
-namespace detail {
-
-inline void cpu_relax(unsigned& spins) {
-  // Spin briefly, then yield: more threads than cores is a supported case.
-  if (++spins < 64) {
-    SOCBI_PAUSE();
-  } else {
-    std::this_thread::yield();
-  }
-}
-
-class SpinLock {
- public:
-  void lock() noexcept {
-    unsigned spins = 0;
-    for (;;) {
-      if (!flag_.exchange(1, std::memory_order_acquire)) return;
-      while (flag_.load(std::memory_order_relaxed)) cpu_relax(spins);
-    }
-  }
-  bool try_lock() noexcept { return !flag_.exchange(1, std::memory_order_acquire); }
-  void unlock() noexcept { flag_.store(0, std::memory_order_release); }
-
- private:
-  std::atomic<uint32_t> flag_{0};
-};
-
-struct Key {
-  double score;
-  uint32_t id;
-};
-inline bool operator<(const Key& a, const Key& b) noexcept {
-  return a.score < b.score || (a.score == b.score && a.id < b.id);
-}
-inline bool operator<=(const Key& a, const Key& b) noexcept { return !(b < a); }
-
-// The score as a uint64 whose unsigned order is the double order (-0.0 folded into
-// +0.0): the sort key of pack() and the coordinate QuantileBucketing cuts into cells.
-inline uint64_t order_bits(double s) noexcept {
-  if (s == 0.0) s = 0.0;
-  uint64_t b;
-  std::memcpy(&b, &s, sizeof b);
-  return (b >> 63) ? ~b : (b | (uint64_t(1) << 63));
-}
-
-inline uint64_t splitmix64(uint64_t& state) noexcept {
-  uint64_t z = (state += 0x9E3779B97F4A7C15ULL);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-  return z ^ (z >> 31);
-}
-
-// The form every score is stored in: finite, and +0.0 for either zero. A non-finite value
-// that reaches a store anyway (a C++ caller breaking the precondition, or a caller's buffer
-// rewritten after the bindings checked it) is read as 0.0 if NaN and saturates at
-// +/-DBL_MAX if infinite: a NaN key lies in no node's range, so placing it would never end.
-// -0.0 becomes +0.0 because queries return scores through an order-preserving key that
-// cannot tell the two apart, and score() must agree with top()/bottom().
-inline double stored_score(double v) noexcept {
-  if (std::isfinite(v)) return v + 0.0;  // -0.0 + 0.0 == +0.0; every other value unchanged
-  return std::isnan(v) ? 0.0 : (v > 0 ? DBL_MAX : -DBL_MAX);
-}
-
-// a + b in stored form; a NaN b adds nothing.
-inline double saturating_add(double a, double b) noexcept {
-  double r = a + b;
-  if (std::isfinite(r)) return r + 0.0;
-  if (std::isnan(r)) return a;  // a NaN delta (or inf - inf)
-  return r > 0 ? DBL_MAX : -DBL_MAX;
-}
-
-// Helper threads kept for the length of one exclusive bulk call, so that its parallel
-// passes (five of them) start threads once instead of once per pass: on the 2-core VM
-// an empty 2-thread pass took 24-53 us starting a thread, 0.2 us on a team
-// (bench/cpp/bench_team.cpp), and a fresh thread starts on a cold core. Between passes a helper
-// spins for up to ~0.5 ms (not at all when there are more threads than cores), then
-// sleeps on a condition variable. Installed with TeamScope; parallel_for called on the
-// thread that holds the scope runs its parts on the team.
-class Team {
- public:
-  explicit Team(unsigned threads) {
-    const unsigned cores = std::thread::hardware_concurrency();
-    spin_limit_ = (cores == 0 || threads <= cores) ? 16384u : 0u;
-    helpers_.reserve(threads > 0 ? threads - 1 : 0);
-    try {
-      for (unsigned t = 1; t < threads; ++t) helpers_.emplace_back([this, t] { serve(t); });
-    } catch (...) {  // could not start a thread: work with the ones that started
-    }
-  }
-  ~Team() {
-    stop_.store(true, std::memory_order_relaxed);
-    next_job();
-    for (auto& h : helpers_) h.join();
-  }
-  Team(const Team&) = delete;
-  Team& operator=(const Team&) = delete;
-  unsigned size() const noexcept { return unsigned(helpers_.size()) + 1; }
-
-  // Runs part(t) for every t in [0, parts), parts <= size(), part 0 on the caller; returns
-  // when all have finished, re-throwing the first exception any part threw.
-  template <class Part>
-  void run(unsigned parts, Part& part) {
-    job_ = &part;  // type-erased by hand: a std::function would allocate on every pass
-    invoke_ = [](void* p, unsigned t) { (*static_cast<Part*>(p))(t); };
-    parts_ = parts;
-    pending_.store(unsigned(helpers_.size()), std::memory_order_relaxed);
-    next_job();  // publishes job_, invoke_ and parts_
-    call(0);
-    for (unsigned spins = 0; pending_.load(std::memory_order_acquire) != 0;) cpu_relax(spins);
-    if (error_) {
-      std::exception_ptr e = error_;
-      error_ = nullptr;
-      std::rethrow_exception(e);
-    }
-  }
-
- private:
-  void next_job() {
-    {
-      std::lock_guard<std::mutex> g(wake_mu_);  // a helper between its check and its wait cannot miss it
-      epoch_.fetch_add(1, std::memory_order_release);
-    }
-    wake_.notify_all();
-  }
-  void call(unsigned t) {
-    if (t >= parts_) return;
-    try {
-      invoke_(job_, t);
-    } catch (...) {
-      std::lock_guard<std::mutex> g(error_mu_);
-      if (!error_) error_ = std::current_exception();
-    }
-  }
-  void serve(unsigned t) {
-    uint64_t seen = 0;
-    for (;;) {
-      uint64_t e = epoch_.load(std::memory_order_acquire);
-      for (unsigned k = 0; e == seen && k < spin_limit_; ++k) {
-        SOCBI_PAUSE();
-        e = epoch_.load(std::memory_order_acquire);
-      }
-      if (e == seen) {
-        std::unique_lock<std::mutex> g(wake_mu_);
-        wake_.wait(g, [&] { return (e = epoch_.load(std::memory_order_acquire)) != seen; });
-      }
-      seen = e;
-      if (stop_.load(std::memory_order_relaxed)) return;
-      call(t);
-      pending_.fetch_sub(1, std::memory_order_release);
-    }
-  }
-  std::vector<std::thread> helpers_;
-  unsigned spin_limit_ = 0;
-  std::atomic<uint64_t> epoch_{0};
-  std::atomic<unsigned> pending_{0};
-  std::atomic<bool> stop_{false};
-  std::mutex wake_mu_;
-  std::condition_variable wake_;
-  void* job_ = nullptr;
-  void (*invoke_)(void*, unsigned) = nullptr;
-  unsigned parts_ = 0;
-  std::mutex error_mu_;
-  std::exception_ptr error_;
-};
-
-inline Team*& current_team() noexcept {
-  thread_local Team* team = nullptr;
-  return team;
-}
-
-// Gives the calling thread a team of `threads` (none for 1) until the scope ends.
-class TeamScope {
- public:
-  explicit TeamScope(unsigned threads) : prev_(current_team()) {
-    if (threads > 1) {
-      team_.reset(new Team(threads));
-      current_team() = team_.get();
-    }
-  }
-  ~TeamScope() { current_team() = prev_; }
-  TeamScope(const TeamScope&) = delete;
-  TeamScope& operator=(const TeamScope&) = delete;
-
- private:
-  Team* prev_;
-  std::unique_ptr<Team> team_;
-};
-
-// Runs fn(thread_index, begin, end) over [0, n) split into `threads` contiguous parts;
-// part 0 runs on the calling thread (its core is awake and its caches warm; one thread
-// fewer to start). The first exception thrown by any part is re-thrown on the caller
-// after every part has finished (as hnswlib does). On a thread holding a TeamScope the
-// parts run on its team instead of new threads.
-template <class Fn>
-void parallel_for(size_t n, unsigned threads, Fn&& fn) {
-  if (threads <= 1 || n < 2) {
-    fn(0u, size_t(0), n);
-    return;
-  }
-  threads = unsigned(std::min<size_t>(threads, n));
-  if (Team* team = current_team(); team && team->size() >= threads) {
-    auto part = [&](unsigned t) { fn(t, n * t / threads, n * (t + 1) / threads); };
-    team->run(threads, part);
-    return;
-  }
-  std::vector<std::thread> pool;
-  std::exception_ptr error;
-  std::mutex error_mu;
-  auto run = [&](unsigned t) {
-    try {
-      fn(t, n * t / threads, n * (t + 1) / threads);
-    } catch (...) {
-      std::lock_guard<std::mutex> g(error_mu);
-      if (!error) error = std::current_exception();
-    }
-  };
-  pool.reserve(threads - 1);
-  try {
-    for (unsigned t = 1; t < threads; ++t) pool.emplace_back(run, t);
-  } catch (...) {  // could not start a thread: finish the started ones, then report
-    for (auto& th : pool) th.join();
-    throw;
-  }
-  run(0);
-  for (auto& th : pool) th.join();
-  if (error) std::rethrow_exception(error);
-}
-
-// Runs fn(worker, chunk, b, e) over `chunks` equal parts [b, e) of [0, n), which
-// `threads` workers claim in turn. Dynamic because on a shared machine one core can run
-// much slower than another for a while (a busy hyperthread sibling), and equal static
-// parts would all wait on it. Exceptions as in parallel_for.
-template <class Fn>
-void parallel_chunks(size_t n, unsigned threads, size_t chunks, Fn&& fn) {
-  std::atomic<size_t> next{0};
-  parallel_for(threads, threads, [&](unsigned w, size_t, size_t) {
-    for (size_t c; (c = next.fetch_add(1, std::memory_order_relaxed)) < chunks;)
-      fn(w, c, n * c / chunks, n * (c + 1) / chunks);
-  });
-}
-
-inline uint64_t bits_of(double v) noexcept {
-  uint64_t b;
-  std::memcpy(&b, &v, sizeof b);
-  return b;
-}
-inline double double_of(uint64_t b) noexcept {
-  double v;
-  std::memcpy(&v, &b, sizeof v);
-  return v;
-}
-
-// An append-only scratch array of trivially copyable T (the bulk path's undo log and
-// buckets). Plain malloc, no huge-page request: asking for huge pages on every call
-// stalled now and then on memory compaction (3.5 ms passes taking 20); the index keeps
-// its scratch between calls instead (see BulkScratch).
-template <class T>
-class ScratchLog {
- public:
-  ScratchLog() = default;
-  void reserve(size_t n) {
-    if (n > cap_) grow(std::max<size_t>(n, 64));
-  }
-  ~ScratchLog() { std::free(p_); }
-  ScratchLog(const ScratchLog&) = delete;
-  ScratchLog& operator=(const ScratchLog&) = delete;
-  void push_back(const T& v) {
-    if (size_ == cap_) grow(std::max<size_t>(64, cap_ * 2));
-    p_[size_++] = v;
-  }
-  size_t size() const noexcept { return size_; }
-  size_t capacity() const noexcept { return cap_; }
-  T* data() noexcept { return p_; }
-  void set_size(size_t n) noexcept { size_ = n; }  // n <= capacity(); the caller wrote [0, n)
-  const T& operator[](size_t i) const noexcept { return p_[i]; }
-  void clear() noexcept { size_ = 0; }  // keeps the memory (and its faulted-in pages)
-  void release() noexcept {  // gives the memory back
-    std::free(p_);
-    p_ = nullptr;
-    size_ = cap_ = 0;
-  }
-  size_t capacity_bytes() const noexcept { return cap_ * sizeof(T); }
-
- private:
-  void grow(size_t cap) {
-    T* q = static_cast<T*>(std::malloc(cap * sizeof(T)));
-    if (!q) throw std::bad_alloc();
-    if (size_) std::memcpy(q, p_, size_ * sizeof(T));
-    std::free(p_);
-    p_ = q;
-    cap_ = cap;
-  }
-  T* p_ = nullptr;
-  size_t size_ = 0, cap_ = 0;
-};
-
-}  // namespace detail
 
 struct TestAccess;  // defined by the C++ tests only
 
@@ -2033,7 +1726,7 @@ class SemiOrderedIndex {
     rebuild_any_locked(dirty_threads_);
   }
 
-  // ------------------------------------------------------------------ bulk path
+  // ------------------------------------------------------------------ bulk path (member functions defined in detail/bulk_path.hpp, each with its comment)
   // Inserts and assignments: the rebuild or item by item (no lazy form: their keys may go
   // either way).
   bool use_bulk(size_t n, int bulk) const noexcept { return choose_path(n, bulk, kMixed) != Path::kMoves; }
@@ -2052,355 +1745,39 @@ class SemiOrderedIndex {
   static constexpr int kMixed = 2;  // delta_sign of a batch with both signs (or an assignment)
   static constexpr double kMoveNs = 300, kApplyNs = 20, kRebuildNsPerId = 17;
 
-  // +1: every delta >= 0 and one > 0; -1: every delta <= 0 and one < 0; 0: all zero;
-  // kMixed: both signs or a NaN (the checked paths refuse it).
-  static int delta_sign(const double* deltas, double delta, size_t n) noexcept {
-    if (!deltas) return delta > 0 ? 1 : delta < 0 ? -1 : delta == 0 ? 0 : kMixed;
-    double lo = 0, hi = 0;
-    bool nan = false;
-    for (size_t i = 0; i < n; ++i) {
-      lo = std::min(lo, deltas[i]);
-      hi = std::max(hi, deltas[i]);
-      nan |= deltas[i] != deltas[i];
-    }
-    if (nan || (lo < 0 && hi > 0)) return kMixed;
-    return hi > 0 ? 1 : lo < 0 ? -1 : 0;
-  }
+  static int delta_sign(const double* deltas, double delta, size_t n) noexcept;
 
-  Path choose_path(size_t n, int bulk, int sign) const noexcept {
-    if (bulk == 1) return Path::kRebuild;
-    if (bulk == 0 || bulk_fraction_ == 0) return Path::kMoves;
-    const uint64_t sz = size();
-    if (bulk_fraction_ > 0) return n >= 4096 && double(n) >= bulk_fraction_ * double(sz) ? Path::kRebuild : Path::kMoves;
-    const int dirty = dirty_.load(std::memory_order_relaxed);
-    const int end = last_end_.load(std::memory_order_relaxed);  // -1 bottom, +1 top, 0 none yet
-    const bool lazy_ok = (sign == 1 || sign == -1) && (dirty == 0 || dirty == sign);
-    if (lazy_ok && n >= kLazyMin && (end == -sign || dirty == sign)) return Path::kLazy;
-    const double scanned = double(sz * 4 >= capacity_ ? capacity_ : sz);  // see rebuild_any_locked
-    const double rebuild = double(n) * kApplyNs + scanned * kRebuildNsPerId;
-    if (n < 4096 || double(n) * kMoveNs <= rebuild) return Path::kMoves;
-    return lazy_ok && end != sign ? Path::kLazy : Path::kRebuild;
-  }
+  Path choose_path(size_t n, int bulk, int sign) const noexcept;
 
-  // The unchecked bulk path behaves as the item-by-item one: a sum that overflows (or an
-  // infinite value) saturates at +/-DBL_MAX, a NaN value is read as 0.0 (a NaN delta adds
-  // nothing), an absent id is skipped. An id out of range (no item-by-item behaviour to
-  // match: it would index past the status table) throws std::out_of_range, nothing changed.
   void bulk_update(const uint32_t* ids, const double* vals, double scalar, size_t n, unsigned threads, bool assign,
-                   int lazy_sign = 0) {
-    const BatchError bad = bulk_apply(ids, vals, scalar, n, threads, assign, /*lenient=*/true, lazy_sign);
-    if (bad.index < n)
-      throw std::out_of_range("socbi: ids[" + std::to_string(bad.index) + "] is out of range [0, capacity=" +
-                              std::to_string(capacity_) + "); the batch was not applied");
-  }
+                   int lazy_sign = 0);
 
-  // Exclusive. The batch is applied to the status table and checked in the same pass (id
-  // range, presence, finite result), each old score going to an undo log; a refused batch
-  // is rolled back from the log newest first, which restores every score bit for bit.
-  // Then the rebuild.
-  // lazy_sign != 0 (the lazy apply): the chain is left stale instead (see query_dirty), ids
-  // with their new keys past their nodes' ranges on the lazy_sign side, unless the chain
-  // is stale the other way already (then it is rebuilt).
   template <class IdT>
   BatchError bulk_apply(const IdT* ids, const double* vals, double scalar, size_t n, unsigned threads, bool assign,
-                        bool lenient, int lazy_sign = 0) {
-    ExclusiveGuard ex(*this);
-    const unsigned T = unsigned(std::max<size_t>(1, std::min<size_t>(threads, n / kMinPerThread)));
-    const int dirty = dirty_.load(std::memory_order_relaxed);
-    const bool lazy = lazy_sign != 0 && (dirty == 0 || dirty == lazy_sign);
-    detail::TeamScope team(lazy ? T : std::max(T, rebuild_threads(threads)));
-    lazy_apply_sign_ = lazy ? lazy_sign : 0;  // read by apply_one; the team starts after this store
-    const BatchError bad = (T == 1 || n > UINT32_MAX) ? apply_serial(ids, vals, scalar, n, assign, lenient)
-                                                      : apply_partitioned(ids, vals, scalar, n, T, assign, lenient);
-    lazy_apply_sign_ = 0;
-    if (scratch_.bytes() > kScratchKeepPerId * capacity_) scratch_.release();
-    scratch_bytes_.store(scratch_.bytes(), std::memory_order_relaxed);  // stats() must not walk scratch_
-    if (bad.index == n) {
-      if (lazy) {
-        dirty_.store(lazy_sign, std::memory_order_relaxed);
-        dirty_threads_ = threads;
-        lazy_updates_.fetch_add(1, std::memory_order_relaxed);
-      } else {
-        rebuild_any_locked(threads);
-      }
-    }
-    return bad;
-  }
+                        bool lenient, int lazy_sign = 0);
 
-  // Adds (or assigns) v to a present id's score, setting `old` to the score it replaced;
-  // or says why not (and changes nothing). lenient (the unchecked path): an absent id is
-  // skipped (old is its score, so restoring it is a no-op) and a non-finite result is
-  // stored in finite form, as the item-by-item path does.
-  BadInput apply_one(Entry& en, double v, bool assign, bool lenient, double& old) {
-    // A lazy batch must keep its sign even if the caller rewrote the buffer after
-    // delta_sign read it (see CAVEATS): a delta of the wrong sign adds nothing.
-    if (lazy_apply_sign_ > 0) v = std::max(v, 0.0);
-    if (lazy_apply_sign_ < 0) v = std::min(v, 0.0);
-    old = en.score.load(std::memory_order_relaxed);
-    if (status_of(en.meta.load(std::memory_order_relaxed)) == ABSENT) return lenient ? BadInput::kNone : BadInput::kAbsent;
-    double now = assign ? v : old + v;
-    if (!std::isfinite(now)) {
-      if (!lenient) return BadInput::kNotFinite;
-      now = assign ? detail::stored_score(v) : detail::saturating_add(old, v);
-    }
-    en.score.store(now + 0.0, std::memory_order_relaxed);  // stored form: -0.0 as +0.0
-    return BadInput::kNone;
-  }
+  BadInput apply_one(Entry& en, double v, bool assign, bool lenient, double& old);
 
-  // One thread, 64 positions at a time: a branch-free pass makes the block's mask of ids
-  // in range, whose entries are prefetched one block ahead. Old scores go to the undo log.
   template <class IdT>
-  // Each caller id is read once, into a block (the caller may rewrite its buffer during
-  // the call: the range check, the apply and the undo must all see the id that was read),
-  // and each applied id goes to a second log beside its old score, which the undo reads.
-  BatchError apply_serial(const IdT* ids, const double* vals, double scalar, size_t n, bool assign, bool lenient) {
-    uint32_t block[2][64];
-    auto load_block = [&](size_t b, size_t e, uint32_t* out) {  // the block's ids and mask of ids in range
-      uint64_t m = 0;
-      for (size_t j = b; j < e; ++j) {
-        const IdT v = ids[j];
-        m |= uint64_t(id_in_range(v)) << (j - b);
-        out[j - b] = uint32_t(v);  // meaningful only where the mask bit is set
-      }
-      return m;
-    };
-    scratch_.use(1);
-    detail::ScratchLog<uint64_t>& log = scratch_.words(0);
-    detail::ScratchLog<uint32_t>& log_ids = scratch_.ids(0);
-    log.clear();
-    log.reserve(n);
-    log_ids.clear();
-    log_ids.reserve(n);
-    // Both logs have room for n: plain stores through locals (a push_back's size could
-    // alias the uint64 words, so the compiler would reload it per item).
-    uint64_t* const lw = log.data();
-    uint32_t* const li = log_ids.data();
-    size_t logged = 0;
-    BatchError bad{n, BadInput::kNone};
-    uint64_t next = load_block(0, std::min<size_t>(64, n), block[0]);
-    for (size_t b = 0, cur = 0; b < n && bad.index == n; b += 64, cur ^= 1) {
-      const size_t e = std::min(b + 64, n);
-      const uint64_t in = next;
-      if (e < n) {
-        next = load_block(e, std::min(e + 64, n), block[cur ^ 1]);
-        for (uint64_t m = next; m; m &= m - 1) __builtin_prefetch(&entries_[block[cur ^ 1][__builtin_ctzll(m)]], 1, 1);
-      }
-      const uint64_t full = e - b == 64 ? ~uint64_t(0) : (uint64_t(1) << (e - b)) - 1;
-      const size_t stop = in == full ? e : b + size_t(__builtin_ctzll(~in));  // first id out of range
-      for (size_t i = b; i < stop; ++i) {
-        const uint32_t id = block[cur][i - b];
-        double old;
-        const BadInput why = apply_one(entries_[id], vals ? vals[i] : scalar, assign, lenient, old);
-        if (why != BadInput::kNone) {
-          bad = {i, why};
-          break;
-        }
-        lw[logged] = detail::bits_of(old);
-        li[logged++] = id;
-      }
-      if (bad.index == n && stop < e) bad = {stop, BadInput::kOutOfRange};
-    }
-    log.set_size(logged);
-    log_ids.set_size(logged);
-    if (bad.index < n)
-      for (size_t k = logged; k-- > 0;) entries_[li[k]].score.store(detail::double_of(lw[k]), std::memory_order_relaxed);
-    return bad;
-  }
+  BatchError apply_serial(const IdT* ids, const double* vals, double scalar, size_t n, bool assign, bool lenient);
 
-  // T threads. Thread t owns the ids whose 16-id block hashes to t, so each id has one
-  // writer (no CAS, whose lock prefix would stall the cache misses this pass lives on; no
-  // shared cache lines) and repeated ids are summed in batch order whatever T is. One
-  // parallel pass over contiguous chunks of the batch reads the caller's ids once and
-  // appends a (position, id) word to the bucket of (chunk, owner); then thread t applies
-  // its buckets in chunk order (so in position order), prefetching far ahead, and
-  // overwrites each applied word with the score it replaced, its id going to the thread's
-  // id log: the buckets and id logs are the undo log (the caller's buffer is not read
-  // again, so rewriting it during the call cannot misdirect the undo).
   template <class IdT>
   BatchError apply_partitioned(const IdT* ids, const double* vals, double scalar, size_t n, unsigned T, bool assign,
-                               bool lenient) {
-    auto owner = [T](uint64_t id) noexcept -> unsigned {
-      return unsigned((uint64_t(uint32_t((id >> 4) * 0x9E3779B1u)) * T) >> 32);
-    };
-    // Chunks of the batch, claimed dynamically (a helper can start late on a core that
-    // was idle): bucket (c, o) holds chunk c's positions whose id o owns, in order.
-    const unsigned C = kApplyChunksPerThread * T;
-    scratch_.use(size_t(C) * T);
-    auto bucket = [&](unsigned chunk, unsigned own) -> detail::ScratchLog<uint64_t>& {
-      return scratch_.words(size_t(chunk) * T + own);
-    };
-    auto chunk_begin = [n, C](unsigned c) { return n * c / C; };
-    // Reserved here, not by the workers: a helper's malloc would come from its own
-    // arena, which returns memory to the system between calls, so each call would
-    // fault its pages in again (~2 us a page on a VM).
-    for (unsigned c = 0; c < C; ++c)
-      for (unsigned o = 0; o < T; ++o) bucket(c, o).reserve(bucket_reserve(chunk_begin(c + 1) - chunk_begin(c), T));
-    std::vector<size_t> chunk_end(C, n);  // where each chunk's bucketing stopped
-    detail::parallel_chunks(n, T, C, [&](unsigned, size_t c, size_t b, size_t e) {
-      chunk_end[c] = bucket_chunk(ids, b, e, T, owner, [&](unsigned o) -> detail::ScratchLog<uint64_t>& {
-        return bucket(unsigned(c), o);
-      });
-    });
-    size_t range_bad = n;  // the first position out of range (chunks are in position order)
-    for (unsigned c = 0; c < C && range_bad == n; ++c)
-      if (chunk_end[c] < chunk_begin(c + 1)) range_bad = chunk_end[c];
-    for (size_t k = T; k < size_t(C) * T; ++k) scratch_.ids(k).release();  // a wider earlier call's
-    for (unsigned t = 0; t < T; ++t) {  // reserved here, not by the workers (see above)
-      size_t mine = 0;
-      for (unsigned c = 0; c < C; ++c) mine += bucket(c, t).size();
-      scratch_.ids(t).clear();
-      scratch_.ids(t).reserve(mine);
-    }
-    std::vector<BatchError> err(T, BatchError{n, BadInput::kNone});
-    std::vector<size_t> applied(T, 0);
-    std::atomic<size_t> first_bad{range_bad};  // lets the other threads stop early
-    detail::parallel_for(T, T, [&](unsigned t, size_t, size_t) {
-      size_t done = 0;
-      bool stop = false;
-      uint32_t* log_ids = scratch_.ids(t).data();
-      for (unsigned c = 0; c < C && !stop; ++c) {
-        detail::ScratchLog<uint64_t>& items = bucket(c, t);
-        uint64_t* w = items.data();
-        const size_t m = items.size();
-        for (size_t k = 0; k < m; ++k) {
-          const size_t i = size_t(w[k] >> 32);
-          if (((k & 1023) == 0 && first_bad.load(std::memory_order_relaxed) < i) || i >= range_bad) {
-            stop = true;  // positions only grow from here
-            break;
-          }
-          if (k + 64 < m) __builtin_prefetch(&entries_[uint32_t(w[k + 64])], 1, 1);  // far ahead: misses overlap
-          double old;
-          const BadInput why = apply_one(entries_[uint32_t(w[k])], vals ? vals[i] : scalar, assign, lenient, old);
-          if (why != BadInput::kNone) {
-            err[t] = {i, why};
-            size_t cur = first_bad.load(std::memory_order_relaxed);
-            while (i < cur && !first_bad.compare_exchange_weak(cur, i, std::memory_order_relaxed)) {
-            }
-            stop = true;
-            break;
-          }
-          log_ids[done++] = uint32_t(w[k]);
-          w[k] = detail::bits_of(old);
-        }
-      }
-      applied[t] = done;
-      scratch_.ids(t).set_size(done);
-    });
-    BatchError bad{range_bad, range_bad < n ? BadInput::kOutOfRange : BadInput::kNone};
-    for (const auto& e : err)
-      if (e.index < bad.index) bad = e;
-    if (bad.index < n) undo_partitioned(T, C, applied, bucket);
-    return bad;
-  }
+                               bool lenient);
 
   // Words to reserve in each of T owner buckets for a chunk of m positions: a fair share
   // and some slack (more is added if the ids are skewed).
   static size_t bucket_reserve(size_t m, unsigned T) noexcept { return m / T + m / (8 * T) + 128; }
 
-  // Splits positions [b, e) of the batch into T buckets of (position, id) words by owner;
-  // returns where it stopped: e, or the first position whose id is out of range. Branch-
-  // free in the owner (random: a branch on it would mispredict every other id).
   template <class IdT, class Owner, class Bucket>
-  size_t bucket_chunk(const IdT* ids, size_t b, size_t e, unsigned T, const Owner& owner, const Bucket& bucket) const {
-    const uint64_t cap = capacity_;  // a local: the word stores could alias the member
-    std::vector<uint64_t*> out(T);
-    std::vector<size_t> cnt(T, 0);
-    for (unsigned o = 0; o < T; ++o) {  // reserved by the caller (see apply_partitioned)
-      bucket(o).clear();
-      out[o] = bucket(o).data();
-    }
-    size_t i = b;
-    while (i < e) {
-      for (unsigned o = 0; o < T; ++o)
-        if (bucket(o).capacity() - cnt[o] <= 64) {  // room for a whole block in every bucket
-          bucket(o).set_size(cnt[o]);
-          bucket(o).reserve(2 * bucket(o).capacity());
-          out[o] = bucket(o).data();
-        }
-      const size_t be = std::min(i + 64, e);
-      if (T == 2) {  // both words written, one kept: no indexed store chain
-        uint64_t *o0 = out[0], *o1 = out[1];
-        size_t k0 = cnt[0], k1 = cnt[1];
-        for (; i < be; ++i) {
-          const uint64_t id = uint64_t(ids[i]);  // read once: the caller may rewrite its buffer
-          if (id >= cap) break;
-          const uint64_t word = (uint64_t(i) << 32) | id;
-          const size_t mine = owner(id);
-          o0[k0] = word;
-          o1[k1] = word;
-          k1 += mine;
-          k0 += 1 - mine;
-        }
-        cnt[0] = k0;
-        cnt[1] = k1;
-      } else {
-        for (; i < be; ++i) {
-          const uint64_t id = uint64_t(ids[i]);
-          if (id >= cap) break;
-          const unsigned o = owner(id);
-          out[o][cnt[o]++] = (uint64_t(i) << 32) | id;
-        }
-      }
-      if (i < be) break;
-    }
-    for (unsigned o = 0; o < T; ++o) bucket(o).set_size(cnt[o]);
-    return i;
-  }
+  size_t bucket_chunk(const IdT* ids, size_t b, size_t e, unsigned T, const Owner& owner, const Bucket& bucket) const;
 
-  // Rolls back what apply_partitioned applied, newest first per owner, so a repeated id
-  // ends at the score it had before the batch. Thread t applied a prefix of its buckets in
-  // chunk order; an applied word holds the old score, the thread's id log the id.
   template <class Bucket>
-  void undo_partitioned(unsigned T, unsigned C, const std::vector<size_t>& applied, const Bucket& bucket) {
-    std::vector<size_t> in_chunk(C);
-    for (unsigned t = 0; t < T; ++t) {
-      size_t left = applied[t];
-      for (unsigned c = 0; c < C; ++c) {
-        in_chunk[c] = std::min(bucket(c, t).size(), left);
-        left -= in_chunk[c];
-      }
-      const detail::ScratchLog<uint32_t>& log_ids = scratch_.ids(t);
-      size_t j = applied[t];
-      for (unsigned c = C; c-- > 0;) {  // newest first: the last chunk first
-        const detail::ScratchLog<uint64_t>& items = bucket(c, t);
-        for (size_t k = in_chunk[c]; k-- > 0;)
-          entries_[log_ids[--j]].score.store(detail::double_of(items[k]), std::memory_order_relaxed);
-      }
-    }
-  }
+  void undo_partitioned(unsigned T, unsigned C, const std::vector<size_t>& applied, const Bucket& bucket);
 
-  void bulk_insert(const uint32_t* ids, const double* scores, size_t n, unsigned threads) {
-    ExclusiveGuard ex(*this);
-    detail::TeamScope team(rebuild_threads(threads));
-    std::vector<uint32_t> all;  // the new ids (the chain still holds the old ones)
-    all.reserve(n);
-    size_t added = 0;
-    for (size_t i = 0; i < n; ++i) {
-      const uint32_t id = ids[i];  // each caller value read once
-      Entry& e = entries_[id];
-      if (status_of(e.meta.load(std::memory_order_relaxed)) != ABSENT) continue;
-      e.score.store(detail::stored_score(scores[i]), std::memory_order_relaxed);
-      e.meta.store(make_meta(IDLE, kNil, 0, tag_of(e.meta.load(std::memory_order_relaxed)) + 1),
-                   std::memory_order_relaxed);
-      all.push_back(id);
-      ++added;
-    }
-    my_shard().size.fetch_add(int64_t(added), std::memory_order_relaxed);
-    rebuild_any_locked(threads, &all);
-  }
+  void bulk_insert(const uint32_t* ids, const double* scores, size_t n, unsigned threads);
 
-  void collect_ids_locked(std::vector<uint32_t>& out) const {
-    out.clear();
-    out.reserve(size());
-    for (uint32_t x = head_; x != kNil; x = node(x).next[0].load(std::memory_order_relaxed)) {
-      const Node& nd = node(x);
-      const uint32_t h = nd.hwm.load(std::memory_order_relaxed);
-      for (uint32_t i = 0; i < h; ++i) {
-        const uint32_t id = nd.items[i].load(std::memory_order_relaxed);
-        if (id != kTomb) out.push_back(id);
-      }
-    }
-  }
+  void collect_ids_locked(std::vector<uint32_t>& out) const;
 
   // Exclusive. Rebuilds the chain over `all` (every live id) by a parallel counting sort
   // of keys into ~size/(B/2) buckets by linear interpolation of the score; buckets are
@@ -2466,545 +1843,34 @@ class SemiOrderedIndex {
     }
   };
 
-  // Exclusive. Frees every node but the head (no reader is pinned) and empties the head.
-  void reset_chain_locked() {
-    {
-      std::vector<uint32_t> old;
-      for (uint32_t x = node(head_).next[0].load(std::memory_order_relaxed); x != kNil;
-           x = node(x).next[0].load(std::memory_order_relaxed))
-        old.push_back(x);
-      std::lock_guard<std::mutex> gr(retire_mu_);
-      std::lock_guard<detail::SpinLock> ga(alloc_mu_);
-      // Dead, so a stale finger (or any other remembered index) fails validation.
-      for (uint32_t x : old) node(x).dead.store(1, std::memory_order_release);
-      for (uint32_t x : old) free_.push_back(x);
-      for (uint32_t x : retired_) free_.push_back(x);
-      retired_.clear();
-      retired_count_.store(0, std::memory_order_relaxed);
-    }
-    Node& h = node(head_);
-    for (auto& nx : h.next) nx.store(kNil, std::memory_order_relaxed);
-    h.reset_slots();
-    h.seen_ver.store(~0u, std::memory_order_relaxed);
-    h.sorted_ver.store(~0u, std::memory_order_relaxed);
-    h.set_hi(kPlusInf);
-    tail_.store(head_, std::memory_order_relaxed);
-    rebuilds_.fetch_add(1, std::memory_order_relaxed);
-    dirty_.store(0, std::memory_order_relaxed);  // every rebuild places every id
-    dirty_work_.store(0, std::memory_order_relaxed);
-  }
+  void reset_chain_locked();
 
-  // Exclusive. Links filled nodes (in key order, the head first) into the chain and towers.
-  void link_chain_locked(const std::vector<uint32_t>& nodes) {
-    uint32_t last_at[kMaxLevel];
-    for (auto& l : last_at) l = head_;
-    for (size_t pi = 1; pi < nodes.size(); ++pi) {
-      const uint32_t xi = nodes[pi];
-      Node& x = node(xi);
-      Node& p = node(nodes[pi - 1]);
-      p.set_hi(x.lo);
-      x.prev.store(nodes[pi - 1], std::memory_order_relaxed);
-      for (int l = 0; l < x.height; ++l) {
-        node(last_at[l]).next[l].store(xi, std::memory_order_relaxed);
-        last_at[l] = xi;
-      }
-      x.fully_linked.store(1, std::memory_order_relaxed);
-    }
-    const uint32_t last = nodes.back();
-    node(last).set_hi(kPlusInf);
-    tail_.store(last, std::memory_order_release);
-  }
+  void link_chain_locked(const std::vector<uint32_t>& nodes);
 
-  // Threads the rebuild scan uses (a thread per 64 Ki ids of capacity at most).
-  unsigned rebuild_threads(unsigned threads) const noexcept {
-    return unsigned(std::max<uint64_t>(1, std::min<uint64_t>(threads, capacity_ / 65536 + 1)));
-  }
+  unsigned rebuild_threads(unsigned threads) const noexcept;
 
-  // Exclusive rebuild when most ids are present: scans the status table in id order
-  // (sequential reads, sequential status writes) instead of gathering by node. Three
-  // parallel passes: min/max, per-thread bucket histograms, placement. Returns false
-  // (nothing changed) when a bucket would exceed a node's slot limit (massive ties);
-  // the caller then uses the general path.
-  bool rebuild_scan_locked(unsigned threads) {
-    const uint64_t cap = capacity_;
-    const unsigned T = rebuild_threads(threads);
-    // Scan chunks claimed dynamically: 1 for one thread, else 1-4 per thread (a multiple
-    // of T: the placement pass splits the ids into T parts along chunk boundaries).
-    const size_t C = T * size_t(std::max<uint64_t>(1, std::min<uint64_t>(T == 1 ? 1 : 4, cap / 65536 / T)));
-    std::vector<double> tmin(T, std::numeric_limits<double>::infinity()), tmax(T, -std::numeric_limits<double>::infinity());
-    std::vector<uint64_t> tcount(T, 0);
-    detail::parallel_chunks(size_t(cap), T, C, [&](unsigned t, size_t, size_t b, size_t e) {
-      double mn = tmin[t], mx = tmax[t];
-      uint64_t c = 0;
-      for (size_t id = b; id < e; ++id) {
-        if (status_of(entries_[id].meta.load(std::memory_order_relaxed)) == ABSENT) continue;
-        const double v = entries_[id].score.load(std::memory_order_relaxed);
-        mn = std::min(mn, v);
-        mx = std::max(mx, v);
-        ++c;
-      }
-      tmin[t] = mn;
-      tmax[t] = mx;
-      tcount[t] += c;
-    });
-    uint64_t n = 0;
-    for (uint64_t c : tcount) n += c;
-    const double lo = *std::min_element(tmin.begin(), tmin.end()), hi = *std::max_element(tmax.begin(), tmax.end());
-    const size_t nb = std::max<size_t>(1, size_t(n / std::max<uint32_t>(1, node_size_ / 2)));
-    const int r = scan_place_locked(Bucketing(lo, hi, nb), nb, T, C, n, /*may_report_skew=*/true);
-    if (r != kScanSkewed) return r == kScanDone;
-    // Linear bucketing left a bucket far over its share (a heavy tail: most scores near
-    // one end). Bucket by sampled quantiles instead; ties still share a bucket.
-    return scan_place_locked(QuantileBucketing(lo, hi, nb, sample_scores(size_t(std::min<uint64_t>(n, 32 * nb)))), nb, T,
-                             C, n, false) == kScanDone;
-  }
+  bool rebuild_scan_locked(unsigned threads);
 
   static constexpr int kScanFallback = 0, kScanDone = 1, kScanSkewed = 2;
 
-  // The histogram and placement passes of rebuild_scan_locked for one bucket mapping
-  // (monotone in the score). Returns kScanDone, or, with nothing changed, kScanFallback
-  // (a bucket over a node's slot limit: the general path must run) or kScanSkewed (a
-  // non-tie bucket over 8 nodes' worth, when the caller allows the answer).
   template <class Map>
-  int scan_place_locked(const Map& bucket_of, size_t nb, unsigned T, size_t C, uint64_t n, bool may_report_skew) {
-    const uint64_t cap = capacity_;
-    // Per id chunk (C of them, claimed by T threads) and bucket: the count, which places
-    // the chunk's ids after those of earlier chunks. Per thread and bucket: the smallest
-    // score with the first (smallest) id holding it, and the largest score. Counts go to
-    // 4 interleaved copies, so runs of ids in one bucket (a pool of small counts) do not
-    // wait on each other's increments.
-    std::vector<std::vector<uint32_t>> hist(C, std::vector<uint32_t>(nb, 0));
-    std::vector<std::vector<uint32_t>> h4_of(T, std::vector<uint32_t>(nb * 4, 0));  // allocated here, not by helpers: see apply_partitioned
-    std::vector<std::vector<double>> tmin_score(T, std::vector<double>(nb, std::numeric_limits<double>::infinity()));
-    std::vector<std::vector<uint32_t>> tmin_id(T, std::vector<uint32_t>(nb, 0));
-    std::vector<std::vector<double>> tmax_score(T, std::vector<double>(nb, -std::numeric_limits<double>::infinity()));
-    detail::parallel_chunks(size_t(cap), T, C, [&](unsigned t, size_t chunk, size_t b, size_t e) {
-      std::vector<uint32_t>& h4 = h4_of[t];  // zero: the sum below clears what it reads
-      auto& mn = tmin_score[t];
-      auto& mi = tmin_id[t];
-      auto& mx = tmax_score[t];
-      for (size_t id = b; id < e; ++id) {
-        if (status_of(entries_[id].meta.load(std::memory_order_relaxed)) == ABSENT) continue;
-        const double v = entries_[id].score.load(std::memory_order_relaxed);
-        const size_t bk = bucket_of(v);
-        ++h4[bk * 4 + (id & 3)];
-        if (v < mn[bk]) {  // strictly: ids ascend, so the first id at the minimum is kept
-          mn[bk] = v;
-          mi[bk] = uint32_t(id);
-        }
-        if (v > mx[bk]) mx[bk] = v;
-      }
-      auto& hh = hist[chunk];
-      for (size_t bk = 0; bk < nb; ++bk) {
-        hh[bk] = h4[bk * 4] + h4[bk * 4 + 1] + h4[bk * 4 + 2] + h4[bk * 4 + 3];
-        h4[bk * 4] = h4[bk * 4 + 1] = h4[bk * 4 + 2] = h4[bk * 4 + 3] = 0;
-      }
-    });
-    // A bucket of equal scores (ties: counts) is filled in id order, which is its key
-    // order, so it is cut into node-sized pieces right away instead of being left as
-    // one huge node for queries to split. Other buckets become one node each.
-    const uint64_t piece_cap = std::max<uint32_t>(1, node_size_ - node_size_ / 4);
-    std::vector<uint64_t> size_of(nb, 0), piece_of(nb, 0);
-    std::vector<Packed> lo_of(nb, ~Packed(0));
-    for (size_t bk = 0; bk < nb; ++bk) {
-      double top = -std::numeric_limits<double>::infinity();
-      for (size_t c = 0; c < C; ++c) size_of[bk] += hist[c][bk];
-      for (unsigned t = 0; t < T; ++t) {
-        if (tmax_score[t][bk] < tmin_score[t][bk]) continue;  // no id of this bucket
-        lo_of[bk] = std::min(lo_of[bk], pack(tmin_score[t][bk], tmin_id[t][bk]));
-        top = std::max(top, tmax_score[t][bk]);
-      }
-      if (size_of[bk] == 0) continue;
-      const bool ties = unpack_score(lo_of[bk]) == top;
-      piece_of[bk] = ties ? piece_cap : size_of[bk];
-      if (!ties && may_report_skew && size_of[bk] > 8 * uint64_t(node_size_)) return kScanSkewed;
-      if (!ties && size_of[bk] > kMaxNodeCap) return kScanFallback;
-    }
-    reset_chain_locked();
-    if (n == 0) return kScanDone;
-    // Nodes in key order (the head first); first_node[bk] indexes the bucket's first piece.
-    std::vector<uint32_t> nodes;
-    std::vector<size_t> first_node(nb, 0);
-    Node& h = node(head_);
-    for (size_t bk = 0; bk < nb; ++bk) {
-      if (size_of[bk] == 0) continue;
-      first_node[bk] = nodes.size();
-      for (uint64_t done = 0; done < size_of[bk]; done += piece_of[bk]) {
-        const uint32_t c = std::max<uint32_t>(node_size_, uint32_t(std::min(piece_of[bk], size_of[bk] - done)));
-        uint32_t xi;
-        if (nodes.empty()) {
-          xi = head_;
-          if (h.cap < c) reallocate_slots(h, c);
-        } else {
-          xi = alloc_node(c);
-          Node& x = node(xi);
-          x.lo = detail::Key{unpack_score(lo_of[bk]), uint32_t(lo_of[bk])};  // pieces after the first: below
-          x.height = random_height();
-        }
-        nodes.push_back(xi);
-      }
-      uint32_t run = 0;
-      for (size_t c = 0; c < C; ++c) {
-        const uint32_t c2 = hist[c][bk];
-        hist[c][bk] = run;
-        run += c2;
-      }
-    }
-    place_locked(bucket_of, nb, T, C, hist, size_of, piece_of, first_node, nodes);
-    for (size_t bk = 0; bk < nb; ++bk) {
-      if (size_of[bk] == 0) continue;
-      uint64_t piece = 0;
-      for (uint64_t done = 0; done < size_of[bk]; done += piece_of[bk], ++piece) {
-        const uint32_t xi = nodes[first_node[bk] + piece];
-        Node& x = node(xi);
-        const uint32_t c = uint32_t(std::min(piece_of[bk], size_of[bk] - done));
-        x.hwm.store(c, std::memory_order_relaxed);
-        x.count.store(c, std::memory_order_relaxed);
-        // A later piece of a tie run starts at its smallest id (slots are in id order).
-        if (piece > 0) x.lo = detail::Key{unpack_score(lo_of[bk]), x.items[0].load(std::memory_order_relaxed)};
-      }
-    }
-    link_chain_locked(nodes);
-    return kScanDone;
-  }
+  int scan_place_locked(const Map& bucket_of, size_t nb, unsigned T, size_t C, uint64_t n, bool may_report_skew);
 
-  // The placement pass of scan_place_locked: writes every present id into its bucket's
-  // pieces, in id order within each bucket (a tie bucket's pieces rely on it), and
-  // points its status entry there. The ids are cut into T parts along hist chunks
-  // (chunk_off[c][bk]: where chunk c's ids start in bucket bk). Each part is taken from
-  // both ends: its own thread walks it upward, filling each bucket's region of the
-  // part upward; a thread done with its own part takes place-chunks from the back of
-  // another, walking ids downward and filling downward from the region's end. The two
-  // meet without a gap or overlap, so a core slowed by a neighbour costs its share only.
   template <class Map>
   void place_locked(const Map& bucket_of, size_t nb, unsigned T, size_t C, const std::vector<std::vector<uint32_t>>& chunk_off,
                     const std::vector<uint64_t>& size_of, const std::vector<uint64_t>& piece_of,
-                    const std::vector<size_t>& first_node, const std::vector<uint32_t>& nodes) {
-    // Everything the hot loop needs for the bucket's current piece sits in its cursor
-    // (no lookup of the node, whose header is another cache line per id when ids spread
-    // over a thousand buckets), and it moves by one slot per id: no division.
-    struct Cursor {
-      std::atomic<uint32_t>* items;  // the piece's slots (unused while slot says to move)
-      uint32_t node;
-      uint32_t slot;   // upward: the next slot; downward: one past it
-      uint32_t limit;  // slots per piece
-      uint32_t piece;  // index into nodes
-    };
-    const size_t per_part = C / T;
-    // Cursors at bucket offset g of every bucket (g = off(bk)), for walking up or down.
-    auto cursors_at = [&](std::vector<Cursor>& cur, auto off) {
-      for (size_t bk = 0; bk < nb; ++bk) {
-        if (size_of[bk] == 0) continue;
-        const uint64_t g = off(bk);
-        const uint32_t piece = uint32_t(first_node[bk] + g / piece_of[bk]);
-        // At a piece boundary the cursor moves before its first write; a boundary past
-        // the bucket's last piece is never written. Point it at a valid node anyway.
-        const uint32_t xi = nodes[std::min<size_t>(piece, nodes.size() - 1)];
-        cur[bk] = Cursor{node(xi).items, xi, uint32_t(g % piece_of[bk]), uint32_t(piece_of[bk]), piece};
-      }
-    };
-    auto part_start = [&](unsigned p, size_t bk) -> uint64_t { return chunk_off[p * per_part][bk]; };
-    auto part_end = [&](unsigned p, size_t bk) -> uint64_t {
-      return p + 1 < T ? chunk_off[(p + 1) * per_part][bk] : size_of[bk];
-    };
-    const uint64_t cap = capacity_;
-    auto part_ids = [&](unsigned p) { return std::make_pair(cap * p / T, cap * (p + 1) / T); };
-    // Place-chunks per part, and each part's unclaimed ones as (front << 32 | back).
-    const size_t K = std::max<size_t>(1, std::min<size_t>(16, size_t(cap / T / 16384)));
-    std::vector<std::atomic<uint64_t>> left(T);
-    std::vector<std::atomic<int>> thief(T);  // the one thread that takes a part's back
-    for (unsigned p = 0; p < T; ++p) {
-      left[p].store(uint64_t(K), std::memory_order_relaxed);
-      thief[p].store(-1, std::memory_order_relaxed);
-    }
-    auto claim = [&](unsigned p, bool front) -> size_t {  // a place-chunk of part p, or K
-      uint64_t st = left[p].load(std::memory_order_relaxed);
-      for (;;) {
-        const uint64_t f = st >> 32, b = st & 0xffffffffu;
-        if (f >= b) return K;
-        const uint64_t next = front ? ((f + 1) << 32) | b : (f << 32) | (b - 1);
-        if (left[p].compare_exchange_weak(st, next, std::memory_order_relaxed)) return size_t(front ? f : b - 1);
-      }
-    };
-    // Places ids [b, e): upward (ids ascending, each bucket's cursor moving up through
-    // its pieces) or downward (ids descending, cursors moving down; the pieces below a
-    // downward cursor are full ones).
-    auto place = [&](std::vector<Cursor>& cur, size_t b, size_t e, auto upward) {
-      constexpr bool kUp = decltype(upward)::value;
-      for (size_t j = 0; j < e - b; ++j) {
-        const size_t id = kUp ? b + j : e - 1 - j;
-        std::atomic<uint64_t>& mm = entries_[id].meta;
-        const uint64_t m = mm.load(std::memory_order_relaxed);
-        if (status_of(m) == ABSENT) continue;
-        Cursor& c = cur[bucket_of(entries_[id].score.load(std::memory_order_relaxed))];
-        uint32_t slot;
-        if constexpr (kUp) {
-          if (c.slot == c.limit) {  // this piece is full: on to the next
-            c.node = nodes[++c.piece];
-            c.items = node(c.node).items;
-            c.slot = 0;
-          }
-          slot = c.slot++;
-        } else {
-          if (c.slot == 0) {  // the bottom of this piece: on to the previous
-            c.node = nodes[--c.piece];
-            c.items = node(c.node).items;
-            c.slot = c.limit;
-          }
-          slot = --c.slot;
-        }
-        c.items[slot].store(uint32_t(id), std::memory_order_relaxed);
-        mm.store(make_meta(IDLE, c.node, slot, tag_of(m) + 1), std::memory_order_relaxed);
-      }
-    };
-    std::vector<std::vector<Cursor>> cursors(T, std::vector<Cursor>(nb));  // allocated here, not by helpers: see apply_partitioned
-    detail::parallel_for(T, T, [&](unsigned t, size_t, size_t) {
-      std::vector<Cursor>& cur = cursors[t];
-      cursors_at(cur, [&](size_t bk) { return part_start(t, bk); });
-      const auto [pb, pe] = part_ids(t);
-      for (size_t k, taken = 0; taken < size_t(SOCBI_TEST_FRONT_CHUNKS) && (k = claim(t, true)) < K; ++taken)
-        place(cur, pb + (pe - pb) * k / K, pb + (pe - pb) * (k + 1) / K, std::true_type{});
-      for (;;) {  // help: the back of the part with the most left that no one else helps
-        unsigned best = T;
-        uint64_t most = 0;
-        for (unsigned p = 0; p < T; ++p) {
-          const uint64_t st = left[p].load(std::memory_order_relaxed);
-          const uint64_t n_left = (st & 0xffffffffu) > (st >> 32) ? (st & 0xffffffffu) - (st >> 32) : 0;
-          const int h = thief[p].load(std::memory_order_relaxed);
-          if (n_left > most && (h == -1 || h == int(t))) {
-            best = p;
-            most = n_left;
-          }
-        }
-        if (best == T) return;
-        int none = -1;
-        if (thief[best].load(std::memory_order_relaxed) != int(t) &&
-            !thief[best].compare_exchange_strong(none, int(t), std::memory_order_relaxed))
-          continue;  // someone else took it first
-        cursors_at(cur, [&](size_t bk) { return part_end(best, bk); });
-        const auto [qb, qe] = part_ids(best);
-        for (size_t k; (k = claim(best, false)) < K;) place(cur, qb + (qe - qb) * k / K, qb + (qe - qb) * (k + 1) / K, std::false_type{});
-      }
-    });
-  }
+                    const std::vector<size_t>& first_node, const std::vector<uint32_t>& nodes);
 
-  // A uniform sample (with replacement) of up to m present scores, from random ids.
-  std::vector<double> sample_scores(size_t m) {
-    std::vector<double> out;
-    out.reserve(m);
-    uint64_t state = 0x5EED0FB0C4E7ull ^ rebuilds_.load(std::memory_order_relaxed);
-    for (size_t tries = 0; out.size() < m && tries < 16 * m + 64; ++tries) {
-      const uint64_t id = detail::splitmix64(state) % capacity_;
-      if (status_of(entries_[id].meta.load(std::memory_order_relaxed)) == ABSENT) continue;
-      out.push_back(entries_[id].score.load(std::memory_order_relaxed));
-    }
-    return out;
-  }
+  std::vector<double> sample_scores(size_t m);
 
-  // Exclusive. General rebuild over `all` (every live id), used when few ids are present
-  // relative to capacity or when ties overflow a bucket.
-  void rebuild_locked(const std::vector<uint32_t>& all, unsigned threads) {
-    const size_t n = all.size();
-    const unsigned T = unsigned(std::max<size_t>(1, std::min<size_t>(threads, n / 65536 + 1)));
-    reset_chain_locked();
-    if (n == 0) return;
+  void rebuild_locked(const std::vector<uint32_t>& all, unsigned threads);
 
-    std::vector<double> sc(n);
-    std::vector<double> tmin(T, std::numeric_limits<double>::infinity()), tmax(T, -std::numeric_limits<double>::infinity());
-    detail::parallel_for(n, T, [&](unsigned t, size_t b, size_t e) {
-      double mn = tmin[t], mx = tmax[t];
-      for (size_t i = b; i < e; ++i) {
-        if (i + 16 < e) __builtin_prefetch(&entries_[all[i + 16]], 0, 1);
-        double s = entries_[all[i]].score.load(std::memory_order_relaxed);
-        sc[i] = s;
-        mn = std::min(mn, s);
-        mx = std::max(mx, s);
-      }
-      tmin[t] = mn;
-      tmax[t] = mx;
-    });
-    const Bucketing bucket_of(*std::min_element(tmin.begin(), tmin.end()), *std::max_element(tmax.begin(), tmax.end()),
-                              std::max<size_t>(1, size_t(n / std::max<uint32_t>(1, node_size_ / 2))));
-    const size_t nb = bucket_of.nb;
-    // Parallel counting sort: per-thread histograms, prefix sums, scatter.
-    std::vector<std::vector<uint32_t>> hist(T, std::vector<uint32_t>(nb + 1, 0));
-    detail::parallel_for(n, T, [&](unsigned t, size_t b, size_t e) {
-      auto& hh = hist[t];
-      for (size_t i = b; i < e; ++i) ++hh[bucket_of(sc[i])];
-    });
-    std::vector<uint64_t> bucket_start(nb + 1, 0);
-    {
-      uint64_t run = 0;
-      for (size_t bk = 0; bk < nb; ++bk) {
-        bucket_start[bk] = run;
-        for (unsigned t = 0; t < T; ++t) {
-          uint32_t c = hist[t][bk];
-          hist[t][bk] = uint32_t(run);
-          run += c;
-        }
-      }
-      bucket_start[nb] = run;
-    }
-    std::vector<detail::Key> sorted(n);
-    detail::parallel_for(n, T, [&](unsigned t, size_t b, size_t e) {
-      auto& hh = hist[t];
-      for (size_t i = b; i < e; ++i) sorted[hh[bucket_of(sc[i])]++] = detail::Key{sc[i], all[i]};
-    });
-    // Cut buckets into node-sized pieces: buckets larger than the slot field allows are
-    // split by key (nth_element); others stay whole (refined lazily).
-    struct Piece {
-      uint64_t b, e;
-    };
-    std::vector<Piece> pieces;
-    for (size_t bk = 0; bk < nb; ++bk) {
-      uint64_t b = bucket_start[bk], e = bucket_start[bk + 1];
-      if (b == e) continue;
-      std::vector<Piece> stack{{b, e}};
-      while (!stack.empty()) {
-        Piece p = stack.back();
-        stack.pop_back();
-        if (p.e - p.b <= kMaxNodeCap / 2) {
-          pieces.push_back(p);
-          continue;
-        }
-        uint64_t mid = p.b + (p.e - p.b) / 2;
-        std::nth_element(sorted.begin() + p.b, sorted.begin() + mid, sorted.begin() + p.e);
-        stack.push_back({mid, p.e});
-        stack.push_back({p.b, mid});
-      }
-    }
-    // Nodes: the head takes piece 0; each piece's lo is its smallest key.
-    std::vector<uint32_t> node_of_piece(pieces.size());
-    for (size_t pi = 0; pi < pieces.size(); ++pi) {
-      const uint32_t sz = uint32_t(pieces[pi].e - pieces[pi].b);
-      const uint32_t cap = std::max<uint32_t>(node_size_, sz);
-      uint32_t xi;
-      if (pi == 0) {
-        xi = head_;
-        if (node(head_).cap < cap) reallocate_slots(node(head_), cap);
-      } else {
-        xi = alloc_node(cap);
-        Node& x = node(xi);
-        auto first = sorted.begin() + pieces[pi].b, last = sorted.begin() + pieces[pi].e;
-        x.lo = *std::min_element(first, last);
-        x.height = random_height();
-      }
-      node_of_piece[pi] = xi;
-    }
-    detail::parallel_for(pieces.size(), T, [&](unsigned, size_t b, size_t e) {
-      for (size_t pi = b; pi < e; ++pi) {
-        const uint32_t xi = node_of_piece[pi];
-        Node& x = node(xi);
-        uint32_t slot = 0;
-        for (uint64_t j = pieces[pi].b; j < pieces[pi].e; ++j, ++slot) {
-          const uint32_t id = sorted[j].id;
-          x.items[slot].store(id, std::memory_order_relaxed);
-          std::atomic<uint64_t>& mm = entries_[id].meta;
-          mm.store(make_meta(IDLE, xi, slot, tag_of(mm.load(std::memory_order_relaxed)) + 1), std::memory_order_relaxed);
-        }
-        x.hwm.store(slot, std::memory_order_relaxed);
-        x.count.store(slot, std::memory_order_relaxed);
-      }
-    });
-    link_chain_locked(node_of_piece);
-  }
+  void rebuild_any_locked(unsigned threads, std::vector<uint32_t>* extra_ids = nullptr);
 
-  // Exclusive: rebuilds by status-table scan when most of the capacity is in use,
-  // otherwise (or when ties overflow a bucket) by gathering the live ids from the chain.
-  void rebuild_any_locked(unsigned threads, std::vector<uint32_t>* extra_ids = nullptr) {
-    if (size() * 4 >= capacity_ && rebuild_scan_locked(threads)) return;
-    std::vector<uint32_t> all;
-    collect_ids_locked(all);
-    if (extra_ids) all.insert(all.end(), extra_ids->begin(), extra_ids->end());
-    rebuild_locked(all, threads);
-  }
-
-  // ------------------------------------------------------------------ check
+  // ------------------------------------------------------------------ check (member functions defined in detail/check.hpp, each with its comment)
   [[noreturn]] static void fail(const std::string& what) { throw std::logic_error("SemiOrderedIndex invariant: " + what); }
 
-  void check_locked() const {
-    uint64_t items = 0;
-    uint32_t prev = kNil;
-    std::vector<char> seen(capacity_, 0);
-    uint64_t guard = 0;
-    for (uint32_t x = head_; x != kNil; x = node(x).next[0].load(std::memory_order_relaxed)) {
-      if (++guard > max_nodes_) fail("level-0 chain has a cycle");
-      const Node& nd = node(x);
-      if (nd.dead.load(std::memory_order_relaxed)) fail("dead node " + std::to_string(x) + " is linked");
-      if (nd.prev.load(std::memory_order_relaxed) != prev) fail("prev pointer of node " + std::to_string(x) + " is wrong");
-      const uint32_t nx = nd.next[0].load(std::memory_order_relaxed);
-      const detail::Key hi = nd.hi();
-      if (nx == kNil) {
-        if (tail_.load(std::memory_order_relaxed) != x) fail("tail is not the last node");
-        if (hi.score != kPlusInf.score || hi.id != kPlusInf.id) fail("last node's hi is not +inf");
-      } else {
-        const detail::Key nlo = node(nx).lo;
-        if (!(nd.lo < nlo)) fail("node lo keys are not strictly increasing at node " + std::to_string(x));
-        if (hi.score != nlo.score || hi.id != nlo.id) fail("hi of node " + std::to_string(x) + " != next node's lo");
-      }
-      if (nd.range_ver.load(std::memory_order_relaxed) & 1u) fail("range seqlock left odd");
-      if (nd.items_ver.load(std::memory_order_relaxed) & 1u) fail("items seqlock left odd");
-      const uint32_t c = nd.count.load(std::memory_order_relaxed);
-      const uint32_t h = nd.hwm.load(std::memory_order_relaxed);
-      if (c > h || h > nd.cap) fail("node count/hwm/capacity out of order at node " + std::to_string(x));
-      uint32_t live = 0;
-      for (uint32_t w = 0; w < Node::hole_words(nd.cap); ++w) {
-        for (uint32_t b = 0; b < 64 && w * 64 + b < nd.cap; ++b) {
-          const uint32_t i = w * 64 + b;
-          const bool hole = (nd.holes[w] >> b) & 1u;
-          const bool tomb = i < h && nd.items[i].load(std::memory_order_relaxed) == kTomb;
-          if (hole != tomb) fail("hole bitmap disagrees with tombstones at node " + std::to_string(x));
-          if (hole && w < nd.hole_hint) fail("hole below hole_hint");
-        }
-      }
-      for (uint32_t i = 0; i < h; ++i) {
-        const uint32_t id = nd.items[i].load(std::memory_order_relaxed);
-        if (id == kTomb) continue;
-        ++live;
-        if (id >= capacity_) fail("node holds out-of-range id");
-        if (seen[id]) fail("id " + std::to_string(id) + " appears twice");
-        seen[id] = 1;
-        const uint64_t m = entries_[id].meta.load(std::memory_order_relaxed);
-        if (status_of(m) != IDLE) fail("id " + std::to_string(id) + " is not IDLE at rest");
-        if (node_of(m) != x || slot_of(m) != i) fail("status table location of id " + std::to_string(id) + " is wrong");
-        const detail::Key k{entries_[id].score.load(std::memory_order_relaxed), id};
-        if (!std::isfinite(k.score)) fail("id " + std::to_string(id) + " has a non-finite score");
-        // A stale chain (lazy apply) keeps one side: keys >= lo after increments, < hi after
-        // decrements; that side is what query_dirty relies on.
-        const int d = dirty_.load(std::memory_order_relaxed);
-        if (d >= 0 && !(nd.lo <= k)) fail("id " + std::to_string(id) + " lies below its node's range");
-        if (d <= 0 && !(k < hi)) fail("id " + std::to_string(id) + " lies above its node's range");
-      }
-      if (live != c) fail("node count " + std::to_string(c) + " != live slots " + std::to_string(live));
-      items += c;
-      prev = x;
-    }
-    if (items != size()) fail("size counter " + std::to_string(size()) + " != items in nodes " + std::to_string(items));
-    for (uint64_t id = 0; id < capacity_; ++id) {
-      const uint64_t m = entries_[id].meta.load(std::memory_order_relaxed);
-      if (status_of(m) != ABSENT && !seen[id]) fail("present id " + std::to_string(id) + " is in no node");
-    }
-    int64_t slot_bytes = 0;  // every node ever made keeps its slots: stats() counts them all
-    for (uint64_t x = 0; x < next_fresh_; ++x) slot_bytes += slot_bytes_of(node(uint32_t(x)).cap);
-    if (slot_bytes != slot_bytes_.load(std::memory_order_relaxed))
-      fail("slot bytes counted for stats() (" + std::to_string(slot_bytes_.load(std::memory_order_relaxed)) +
-           ") != the nodes' slots (" + std::to_string(slot_bytes) + ")");
-    // Upper levels: sorted sublists of level 0 made of live nodes with enough height.
-    for (int l = 1; l < kMaxLevel; ++l) {
-      uint32_t x = head_;
-      uint64_t g = 0;
-      while (x != kNil) {
-        if (++g > max_nodes_) fail("skip level has a cycle");
-        const uint32_t nx = node(x).next[l].load(std::memory_order_relaxed);
-        if (nx == kNil) break;
-        const Node& n2 = node(nx);
-        if (n2.dead.load(std::memory_order_relaxed)) fail("dead node linked at level " + std::to_string(l));
-        if (n2.height <= l) fail("node linked above its height");
-        if (!(node(x).lo < n2.lo)) fail("skip level " + std::to_string(l) + " out of order");
-        x = nx;
-      }
-    }
-  }
+  void check_locked() const;
 
   // ------------------------------------------------------------------ members
   const uint64_t capacity_;
@@ -3096,3 +1962,7 @@ class SemiOrderedIndex {
 };
 
 }  // namespace socbi
+
+// Member definitions kept apart by concern (they need the complete class above).
+#include "detail/bulk_path.hpp"
+#include "detail/check.hpp"

@@ -1,0 +1,68 @@
+// socbi/detail/sync.hpp -- waiting and locking: the pause/yield spin (cpu_relax), the node SpinLock, and the
+// test hooks (SOCBI_RACE_HOOK, SOCBI_TEST_HOOK, SOCBI_TEST_FRONT_CHUNKS) that test builds
+// define to widen race windows. Owns no state.
+// Part of socbi/semi_ordered_index.hpp, the one header users include.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <thread>
+
+#if defined(__x86_64__) || defined(_M_X64) || defined(__i386__)
+#include <immintrin.h>
+#define SOCBI_PAUSE() _mm_pause()
+#else
+#define SOCBI_PAUSE() std::this_thread::yield()
+#endif
+
+// Test builds may define SOCBI_RACE_HOOK() to yield at each protocol step, widening race
+// windows (see issue: reliability hardening). It compiles to nothing by default.
+#ifndef SOCBI_RACE_HOOK
+#define SOCBI_RACE_HOOK() ((void)0)
+#endif
+
+// Test builds may define SOCBI_TEST_HOOK(site, node) to act (pause, change a score) at a
+// named point that concerns one node; site is a string literal. By default a race hook.
+#ifndef SOCBI_TEST_HOOK
+#define SOCBI_TEST_HOOK(site, node) SOCBI_RACE_HOOK()
+#endif
+
+// Test builds may cap how many place-chunks a rebuild thread takes from the front of its
+// own part, so that the downward walk of the placement pass (otherwise taken only when a
+// core lags) runs on every rebuild. Unlimited by default.
+#ifndef SOCBI_TEST_FRONT_CHUNKS
+#define SOCBI_TEST_FRONT_CHUNKS (~size_t(0))
+#endif
+
+namespace socbi {
+namespace detail {
+
+
+inline void cpu_relax(unsigned& spins) {
+  // Spin briefly, then yield: more threads than cores is a supported case.
+  if (++spins < 64) {
+    SOCBI_PAUSE();
+  } else {
+    std::this_thread::yield();
+  }
+}
+
+class SpinLock {
+ public:
+  void lock() noexcept {
+    unsigned spins = 0;
+    for (;;) {
+      if (!flag_.exchange(1, std::memory_order_acquire)) return;
+      while (flag_.load(std::memory_order_relaxed)) cpu_relax(spins);
+    }
+  }
+  bool try_lock() noexcept { return !flag_.exchange(1, std::memory_order_acquire); }
+  void unlock() noexcept { flag_.store(0, std::memory_order_release); }
+
+ private:
+  std::atomic<uint32_t> flag_{0};
+};
+
+}  // namespace detail
+}  // namespace socbi
