@@ -42,7 +42,6 @@ the ``rounds20`` start, with ``bulk=False`` (node moves) and with the automatic 
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import statistics
 import sys
@@ -53,21 +52,12 @@ import numpy as np
 
 import socbi
 from socbi.baselines import BTreesIndex
+from socbi.bench import _NoGC  # gc off around timed sections, as for every socbi bench
 
 K_NEIGHBOURS = 10
 SELECT = 128
 STRUCTURES = ("socbi", "socbi_moves", "numpy_addat", "numpy_bincount", "btrees")
 BTREES_MAX_N = 1_000_000
-
-
-class _NoGC:
-    def __enter__(self):
-        self.was = gc.isenabled()
-        gc.disable()
-
-    def __exit__(self, *exc):
-        if self.was:
-            gc.enable()
 
 
 CLOCKS = {"thread": time.thread_time, "process": time.process_time, "wall": time.perf_counter}

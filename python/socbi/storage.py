@@ -120,7 +120,26 @@ class RowSource:
         return f"{type(self).__name__}(n={self.n}, dim={self.dim})"
 
 
-class NpyRows(RowSource):
+class _MatrixRows(RowSource):
+    """A source whose rows are one array (a memory map or in memory): chunks are slices of
+    ``self.array``; errors name ``self._where``."""
+
+    _where = "embeddings"
+
+    @property
+    def array(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def chunks(self, lo: int = 0, hi: Optional[int] = None, *, chunk: int = DEFAULT_CHUNK
+               ) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+        lo, hi = self._range(lo, hi)
+        chunk = positive_int("chunk", chunk)
+        for s in range(lo, hi, chunk):
+            e = min(hi, s + chunk)
+            yield np.arange(s, e, dtype=np.int64), _check_chunk(self.array[s:e], self.dim, s, self._where)
+
+
+class NpyRows(_MatrixRows):
     """A 2-D ``.npy`` file read through a memory map (``path`` on a shared filesystem)."""
 
     def __init__(self, path: PathLike) -> None:
@@ -138,6 +157,10 @@ class NpyRows(RowSource):
     def _map(self) -> np.ndarray:
         return np.load(self.path, mmap_mode="r", allow_pickle=False)
 
+    @property
+    def _where(self) -> str:  # type: ignore[override]
+        return self.path
+
     def __getstate__(self) -> Dict[str, Any]:
         return {"path": self.path, "n": self.n, "dim": self.dim, "_mm": None}
 
@@ -151,14 +174,6 @@ class NpyRows(RowSource):
             self._mm = self._map()
         return self._mm
 
-    def chunks(self, lo: int = 0, hi: Optional[int] = None, *, chunk: int = DEFAULT_CHUNK
-               ) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
-        lo, hi = self._range(lo, hi)
-        chunk = positive_int("chunk", chunk)
-        for s in range(lo, hi, chunk):
-            e = min(hi, s + chunk)
-            yield np.arange(s, e, dtype=np.int64), _check_chunk(self.array[s:e], self.dim, s, self.path)
-
     def take(self, ids: Any) -> np.ndarray:
         ids = self._check_ids(ids)
         out = np.ascontiguousarray(self.array[ids], dtype=np.float32)
@@ -168,7 +183,7 @@ class NpyRows(RowSource):
         return {"format": "npy", "path": self.path}
 
 
-class ArrayRows(RowSource):
+class ArrayRows(_MatrixRows):
     """An in-memory (n, d) array. With Ray running it is put in the object store once
     (``share()``), so actors on one node map the same copy instead of each pickling it."""
 
@@ -206,14 +221,6 @@ class ArrayRows(RowSource):
             import ray
             self._x = ray.get(self._ref)
         return self._x
-
-    def chunks(self, lo: int = 0, hi: Optional[int] = None, *, chunk: int = DEFAULT_CHUNK
-               ) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
-        lo, hi = self._range(lo, hi)
-        chunk = positive_int("chunk", chunk)
-        for s in range(lo, hi, chunk):
-            e = min(hi, s + chunk)
-            yield np.arange(s, e, dtype=np.int64), _check_chunk(self.array[s:e], self.dim, s, "embeddings")
 
     def take(self, ids: Any) -> np.ndarray:
         ids = self._check_ids(ids)

@@ -1432,6 +1432,14 @@ class SemiOrderedIndex {
   }
 
   // ------------------------------------------------------------------ queries
+  // An id that moved between two nodes a walk read may sit in the keys twice (with its old
+  // and its new score); keep one. Sorts by id, so the caller orders the result itself.
+  static void drop_repeated_ids(std::vector<Packed>& keys) {
+    std::sort(keys.begin(), keys.end(), [](Packed a, Packed b) { return uint32_t(a) < uint32_t(b); });
+    keys.erase(std::unique(keys.begin(), keys.end(), [](Packed a, Packed b) { return uint32_t(a) == uint32_t(b); }),
+               keys.end());
+  }
+
   // Copies node x's ids into out (appending). Lock-free seqlock read; falls back to the
   // lock after 4 failed attempts.
   // Node xi locked: rewrites its slots in ascending key order (compacting tombstones) and
@@ -1615,12 +1623,7 @@ class SemiOrderedIndex {
         return k;
       }
     }
-    if (moved) {
-      auto by_id = [](Packed a, Packed b) { return uint32_t(a) < uint32_t(b); };
-      std::sort(keys.begin(), keys.end(), by_id);
-      keys.erase(std::unique(keys.begin(), keys.end(), [](Packed a, Packed b) { return uint32_t(a) == uint32_t(b); }),
-                 keys.end());
-    }
+    if (moved) drop_repeated_ids(keys);
     const size_t k = std::min(n, keys.size());
     if (from_top) {
       auto gt = [](Packed a, Packed b) { return a > b; };
@@ -1701,12 +1704,7 @@ class SemiOrderedIndex {
     if (extra) dirty_work_.fetch_add(extra, std::memory_order_relaxed);
     bool moved = false;  // an id moved between two nodes read may have been read twice
     for (const auto& sg : segs) moved |= node(sg.first).items_ver.load(std::memory_order_acquire) != sg.second;
-    if (moved) {
-      auto by_id = [](Packed a, Packed b) { return uint32_t(a) < uint32_t(b); };
-      std::sort(keys.begin(), keys.end(), by_id);
-      keys.erase(std::unique(keys.begin(), keys.end(), [](Packed a, Packed b) { return uint32_t(a) == uint32_t(b); }),
-                 keys.end());
-    }
+    if (moved) drop_repeated_ids(keys);
     const size_t k = std::min(n, keys.size());
     auto better = [from_top](Packed a, Packed b) { return from_top ? a > b : a < b; };
     if (k < keys.size()) std::nth_element(keys.begin(), keys.begin() + k, keys.end(), better);
