@@ -880,6 +880,12 @@ class SemiOrderedIndex {
     keys.reserve(cnt);
     uint32_t out_of_range = 0;
     for (uint32_t i = 0; i < xhwm; ++i) {
+#if defined(__GNUC__)
+      if (i + 16 < xhwm) {  // the status entries lie all over the table: fetch them ahead
+        const uint32_t ahead = x.items[i + 16].load(std::memory_order_relaxed);
+        if (ahead != kTomb) __builtin_prefetch(&entries_[ahead], 1, 3);
+      }
+#endif
       uint32_t id = x.items[i].load(std::memory_order_relaxed);
       if (id == kTomb) continue;
       detail::Key k{entries_[id].score.load(std::memory_order_acquire), id};
@@ -1003,8 +1009,8 @@ class SemiOrderedIndex {
     std::copy(y.holes, y.holes + Node::hole_words(y.cap), holes);
     delete[] y.items;
     delete[] y.holes;
-    y.items = items;
-    y.holes = holes;
+    __atomic_store_n(&y.items, items, __ATOMIC_RELAXED);  // prefetch_slot may read them
+    __atomic_store_n(&y.holes, holes, __ATOMIC_RELAXED);
     y.cap = uint32_t(new_cap);
   }
 
@@ -1130,27 +1136,59 @@ class SemiOrderedIndex {
   // delta; a hint only, racing updates may change it): consecutive moves then land in the
   // same or the next node, which the finger finds without a skip-list search, and a
   // thread's share of the batch is a contiguous key range. Updates commute, so the order
-  // is free to choose. O(n log n) for the sort, n status-table reads.
+  // is free to choose. Precondition: ids ascending (sort_and_combine's output), so a
+  // stable sort by the score alone gives (score, id) order: an LSD radix sort by bytes of
+  // the score's order bits that skips the bytes every key shares (two passes for small
+  // integer counts). O(n) per varying byte, n status-table reads; a comparison sort of
+  // (key, delta) pairs cost ~50 ns per item at 10^5 items.
   void order_by_target(std::vector<uint32_t>& ids, std::vector<double>& deltas) const {
     const size_t n = ids.size();
-    std::vector<std::pair<Packed, double>> keyed(n);
+    struct Rec {
+      uint64_t key;  // order_bits of the target score
+      uint32_t pos;  // position in the id-sorted input
+    };
+    std::vector<Rec> a(n), b(n);
+    uint64_t all_and = ~uint64_t(0), all_or = 0;
     for (size_t i = 0; i < n; ++i) {
       if (i + 8 < n) __builtin_prefetch(&entries_[ids[i + 8]], 0, 1);
       const double now = entries_[ids[i]].score.load(std::memory_order_relaxed);
-      keyed[i] = {pack(detail::saturating_add(now, deltas[i]), ids[i]), deltas[i]};
+      const uint64_t key = detail::order_bits(detail::saturating_add(now, deltas[i]));
+      a[i] = {key, uint32_t(i)};
+      all_and &= key;
+      all_or |= key;
     }
-    std::sort(keyed.begin(), keyed.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+    const uint64_t varying = all_and ^ all_or;
+    size_t count[256];
+    for (int shift = 0; shift < 64; shift += 8) {
+      if (((varying >> shift) & 0xFF) == 0) continue;
+      std::fill(count, count + 256, size_t(0));
+      for (const Rec& r : a) ++count[(r.key >> shift) & 0xFF];
+      size_t sum = 0;
+      for (size_t& c : count) {
+        const size_t here = c;
+        c = sum;
+        sum += here;
+      }
+      for (const Rec& r : a) b[count[(r.key >> shift) & 0xFF]++] = r;
+      a.swap(b);
+    }
+    std::vector<uint32_t> out_ids(n);
+    std::vector<double> out_d(n);
     for (size_t i = 0; i < n; ++i) {
-      ids[i] = uint32_t(keyed[i].first);
-      deltas[i] = keyed[i].second;
+      out_ids[i] = ids[a[i].pos];
+      out_d[i] = deltas[a[i].pos];
     }
+    ids.swap(out_ids);
+    deltas.swap(out_d);
   }
 
   void apply_adds(const uint32_t* ids, const double* deltas, size_t n, unsigned threads) {
     const unsigned t = unsigned(std::max<size_t>(1, std::min<size_t>(threads, n / kMinPerThread)));
     detail::parallel_for(n, t, [&](unsigned, size_t b, size_t e) {
       run_pinned(b, e, [&](size_t i) {
-        prefetch_entry(ids, i + 8, e);
+        prefetch_entry(ids, i + 16, e);
+        prefetch_node(ids, i + 10, e);
+        prefetch_slot(ids, i + 5, e);
         add(ids[i], deltas[i]);
       });
     });
@@ -1190,6 +1228,38 @@ class SemiOrderedIndex {
 #endif
   }
 
+  // Ahead of a move (a +1 to a tied count moves nearly every id): the id's node header,
+  // then its slot and hole-bitmap word (the move writes both; their misses, paid inside
+  // the locked section, stalled the next atomic). Caller pinned: a node that a meta word
+  // names cannot be reused before the pin ends (its ids leave it before it is retired).
+  // The slot arrays' pointers are read atomically: a split's new node may still be
+  // growing them while its ids' meta words already name it.
+  void prefetch_node(const uint32_t* ids, size_t j, size_t end) const noexcept {
+#if defined(__GNUC__)
+    if (j >= end) return;
+    const uint64_t m = entries_[ids[j]].meta.load(std::memory_order_relaxed);
+    if (status_of(m) == ABSENT) return;
+    const char* h = reinterpret_cast<const char*>(&node(node_of(m)));
+    __builtin_prefetch(h, 0, 1);
+    __builtin_prefetch(h + 64, 1, 1);
+#else
+    (void)ids; (void)j; (void)end;
+#endif
+  }
+  void prefetch_slot(const uint32_t* ids, size_t j, size_t end) const noexcept {
+#if defined(__GNUC__)
+    if (j >= end) return;
+    const uint64_t m = entries_[ids[j]].meta.load(std::memory_order_relaxed);
+    if (status_of(m) == ABSENT) return;
+    Node& x = node(node_of(m));
+    const uint32_t slot = slot_of(m);
+    __builtin_prefetch(__atomic_load_n(&x.items, __ATOMIC_RELAXED) + slot, 1, 1);
+    __builtin_prefetch(__atomic_load_n(&x.holes, __ATOMIC_RELAXED) + slot / 64, 1, 1);
+#else
+    (void)ids; (void)j; (void)end;
+#endif
+  }
+
   void add(uint32_t id, double delta) {
     Entry& e = entries_[id];
     double old = e.score.load(std::memory_order_relaxed);
@@ -1209,6 +1279,7 @@ class SemiOrderedIndex {
   // the item, put it where its score belongs, release only if the score did not move.
   void settle(uint32_t id, uint64_t m) {
     Entry& e = entries_[id];
+    if (status_of(m) == IDLE && move_unowned(id, m)) return;
     for (;;) {
       const uint64_t st = status_of(m);
       if (st != IDLE) return;  // UPDATING: the owner will see our delta. ABSENT: erased.
@@ -1243,6 +1314,129 @@ class SemiOrderedIndex {
     }
   }
 
+  // The node whose range holds k, as a hint (callers validate it under its lock): this
+  // thread's finger first (the node it last moved an id into: for a batch ordered by
+  // target, the same node or the next one), then x's neighbours, then the skip list.
+  // Sets the finger to the answer.
+  uint32_t find_target(uint32_t xi, const detail::Key& k) {
+    uint32_t ti = kNil;
+    Finger& f = finger();
+    if (f.owner == instance_id_ && f.pin == pin_serial() && f.node != kNil &&
+        !node(f.node).dead.load(std::memory_order_acquire)) {
+      const Node& fn = node(f.node);
+      if (fn.range_contains(k)) {
+        ti = f.node;
+      } else if (fn.hi() <= k) {
+        const uint32_t nx = fn.next[0].load(std::memory_order_acquire);
+        if (nx != kNil && node(nx).range_contains(k)) ti = nx;
+      }
+    }
+    if (ti == kNil && xi != kNil) {
+      const Node& x = node(xi);
+      if (x.hi() <= k) {
+        const uint32_t nx = x.next[0].load(std::memory_order_acquire);
+        if (nx != kNil && node(nx).range_contains(k)) ti = nx;
+      } else if (k < x.lo) {
+        const uint32_t pv = x.prev.load(std::memory_order_acquire);
+        if (pv != kNil && node(pv).range_contains(k)) ti = pv;
+      }
+    }
+    if (ti == kNil) ti = find_floor(k);
+    f.owner = instance_id_;
+    f.pin = pin_serial();
+    f.node = ti;
+    return ti;
+  }
+
+  // Locks nodes ti and xi (xi may be kNil or ti) in the global order; unlock_two undoes it.
+  void lock_two(uint32_t ti, uint32_t xi) noexcept {
+    Node& t = node(ti);
+    if (xi == kNil || xi == ti) {
+      t.lock.lock();
+    } else if (locks_before(ti, xi)) {
+      t.lock.lock();
+      node(xi).lock.lock();
+    } else {
+      node(xi).lock.lock();
+      t.lock.lock();
+    }
+  }
+  void unlock_two(uint32_t ti, uint32_t xi) noexcept {
+    node(ti).lock.unlock();
+    if (xi != kNil && xi != ti) node(xi).lock.unlock();
+  }
+
+  // Nodes xi and ti locked (xi != ti), the id in x at slot_of(m), t with room: moves the
+  // id into t and returns its new meta (status kept, tag bumped). x's change stays open
+  // until the id is in t: a query that reads x after the removal then sees it in t (issue
+  // 16: with x closed first, a bottom() walk reading x, then t before the append, missed
+  // the id). owned: the caller owns the id (UPDATING), so no one else changes its meta
+  // word and a store publishes it; otherwise a CAS keeps a status that an owner or an
+  // eraser set meanwhile, as a split does. Sets x_empty when x is left empty.
+  uint64_t move_locked(uint32_t id, uint32_t xi, uint32_t ti, uint64_t m, bool owned, bool& x_empty) {
+    Node& x = node(xi);
+    Node& t = node(ti);
+    x.begin_items_change();
+    remove_slot_locked(x, slot_of(m));
+    x_empty = x.count.load(std::memory_order_relaxed) == 0;
+    SOCBI_RACE_HOOK();  // the id is in neither node here
+    t.begin_items_change();
+    const uint32_t slot = append_locked(t, id);
+    std::atomic<uint64_t>& mm = entries_[id].meta;
+    uint64_t nm;
+    if (owned) {
+      nm = make_meta(UPDATING, ti, slot, tag_of(m) + 1);
+      mm.store(nm, std::memory_order_release);  // stable: we hold x's lock
+    } else {
+      do {
+        nm = relocated(m, ti, slot);
+      } while (!mm.compare_exchange_weak(m, nm, std::memory_order_acq_rel));
+    }
+    t.end_items_change();
+    x.end_items_change();
+    return nm;
+  }
+
+  // The move of an item nobody owns, without taking ownership (issue 17: the two
+  // ownership CASes cost as much as the node locks). Called by the thread that just
+  // changed the score of the id whose meta word m it read IDLE. Under both nodes' locks
+  // the id cannot leave x, so it moves like a split relocates ids: the meta word is
+  // CASed to the new place keeping its status. An adder that changes the score
+  // afterwards sees IDLE (either word) and takes ownership itself, so no delta is left
+  // unplaced; no adder ever waits on this thread. Returns false when the caller must run
+  // the owner protocol instead (the new key is inside x's range, t is full or changed,
+  // or the id moved meanwhile); true when done (moved, owned by another thread, which
+  // will see this delta, or erased).
+  bool move_unowned(uint32_t id, uint64_t m) {
+    Entry& e = entries_[id];
+    const uint32_t xi = node_of(m);
+    if (xi == kNil) return false;
+    const detail::Key k{e.score.load(std::memory_order_seq_cst), id};
+    if (node(xi).range_contains(k)) return false;
+    const uint32_t ti = find_target(xi, k);
+    if (ti == xi) return false;
+    Node& t = node(ti);
+    lock_two(ti, xi);
+    SOCBI_RACE_HOOK();
+    m = e.meta.load(std::memory_order_acquire);
+    if (status_of(m) != IDLE) {
+      unlock_two(ti, xi);
+      return true;  // UPDATING: the owner sees this delta. ABSENT: erased.
+    }
+    const detail::Key k2{e.score.load(std::memory_order_seq_cst), id};
+    if (node_of(m) != xi || t.dead.load(std::memory_order_acquire) || !(t.lo <= k2 && k2 < t.hi()) ||
+        t.count.load(std::memory_order_relaxed) >= t.cap) {
+      unlock_two(ti, xi);
+      return false;
+    }
+    bool x_empty = false;
+    move_locked(id, xi, ti, m, /*owned=*/false, x_empty);
+    unlock_two(ti, xi);
+    bump(my_shard().moves);
+    if (x_empty) try_remove(xi);
+    return true;
+  }
+
   // Puts item `id` (owned by us, meta m UPDATING) into the node whose range holds k.
   // Updates m. Returns false if the id was erased meanwhile.
   bool place(uint32_t id, const detail::Key& k, uint64_t& m) {
@@ -1253,65 +1447,27 @@ class SemiOrderedIndex {
         bump(sh.in_place);
         return true;
       }
-      // Finger search: the neighbours first, then the skip list.
-      uint32_t ti = kNil;
-      if (xi != kNil) {
-        const Node& x = node(xi);
-        if (x.hi() <= k) {
-          uint32_t nx = x.next[0].load(std::memory_order_acquire);
-          if (nx != kNil && node(nx).range_contains(k)) ti = nx;
-        } else if (k < x.lo) {
-          uint32_t pv = x.prev.load(std::memory_order_acquire);
-          if (pv != kNil && node(pv).range_contains(k)) ti = pv;
-        }
-      }
-      Finger& f = finger();
-      if (ti == kNil && f.owner == instance_id_ && f.pin == pin_serial() && f.node != kNil &&
-          !node(f.node).dead.load(std::memory_order_acquire)) {
-        const Node& fn = node(f.node);
-        if (fn.range_contains(k)) {
-          ti = f.node;
-        } else if (fn.hi() <= k) {
-          const uint32_t nx = fn.next[0].load(std::memory_order_acquire);
-          if (nx != kNil && node(nx).range_contains(k)) ti = nx;
-        }
-      }
-      if (ti == kNil) ti = find_floor(k);
-      f.owner = instance_id_;
-      f.pin = pin_serial();
-      f.node = ti;
+      const uint32_t ti = find_target(xi, k);
       Node& t = node(ti);
-      if (xi == kNil || xi == ti) {
-        t.lock.lock();
-      } else if (locks_before(ti, xi)) {
-        t.lock.lock();
-        node(xi).lock.lock();
-      } else {
-        node(xi).lock.lock();
-        t.lock.lock();
-      }
-      auto unlock_both = [&] {
-        t.lock.unlock();
-        if (xi != kNil && xi != ti) node(xi).lock.unlock();
-      };
+      lock_two(ti, xi);
       SOCBI_RACE_HOOK();
       m = entries_[id].meta.load(std::memory_order_acquire);
       if (status_of(m) == ABSENT) {
-        unlock_both();
+        unlock_two(ti, xi);
         return false;
       }
       if (node_of(m) != xi) {  // a split moved us before we got the locks
-        unlock_both();
+        unlock_two(ti, xi);
         continue;
       }
       const bool t_ok = !t.dead.load(std::memory_order_acquire) && t.lo <= k && k < t.hi();
       if (!t_ok) {
-        unlock_both();
-        f.node = kNil;
+        unlock_two(ti, xi);
+        finger().node = kNil;
         continue;
       }
       if (ti == xi) {  // range changed under us and now contains k: nothing to move
-        unlock_both();
+        unlock_two(ti, xi);
         bump(sh.in_place);
         return true;
       }
@@ -1328,27 +1484,19 @@ class SemiOrderedIndex {
         if (status_of(m) == ABSENT) return false;
         continue;
       }
-      // Move: out of x (if placed), into t. x's change stays open until the id is in t: a
-      // query that reads x after the removal then sees it in t (issue 16: with x closed
-      // first, a bottom() walk reading x, then t before the append, missed the id).
       bool x_empty = false;
       if (xi != kNil) {
-        Node& x = node(xi);
-        x.begin_items_change();
-        remove_slot_locked(x, slot_of(m));
-        x_empty = x.count.load(std::memory_order_relaxed) == 0;
+        m = move_locked(id, xi, ti, m, /*owned=*/true, x_empty);
+      } else {  // a new id (insert_one)
+        t.begin_items_change();
+        const uint32_t slot = append_locked(t, id);
+        m = make_meta(UPDATING, ti, slot, tag_of(m) + 1);
+        entries_[id].meta.store(m, std::memory_order_release);
+        t.end_items_change();
       }
-      SOCBI_RACE_HOOK();  // the id is in neither node here
-      t.begin_items_change();
-      const uint32_t slot = append_locked(t, id);
-      const uint64_t nm = make_meta(UPDATING, ti, slot, tag_of(m) + 1);
-      entries_[id].meta.store(nm, std::memory_order_release);  // stable: we hold x's lock
-      t.end_items_change();
-      if (xi != kNil) node(xi).end_items_change();
-      m = nm;
-      unlock_both();
+      unlock_two(ti, xi);
       bump(sh.moves);
-        if (x_empty) try_remove(xi);
+      if (x_empty) try_remove(xi);
       return true;
     }
   }
