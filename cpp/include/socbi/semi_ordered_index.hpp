@@ -287,7 +287,7 @@ class SemiOrderedIndex {
     }
     for (size_t i = 0; i < n; ++i) {
 #if defined(__GNUC__)
-      if (i + 16 < n) __builtin_prefetch(&entries_[ids[i + 16]], 0, 1);
+      if (i + 32 < n) __builtin_prefetch(&entries_[ids[i + 32]], 0, 3);
 #endif
       const Entry& e = entries_[ids[i]];
       if (status_of(e.meta.load(std::memory_order_acquire)) == ABSENT) {
@@ -690,9 +690,9 @@ class SemiOrderedIndex {
     if (retired_count_.load(std::memory_order_relaxed) > 0) try_reclaim();
   }
 
+  static constexpr size_t kRepin = 1024;  // items per pin: lets reclamation advance during long batches
   template <class Fn>
   void run_pinned(size_t b, size_t e, Fn&& fn) {
-    constexpr size_t kRepin = 1024;  // lets reclamation advance during long batches
     for (size_t start = b; start < e; start += kRepin) {
       Pin p(*this);
       size_t stop = std::min(e, start + kRepin);
@@ -1099,23 +1099,43 @@ class SemiOrderedIndex {
   static constexpr size_t kSortedBatch = 256;
   static constexpr size_t kMinPerThread = 16384;  // below this a thread costs more than it saves
 
-  // Sorts (id, delta) by id (LSD radix for big batches) and sums repeated ids.
+  // Stable LSD radix sort of a by key(rec), 11-bit digits, skipping the digits in which
+  // no key differs (varying: the OR of all keys XOR their AND). tmp is scratch.
+  template <class Rec, class KeyOf>
+  static void radix_sort_varying(std::vector<Rec>& a, std::vector<Rec>& tmp, uint64_t varying, const KeyOf& key) {
+    constexpr int kBits = 11;
+    constexpr uint64_t kMask = (uint64_t(1) << kBits) - 1;
+    if (varying == 0) return;
+    tmp.resize(a.size());
+    uint32_t count[kMask + 1];
+    const int top = 64 - __builtin_clzll(varying);
+    for (int shift = __builtin_ctzll(varying); shift < top; shift += kBits) {
+      if (((varying >> shift) & kMask) == 0) continue;
+      std::fill(count, count + kMask + 1, 0u);
+      for (const Rec& r : a) ++count[(key(r) >> shift) & kMask];
+      uint32_t sum = 0;
+      for (uint32_t& c : count) {
+        const uint32_t here = c;
+        c = sum;
+        sum += here;
+      }
+      for (const Rec& r : a) tmp[count[(key(r) >> shift) & kMask]++] = r;
+      a.swap(tmp);
+    }
+  }
+
+  // Sorts (id, delta) by id (stable: repeats in batch order) and sums repeated ids.
+  // O(n) per 11 bits in which the ids differ (two passes for ids below 2^22).
   static void sort_and_combine(const uint32_t* ids, const double* deltas, double delta, size_t n,
                                std::vector<uint32_t>& out_ids, std::vector<double>& out_d) {
-    std::vector<uint64_t> keys(n);
-    for (size_t i = 0; i < n; ++i) keys[i] = (uint64_t(ids[i]) << 32) | uint64_t(i);
-    if (n < 65536) {
-      std::sort(keys.begin(), keys.end());
-    } else {
-      std::vector<uint64_t> tmp(n);
-      for (int shift = 32; shift < 64; shift += 16) {
-        std::vector<size_t> count(65537, 0);
-        for (uint64_t k : keys) ++count[((k >> shift) & 0xFFFF) + 1];
-        for (size_t b = 1; b <= 65536; ++b) count[b] += count[b - 1];
-        for (uint64_t k : keys) tmp[count[(k >> shift) & 0xFFFF]++] = k;
-        keys.swap(tmp);
-      }
+    std::vector<uint64_t> keys(n), tmp;
+    uint32_t all_and = ~0u, all_or = 0;
+    for (size_t i = 0; i < n; ++i) {
+      keys[i] = (uint64_t(ids[i]) << 32) | uint64_t(i);
+      all_and &= ids[i];
+      all_or |= ids[i];
     }
+    radix_sort_varying(keys, tmp, uint64_t(all_and ^ all_or) << 32, [](uint64_t k) { return k; });
     out_ids.clear();
     out_d.clear();
     out_ids.reserve(n);
@@ -1137,9 +1157,9 @@ class SemiOrderedIndex {
   // same or the next node, which the finger finds without a skip-list search, and a
   // thread's share of the batch is a contiguous key range. Updates commute, so the order
   // is free to choose. Precondition: ids ascending (sort_and_combine's output), so a
-  // stable sort by the score alone gives (score, id) order: an LSD radix sort by bytes of
-  // the score's order bits that skips the bytes every key shares (two passes for small
-  // integer counts). O(n) per varying byte, n status-table reads; a comparison sort of
+  // stable sort by the score alone gives (score, id) order: an LSD radix sort of the
+  // score's order bits that skips the digits every key shares (two passes for small
+  // integer counts). O(n) per varying digit, n status-table reads; a comparison sort of
   // (key, delta) pairs cost ~50 ns per item at 10^5 items.
   void order_by_target(std::vector<uint32_t>& ids, std::vector<double>& deltas) const {
     const size_t n = ids.size();
@@ -1147,31 +1167,17 @@ class SemiOrderedIndex {
       uint64_t key;  // order_bits of the target score
       uint32_t pos;  // position in the id-sorted input
     };
-    std::vector<Rec> a(n), b(n);
+    std::vector<Rec> a(n), b;
     uint64_t all_and = ~uint64_t(0), all_or = 0;
     for (size_t i = 0; i < n; ++i) {
-      if (i + 8 < n) __builtin_prefetch(&entries_[ids[i + 8]], 0, 1);
+      if (i + 32 < n) __builtin_prefetch(&entries_[ids[i + 32]], 0, 3);
       const double now = entries_[ids[i]].score.load(std::memory_order_relaxed);
       const uint64_t key = detail::order_bits(detail::saturating_add(now, deltas[i]));
       a[i] = {key, uint32_t(i)};
       all_and &= key;
       all_or |= key;
     }
-    const uint64_t varying = all_and ^ all_or;
-    size_t count[256];
-    for (int shift = 0; shift < 64; shift += 8) {
-      if (((varying >> shift) & 0xFF) == 0) continue;
-      std::fill(count, count + 256, size_t(0));
-      for (const Rec& r : a) ++count[(r.key >> shift) & 0xFF];
-      size_t sum = 0;
-      for (size_t& c : count) {
-        const size_t here = c;
-        c = sum;
-        sum += here;
-      }
-      for (const Rec& r : a) b[count[(r.key >> shift) & 0xFF]++] = r;
-      a.swap(b);
-    }
+    radix_sort_varying(a, b, all_and ^ all_or, [](const Rec& r) { return r.key; });
     std::vector<uint32_t> out_ids(n);
     std::vector<double> out_d(n);
     for (size_t i = 0; i < n; ++i) {
@@ -1182,15 +1188,41 @@ class SemiOrderedIndex {
     deltas.swap(out_d);
   }
 
+  // A target node's lock that a batch keeps from one move to the next (apply_adds): a
+  // batch ordered by target moves runs of ids into the same node, so the run pays one
+  // lock instead of one per id. Kept only while the next id's node comes after it in the
+  // lock order (so the order still holds), for at most kHeldRun moves (others, and
+  // queries that fall back to the lock, wait at most that long), never across a pin or
+  // into the owner protocol, a split or a node removal.
+  struct HeldLock {
+    uint32_t node = kNil;
+    uint32_t moves = 0;
+  };
+  static constexpr uint32_t kHeldRun = 32;
+  void release(HeldLock& h) noexcept {
+    if (h.node != kNil) node(h.node).lock.unlock();
+    h.node = kNil;
+    h.moves = 0;
+  }
+
+  // Item by item (pinned per kRepin items), with the entries, source nodes and slots of
+  // the items ahead prefetched, and the target node's lock kept across a run of moves
+  // into it (see HeldLock).
   void apply_adds(const uint32_t* ids, const double* deltas, size_t n, unsigned threads) {
     const unsigned t = unsigned(std::max<size_t>(1, std::min<size_t>(threads, n / kMinPerThread)));
     detail::parallel_for(n, t, [&](unsigned, size_t b, size_t e) {
-      run_pinned(b, e, [&](size_t i) {
-        prefetch_entry(ids, i + 16, e);
-        prefetch_node(ids, i + 10, e);
-        prefetch_slot(ids, i + 5, e);
-        add(ids[i], deltas[i]);
-      });
+      for (size_t start = b; start < e; start += kRepin) {
+        Pin pin(*this);
+        HeldLock held;
+        const size_t stop = std::min(e, start + kRepin);
+        for (size_t i = start; i < stop; ++i) {
+          prefetch_entry(ids, i + 16, e);
+          prefetch_node(ids, i + 10, e);
+          prefetch_slot(ids, i + 5, e);
+          add(ids[i], deltas[i], &held);
+        }
+        release(held);  // never kept past the pin
+      }
     });
   }
 
@@ -1231,14 +1263,15 @@ class SemiOrderedIndex {
   // Ahead of a move (a +1 to a tied count moves nearly every id): the id's node header,
   // then its slot and hole-bitmap word (the move writes both; their misses, paid inside
   // the locked section, stalled the next atomic). Caller pinned: a node that a meta word
-  // names cannot be reused before the pin ends (its ids leave it before it is retired).
-  // The slot arrays' pointers are read atomically: a split's new node may still be
-  // growing them while its ids' meta words already name it.
+  // names cannot be reused before the pin ends (its ids leave it before it is retired),
+  // and the acquire load of the meta word orders the node's set-up before the reads. The
+  // slot arrays' pointers are read atomically: a split's new node may still be growing
+  // them while its ids' meta words already name it.
   void prefetch_node(const uint32_t* ids, size_t j, size_t end) const noexcept {
 #if defined(__GNUC__)
     if (j >= end) return;
-    const uint64_t m = entries_[ids[j]].meta.load(std::memory_order_relaxed);
-    if (status_of(m) == ABSENT) return;
+    const uint64_t m = entries_[ids[j]].meta.load(std::memory_order_acquire);
+    if (status_of(m) == ABSENT || node_of(m) == kNil) return;  // kNil: an insert in flight
     const char* h = reinterpret_cast<const char*>(&node(node_of(m)));
     __builtin_prefetch(h, 0, 1);
     __builtin_prefetch(h + 64, 1, 1);
@@ -1249,8 +1282,8 @@ class SemiOrderedIndex {
   void prefetch_slot(const uint32_t* ids, size_t j, size_t end) const noexcept {
 #if defined(__GNUC__)
     if (j >= end) return;
-    const uint64_t m = entries_[ids[j]].meta.load(std::memory_order_relaxed);
-    if (status_of(m) == ABSENT) return;
+    const uint64_t m = entries_[ids[j]].meta.load(std::memory_order_acquire);
+    if (status_of(m) == ABSENT || node_of(m) == kNil) return;
     Node& x = node(node_of(m));
     const uint32_t slot = slot_of(m);
     __builtin_prefetch(__atomic_load_n(&x.items, __ATOMIC_RELAXED) + slot, 1, 1);
@@ -1260,12 +1293,17 @@ class SemiOrderedIndex {
 #endif
   }
 
-  void add(uint32_t id, double delta) {
+  // held: a batch's kept target lock (see HeldLock), or null. Returns with no lock held
+  // other than *held.
+  void add(uint32_t id, double delta, HeldLock* held = nullptr) {
     Entry& e = entries_[id];
     double old = e.score.load(std::memory_order_relaxed);
     while (!e.score.compare_exchange_weak(old, detail::saturating_add(old, delta), std::memory_order_seq_cst)) {
     }
     SOCBI_RACE_HOOK();
+    const uint64_t m = e.meta.load(std::memory_order_seq_cst);
+    if (status_of(m) == IDLE && move_unowned(id, m, held)) return;
+    if (held) release(*held);  // the owner protocol below takes node locks in their order
     settle(id, e.meta.load(std::memory_order_seq_cst));
   }
 
@@ -1279,7 +1317,7 @@ class SemiOrderedIndex {
   // the item, put it where its score belongs, release only if the score did not move.
   void settle(uint32_t id, uint64_t m) {
     Entry& e = entries_[id];
-    if (status_of(m) == IDLE && move_unowned(id, m)) return;
+    if (status_of(m) == IDLE && move_unowned(id, m, nullptr)) return;
     for (;;) {
       const uint64_t st = status_of(m);
       if (st != IDLE) return;  // UPDATING: the owner will see our delta. ABSENT: erased.
@@ -1406,8 +1444,9 @@ class SemiOrderedIndex {
   // unplaced; no adder ever waits on this thread. Returns false when the caller must run
   // the owner protocol instead (the new key is inside x's range, t is full or changed,
   // or the id moved meanwhile); true when done (moved, owned by another thread, which
-  // will see this delta, or erased).
-  bool move_unowned(uint32_t id, uint64_t m) {
+  // will see this delta, or erased). held (may be null): a kept target lock, see
+  // HeldLock; on return *held is the only lock this thread holds.
+  bool move_unowned(uint32_t id, uint64_t m, HeldLock* held) {
     Entry& e = entries_[id];
     const uint32_t xi = node_of(m);
     if (xi == kNil) return false;
@@ -1416,22 +1455,45 @@ class SemiOrderedIndex {
     const uint32_t ti = find_target(xi, k);
     if (ti == xi) return false;
     Node& t = node(ti);
-    lock_two(ti, xi);
+    Node& x = node(xi);
+    bool keep = false;  // t's lock stays held for the next move
+    if (held && held->node != kNil) {
+      if (held->node == ti && held->moves < kHeldRun && locks_before(ti, xi)) {
+        x.lock.lock();
+        keep = true;
+      } else {
+        release(*held);
+      }
+    }
+    if (!keep) {
+      lock_two(ti, xi);
+      keep = held && locks_before(ti, xi);
+    }
+    auto unlock = [&](bool success) {
+      x.lock.unlock();
+      if (keep && success) {
+        held->node = ti;
+        ++held->moves;
+      } else {
+        t.lock.unlock();
+        if (held) *held = HeldLock{};
+      }
+    };
     SOCBI_RACE_HOOK();
     m = e.meta.load(std::memory_order_acquire);
     if (status_of(m) != IDLE) {
-      unlock_two(ti, xi);
+      unlock(true);
       return true;  // UPDATING: the owner sees this delta. ABSENT: erased.
     }
     const detail::Key k2{e.score.load(std::memory_order_seq_cst), id};
     if (node_of(m) != xi || t.dead.load(std::memory_order_acquire) || !(t.lo <= k2 && k2 < t.hi()) ||
         t.count.load(std::memory_order_relaxed) >= t.cap) {
-      unlock_two(ti, xi);
+      unlock(false);
       return false;
     }
     bool x_empty = false;
     move_locked(id, xi, ti, m, /*owned=*/false, x_empty);
-    unlock_two(ti, xi);
+    unlock(!x_empty);
     bump(my_shard().moves);
     if (x_empty) try_remove(xi);
     return true;
