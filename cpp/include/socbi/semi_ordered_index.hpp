@@ -332,6 +332,22 @@ class SemiOrderedIndex {
       if (!id_in_range(ids[i])) return {i, BadInput::kOutOfRange};
       v[i] = uint32_t(ids[i]);
     }
+    if (!deltas && n >= kSortedBatch) {
+      // One delta for all: the check rides along with order_by_target's pass over the
+      // status entries (one id, one verdict, whatever its repeats); only a refused batch
+      // runs find_bad_update, for the first bad position in batch order.
+      std::vector<uint32_t> sid;
+      std::vector<double> sd;
+      sort_and_combine(v.data(), nullptr, delta, n, sid, sd);
+      if (!order_by_target(sid, sd, &delta)) {
+        bool absent = false;
+        const size_t bad = find_bad_update(v.data(), nullptr, delta, n, &absent, threads);
+        if (bad < n) return {bad, absent ? BadInput::kAbsent : BadInput::kNotFinite};
+        order_by_target(sid, sd);  // a racing insert made the batch good meanwhile
+      }
+      apply_adds(sid.data(), sd.data(), sid.size(), threads);
+      return {n, BadInput::kNone};
+    }
     bool absent = false;
     const size_t bad = find_bad_update(v.data(), deltas, delta, n, &absent, threads);
     if (bad < n) return {bad, absent ? BadInput::kAbsent : BadInput::kNotFinite};
@@ -881,8 +897,8 @@ class SemiOrderedIndex {
     uint32_t out_of_range = 0;
     for (uint32_t i = 0; i < xhwm; ++i) {
 #if defined(__GNUC__)
-      if (i + 16 < xhwm) {  // the status entries lie all over the table: fetch them ahead
-        const uint32_t ahead = x.items[i + 16].load(std::memory_order_relaxed);
+      if (i + 64 < xhwm) {  // the status entries lie all over the table: fetch them ahead
+        const uint32_t ahead = x.items[i + 64].load(std::memory_order_relaxed);
         if (ahead != kTomb) __builtin_prefetch(&entries_[ahead], 1, 3);
       }
 #endif
@@ -1161,7 +1177,10 @@ class SemiOrderedIndex {
   // score's order bits that skips the digits every key shares (two passes for small
   // integer counts). O(n) per varying digit, n status-table reads; a comparison sort of
   // (key, delta) pairs cost ~50 ns per item at 10^5 items.
-  void order_by_target(std::vector<uint32_t>& ids, std::vector<double>& deltas) const {
+  // check (may be null): also verifies every id is present and its score + *check finite
+  // (find_bad_update's test for one delta), and returns false, leaving the batch as it
+  // was, if one fails.
+  bool order_by_target(std::vector<uint32_t>& ids, std::vector<double>& deltas, const double* check = nullptr) const {
     const size_t n = ids.size();
     struct Rec {
       uint64_t key;  // order_bits of the target score
@@ -1171,7 +1190,10 @@ class SemiOrderedIndex {
     uint64_t all_and = ~uint64_t(0), all_or = 0;
     for (size_t i = 0; i < n; ++i) {
       if (i + 32 < n) __builtin_prefetch(&entries_[ids[i + 32]], 0, 3);
-      const double now = entries_[ids[i]].score.load(std::memory_order_relaxed);
+      const Entry& en = entries_[ids[i]];
+      const double now = en.score.load(std::memory_order_relaxed);
+      if (check && (status_of(en.meta.load(std::memory_order_relaxed)) == ABSENT || !std::isfinite(now + *check)))
+        return false;
       const uint64_t key = detail::order_bits(detail::saturating_add(now, deltas[i]));
       a[i] = {key, uint32_t(i)};
       all_and &= key;
@@ -1186,6 +1208,7 @@ class SemiOrderedIndex {
     }
     ids.swap(out_ids);
     deltas.swap(out_d);
+    return true;
   }
 
   // A target node's lock that a batch keeps from one move to the next (apply_adds): a
