@@ -617,9 +617,11 @@ class SemiOrderedIndex {
       for (auto& n : next) n.store(kNil, std::memory_order_relaxed);
     }
     // Acquire loads keep the seqlock's closing version read after them (no fence needed,
-    // which also keeps ThreadSanitizer exact).
+    // which also keeps ThreadSanitizer exact); seq_cst (as cheap on x86 and ARM) so that an
+    // owner's lock-free range check sees a split's narrowing fenced before the owner's
+    // ownership CAS (see split_locked).
     detail::Key hi() const noexcept {
-      return detail::Key{hi_score.load(std::memory_order_acquire), hi_id.load(std::memory_order_acquire)};
+      return detail::Key{hi_score.load(std::memory_order_seq_cst), hi_id.load(std::memory_order_seq_cst)};
     }
     // Seqlock writers hold the node lock, so plain stores bump the version; the data
     // stores are release stores, which keeps the odd version ordered before them
@@ -957,9 +959,18 @@ class SemiOrderedIndex {
     x.set_hi(pivot);
     SOCBI_TEST_HOOK("split narrowed x", xi);
 
-    // Partition x's items: key >= pivot go to y. Re-read each item's meta/score and CAS,
-    // redoing the item if its owner changed its status meanwhile.
-    uint32_t keep = 0;
+    // Owners that take an id of x after this fence read the narrowed range
+    // (range_contains loads hi seq_cst: the fence's store-to-load rule); one that took it
+    // before is seen below as UPDATING (the fence's load rule on its seq_cst CAS).
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+
+    // Partition x's items: key >= pivot go to y. Re-read each item's meta/score; an id
+    // going to y, or staying while an owner holds it (its in-range decision may predate
+    // the narrowing), is relocated by CAS (tag bumped; redone if its status changed
+    // meanwhile). An idle id that stays keeps its slot and meta word: its next owner reads
+    // the narrowed range (issue 17: the CAS of every staying id was a quarter of the cost
+    // of a +1 batch on tied counts). y's ids leave tombstones in x.
+    uint32_t kept = 0, first_hole_word = ~0u;
     for (uint32_t i = 0; i < xhwm; ++i) {
       const uint32_t id = x.items[i].load(std::memory_order_relaxed);
       if (id == kTomb) continue;
@@ -968,31 +979,36 @@ class SemiOrderedIndex {
       for (;;) {
         detail::Key k{entries_[id].score.load(std::memory_order_acquire), id};
         const bool to_y = !(k < pivot) || (dirty && k < xlo);
-        uint64_t nm;
-        if (to_y) {
-          nm = relocated(m, yi, y.hwm.load(std::memory_order_relaxed));
-        } else {
-          nm = relocated(m, xi, keep);
+        if (!to_y && status_of(m) == IDLE) {
+          ++kept;
+          break;
         }
         if (to_y && y.hwm.load(std::memory_order_relaxed) == y.cap) {
           grow_unlinked(y, std::min<uint64_t>(kMaxNodeCap, uint64_t(y.cap) * 2));
           continue;
         }
+        const uint64_t nm = to_y ? relocated(m, yi, y.hwm.load(std::memory_order_relaxed)) : relocated(m, xi, i);
         if (mm.compare_exchange_weak(m, nm, std::memory_order_acq_rel)) {
           if (to_y) {
             append_locked(y, id);
+            x.items[i].store(kTomb, std::memory_order_release);
+            x.holes[i / 64] |= uint64_t(1) << (i % 64);
+            first_hole_word = std::min(first_hole_word, i / 64);
           } else {
-            x.items[keep++].store(id, std::memory_order_release);
+            ++kept;
           }
           break;
         }
       }
     }
-    for (uint32_t i = keep; i < xhwm; ++i) x.items[i].store(kTomb, std::memory_order_release);
-    std::fill(x.holes, x.holes + Node::hole_words(xhwm), uint64_t(0));
-    x.hole_hint = 0;
-    x.hwm.store(keep, std::memory_order_release);
-    x.count.store(keep, std::memory_order_release);
+    uint32_t h = xhwm;  // drop the tombstones at the top
+    while (h > 0 && x.items[h - 1].load(std::memory_order_relaxed) == kTomb) {
+      --h;
+      x.holes[h / 64] &= ~(uint64_t(1) << (h % 64));
+    }
+    x.hole_hint = std::min(x.hole_hint, first_hole_word);
+    x.hwm.store(h, std::memory_order_release);
+    x.count.store(kept, std::memory_order_release);
 
     // Publish y after x at level 0 (y's items are all in place).
     const uint32_t succ = x.next[0].load(std::memory_order_relaxed);
