@@ -894,8 +894,11 @@ class SemiOrderedIndex {
     if (cnt < 2) return kNil;
     const detail::Key hi = x.hi();
     const uint32_t xhwm = x.hwm.load(std::memory_order_relaxed);
-    std::vector<detail::Key> keys;
+    // Packed keys: the same order as Key for stored scores (finite, never -0.0) and the
+    // +/-inf node bounds, and cheaper to select in than (double, id) pairs.
+    std::vector<Packed> keys;
     keys.reserve(cnt);
+    const Packed plo = pack(x.lo.score, x.lo.id), phi = pack(hi.score, hi.id);
     uint32_t out_of_range = 0;
     for (uint32_t i = 0; i < xhwm; ++i) {
 #if defined(__GNUC__)
@@ -906,8 +909,8 @@ class SemiOrderedIndex {
 #endif
       uint32_t id = x.items[i].load(std::memory_order_relaxed);
       if (id == kTomb) continue;
-      detail::Key k{entries_[id].score.load(std::memory_order_acquire), id};
-      if (x.lo < k && k < hi) {
+      const Packed k = pack(entries_[id].score.load(std::memory_order_acquire), id);
+      if (plo < k && k < phi) {
         keys.push_back(k);
       } else {
         ++out_of_range;  // in flight: its owner is about to move it
@@ -923,10 +926,10 @@ class SemiOrderedIndex {
     if (keys.size() >= 2) {
       const size_t mid = keys.size() / 2;  // >= 1: at least one in-range key stays below the pivot
       std::nth_element(keys.begin(), keys.begin() + mid, keys.end());
-      pivot = keys[mid];
+      pivot = detail::Key{unpack_score(keys[mid]), uint32_t(keys[mid])};
       upper_keys = keys.size() - mid;
     } else if (dirty && out_of_range > 0 && keys.size() == 1) {
-      pivot = keys[0];
+      pivot = detail::Key{unpack_score(keys[0]), uint32_t(keys[0])};
       upper_keys = 1;
     } else if (dirty && out_of_range > 0) {
       pivot = x.lo.id < 0xFFFFFFFFu ? detail::Key{x.lo.score, x.lo.id + 1}
