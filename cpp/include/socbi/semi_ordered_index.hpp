@@ -26,6 +26,11 @@
 //     (UPDATING -> IDLE CAS) and re-read the score: if it changed meanwhile, take
 //     ownership again and go round. No increment is ever lost: an adder that saw
 //     UPDATING wrote its delta before the owner's release, so the owner's re-read sees it.
+//     The common move skips ownership (issue 17): an adder that finds the id IDLE and its
+//     new key outside its node moves it itself under the two node locks, as a split
+//     relocates ids (move_unowned); a sorted batch keeps the target node locked across a
+//     run of such moves (HeldLock). About 90-110 ns per +1 on tied counts at n = 10^6,
+//     batch sorting included (bench/bench_round.py --increments), against ~190 before.
 //   * top(n)/bottom(n) walk nodes from the matching end of the chain, take whole nodes
 //     while they fit, select inside the boundary node and sort the n results. Lazy
 //     refinement, as in S3: a walk that meets an oversized boundary node (after a bulk
@@ -62,6 +67,17 @@
 //     descending key order, so there is no deadlock); threads moving ids between other
 //     nodes run in parallel. Node split and removal of an empty node lock the node and
 //     its skip-list predecessors (the lazy skip list of Herlihy et al. 2007).
+//   * The adder that changed an IDLE id's score may move it without taking ownership:
+//     under both locks the id cannot leave its node, and its meta word is CASed to the
+//     new place keeping its status (an owner or eraser that got in meanwhile re-checks,
+//     as after a split); later adders see IDLE and place their own deltas. A batch keeps
+//     the target node's lock across up to kHeldRun consecutive moves into it, only while
+//     the next source node comes after it in the lock order, and never across a pin, a
+//     split, a node removal or the owner protocol.
+//   * A split re-reads every id of the node after narrowing its range: ids going up and
+//     ids whose owner is in flight are relocated by CAS (tag bumped); idle ids that stay
+//     are left as they are, and a seq_cst fence after the narrowing (with seq_cst loads
+//     of hi in the lock-free range check) makes their next owner see the new range.
 //   * Queries take no lock on the normal path: they read node contents under a per-node
 //     seqlock and retry; a node that changes under a reader 4 times in a row is read
 //     under its lock (bounded, never waits on a queue of updaters).
@@ -380,10 +396,11 @@ class SemiOrderedIndex {
 
   // Adds deltas[i] to the score of ids[i]. O(1) expected per in-place update, O(log #nodes)
   // for a move. Thread-safe; `threads` > 1 splits the batch over a C++ thread pool.
-  // Batches of kSortedBatch or more are first combined (sorted by id, repeats summed),
-  // then ordered by the key each id is headed for: updates commute, and in that order
-  // consecutive moves land in the same or the next node (the finger below), while
-  // threads get disjoint key ranges.
+  // Batches of kSortedBatch or more are first combined (sorted by id, repeats summed in
+  // batch order), then ordered by the key each id is headed for (both LSD radix sorts):
+  // updates commute, and in that order consecutive moves land in the same or the next
+  // node (the finger, and the target lock kept across a run), while threads get disjoint
+  // key ranges.
   void update(const uint32_t* ids, const double* deltas, size_t n, unsigned threads = 1,
               int bulk = -1 /* -1 auto, 0 never, 1 always */) {
     const int sign = delta_sign(deltas, 0.0, n);
@@ -542,7 +559,10 @@ class SemiOrderedIndex {
   //    cannot be freed and reused; a split moves ids only into a new node, never back, so
   //    an id found in the same node and slot never left it, and each split of that node
   //    kept the id below the pivot, inside the narrowed range (lo never changes). Sorts
-  //    move the id within the node.
+  //    move the id within the node. A move without ownership (move_unowned) never starts
+  //    on an owned id (it reads the status under the node locks); one that read it idle
+  //    before the owner's CAS relocates it once (tag bumped), and no second one can bring
+  //    it back while the owner holds it.
 
   static constexpr uint64_t kStatusMask = 0x3;
   static constexpr int kSlotShift = 2, kNodeShift = 22, kTagShift = 52;
@@ -957,8 +977,9 @@ class SemiOrderedIndex {
     x.begin_items_change();
     SOCBI_RACE_HOOK();
 
-    // Narrow x's range first; every item is examined afterwards, so any owner that read
-    // the old range is forced (by the tag bump) to re-check.
+    // Narrow x's range first; every item is examined afterwards, so any owner in flight
+    // that read the old range is forced (by the tag bump) to re-check, and any later owner
+    // reads the narrowed range (the fence below).
     x.set_hi(pivot);
     SOCBI_TEST_HOOK("split narrowed x", xi);
 
@@ -1993,6 +2014,10 @@ class SemiOrderedIndex {
   // in this direction. Constants measured on the 2-core VM (bench/bench_round.py).
   enum class Path { kMoves, kRebuild, kLazy };
   static constexpr int kMixed = 2;  // delta_sign of a batch with both signs (or an assignment)
+  // kMoveNs stays above the measured move (since the moves without ownership: 75-110 ns
+  // per +1 on tied counts at n = 10^6, 120 at 10^7, batch sorting included): the rule
+  // charges the lazy apply a whole rebuild, so with 100 a batch of 10^6 +1s on 10^7
+  // zeros took item moves (141 ms) instead of the lazy apply (~12 ms).
   static constexpr double kMoveNs = 300, kApplyNs = 20, kRebuildNsPerId = 17;
 
   static int delta_sign(const double* deltas, double delta, size_t n) noexcept;
