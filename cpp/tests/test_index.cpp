@@ -837,6 +837,7 @@ void test_sorted_moves(uint32_t node_size, uint64_t seed) {
     }
   }
   EXPECT(idx.stats().moves > moves_before + 5000, "the batches moved ids between nodes");
+  EXPECT(idx.stats().splits > 0, "the moves split full nodes (with 2048 slots: cut at a sampled median)");
 }
 
 // update_checked with one delta on the item-move path checks the batch in the pass that
