@@ -258,6 +258,10 @@ class RowsView:
     def ndim(self) -> int:
         return 2
 
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(np.float32) if self.array is None else self.array.dtype
+
     def __len__(self) -> int:
         return self.n
 
