@@ -672,9 +672,12 @@ class SoCBI(Strategy):
     def __init__(self, largest: bool = False) -> None:
         self.largest = bool(largest)
 
-    def _select(self, state, unlabelled, n, rng):
+    def _select_pool(self, state, n, rng):  # the index answers: no list of unlabelled ids
         ids, _ = _need_scorer(state, self.name).select(n, largest=self.largest)
         return ids
+
+    def _select(self, state, unlabelled, n, rng):
+        return self._select_pool(state, n, rng)
 
     def _select_among(self, state, candidates, n, rng):
         counts = _need_scorer(state, self.name).counts(candidates).astype(np.float64)
