@@ -6,6 +6,7 @@ Skipped cleanly when Ray is not installed. One Ray cluster (2 CPUs) serves the m
 import json
 import os
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -551,16 +552,20 @@ def test_whole_matrix_strategies_need_an_in_memory_array(tmp_path, monkeypatch):
         with pytest.raises(ValueError, match=f"strategy {strategy!r} needs the whole embedding matrix"):
             DistributedLearner(str(tmp_path / "emb.npy"), strategy=strategy, strategy_options=opts,
                                n_shards=2, k=K, progress=False)
-    # over an in-memory array K-Center runs, and equals the single machine's
+    # over an in-memory array K-Center and ASCMR run, and equal the single machine's
     labels = np.full(N, -1)
     labels[:10] = y[:10]
-    common = dict(strategy="kcenter", k=K, backend="exact", seed=1, progress=False, n_classes=4)
-    single = ActiveLearner(x, labels, **common)
-    dist = DistributedLearner(x, {i: int(y[i]) for i in range(10)}, n_shards=2, **common)
-    try:
-        assert run_session(single, 2, y) == run_session(dist, 2, y)
-    finally:
-        dist.close()
+    for strategy, space in (("kcenter", "l2"), ("ascmr", "cosine")):
+        common = dict(strategy=strategy, k=K, backend="exact", space=space, seed=1, progress=False,
+                      n_classes=4)
+        single = ActiveLearner(x, labels, **common)
+        dist = DistributedLearner(x, {i: int(y[i]) for i in range(10)}, n_shards=2, **common)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # ASCMR on single-view data
+                assert run_session(single, 2, y) == run_session(dist, 2, y)
+        finally:
+            dist.close()
     # a session argument refused after the shards started: their actors are ended again
     closed = []
     real = ShardedScorer.close

@@ -1134,14 +1134,18 @@ class ShardedScorer(_LabelledState):
 
 class _ShardedPool:
     """A :class:`ShardedScorer` seen as a read-only neighbour pool (what
-    ``NeighbourhoodDiverse`` and SEALS query): ``len`` and ``query`` only."""
+    ``NeighbourhoodDiverse``, SEALS and ASCMR query): ``len``, ``query``,
+    ``unlabelled_ids``, ``dim``, ``space``, ``capacity``; nothing that changes it."""
 
     def __init__(self, scorer: ShardedScorer) -> None:
         self._scorer = scorer
-        self.dim = scorer.dim
+        self.dim, self.space, self.capacity = scorer.dim, scorer.space, scorer.n_samples
 
     def __len__(self) -> int:
         return len(self._scorer)
+
+    def unlabelled_ids(self) -> np.ndarray:
+        return self._scorer.unlabelled_ids()
 
     def query(self, embeddings: Any, k: int) -> Tuple[np.ndarray, np.ndarray]:
         return self._scorer.knn(embeddings, k)
@@ -1268,16 +1272,16 @@ class DistributedLearner(ActiveLearner):
 
     Driver state is O(|L| + batch) whatever n is: the labels of the labelled ids only
     (sorted ids + classes), the scorer's labelled ids and neighbour lists, the model.
-    Per-sample arrays (``labels``, ``unlabelled_ids``, ``synthetic``, ``balance()``,
-    ``export_labels``' ids aside) are built on demand, O(n) each call. Per query, a
+    Per-sample arrays (``labels``, ``unlabelled_ids``, ``synthetic``, ``balance()``) are
+    built on demand, O(n) each call; ``embeddings`` is a :class:`~socbi.storage.RowsView`
+    (``learner.embeddings[ids]`` reads those rows). Per query, a
     strategy costs what it reads: ``socbi`` reads the shards' best counts only (O(batch)
     on the driver); ``lc_socbi`` / ``kcenter_socbi`` rank the tied samples at the cut and
     ``random`` draws from the unlabelled ids (O(n) transients); ``least_confidence``,
-    ``margin``, ``entropy``, ``seals`` (past its candidates) and ``margin_div*`` run the model over
-    the unlabelled rows they consider, read by id in chunks (every row for the plain
-    uncertainty strategies). K-Center variants and ASCMR need the whole matrix on the
-    driver: they run over an in-memory array only, and raise ValueError at construction
-    for any other source.
+    ``margin``, ``entropy`` and ``margin_div*`` run the model over every unlabelled row,
+    read by id in chunks; ``seals`` over its candidates. K-Center variants and ASCMR
+    need the whole matrix on the driver: they run over an in-memory array only, and
+    raise ValueError at construction for any other source.
 
     Extra keyword arguments: ``n_shards``, ``scheme``, ``actor_options``,
     ``checkpoint_dir``, ``checkpoint_every`` (see :class:`ShardedScorer`). Ray must be
@@ -1310,6 +1314,7 @@ class DistributedLearner(ActiveLearner):
                              f"(socbi, lc_socbi, seals, margin, margin_div_cover, ...), or pass the "
                              f"embeddings as an in-memory array")
         store = _sparse_label_arg(labels, src.n, synthetic)
+        own = _scorer is None
         if _scorer is None:
             _scorer = ShardedScorer(src, k, labelled=store.ids(), n_shards=n_shards, scheme=scheme,
                                     backend=backend, space=space, pool_options=pool_options,
@@ -1320,8 +1325,13 @@ class DistributedLearner(ActiveLearner):
         restore["scorer"] = _scorer
         restore.setdefault("fingerprint", None)
         restore["fingerprint"] = restore["fingerprint"] or f"sharded:{json.dumps(src.describe())}"
-        super().__init__(_session_rows(src, _scorer), store, k=k, backend=backend, space=space,
-                         pool_options=pool_options, seed=seed, _restore=restore, **kwargs)
+        try:
+            super().__init__(_session_rows(src, _scorer), store, k=k, backend=backend, space=space,
+                             pool_options=pool_options, seed=seed, _restore=restore, **kwargs)
+        except BaseException:
+            if own:  # a bad session argument: end the actors just started, leave nothing behind
+                _scorer.close()
+            raise
 
     def _rows_arg(self, embeddings: Any) -> Tuple[Any, Optional[np.ndarray]]:
         # the RowsView: nothing read or checked here (the shards validated their rows)

@@ -547,7 +547,8 @@ def _sparse_label_arg(labels: Any, n: int, synthetic: Any = None) -> _SparseLabe
     (each must be labelled). ValueError naming the problem."""
     if labels is None:
         ids, vals = np.empty(0, np.int64), np.empty(0, np.int64)
-    elif isinstance(labels, dict) or (isinstance(labels, tuple) and len(labels) == 2):
+    elif isinstance(labels, dict) or (isinstance(labels, tuple) and len(labels) == 2
+                                      and np.ndim(labels[0]) == 1):
         pairs = (list(labels.keys()), list(labels.values())) if isinstance(labels, dict) else labels
         ids = _check_ids(np.asarray(pairs[0]), n, name="labels ids")
         vals = _as_labels(pairs[1], ids.size, name="labels classes")
