@@ -20,7 +20,8 @@ Reported per configuration (one JSON line; ``--out`` appends it to a JSONL file)
   shard was queried again.
 
 ``--session STRATEGY`` runs the whole session instead of the bare scorer: a
-``DistributedLearner`` over the same ``.npy`` path (no initial labels; ``--rounds``
+``DistributedLearner`` over the same ``.npy`` path (``--initial`` random ids labelled at
+the start, default none; ``--rounds``
 rounds of ``query(--batch)`` + ``teach``, the oracle labelling each picked row by its
 nearest generating centre, mod 10), and reports the driver's RSS and peak RSS, its CPU
 per ``query`` and per ``teach`` (``time.thread_time``; ``teach`` includes the model
@@ -194,8 +195,15 @@ def run_session(args: argparse.Namespace) -> dict:
     path, pool_opts, row, ckpt = _start(args)
     row["strategy"] = args.session
     centres = np.random.default_rng(0).normal(size=(64, args.dim)) * 4  # blocks()'s first draw
+
+    def oracle(rows: np.ndarray) -> np.ndarray:  # the nearest generating centre, mod 10
+        return np.argmin(((rows[:, None, :] - centres[None]) ** 2).sum(-1), axis=1) % 10
+
+    first = np.sort(np.random.default_rng(2).choice(args.n, args.initial, replace=False))
+    labels = (first, oracle(NpyRows(path).take(first))) if args.initial else None
+    row["initial_labels"] = args.initial
     t0 = time.perf_counter()
-    learner = DistributedLearner(str(path), None, n_shards=args.shards, scheme=args.scheme,
+    learner = DistributedLearner(str(path), labels, n_shards=args.shards, scheme=args.scheme,
                                  backend=args.backend, k=args.k, pool_options=pool_opts, seed=0,
                                  strategy=args.session, progress=False, checkpoint_dir=str(ckpt),
                                  checkpoint_every=1000)
@@ -209,8 +217,7 @@ def run_session(args: argparse.Namespace) -> dict:
             ids = learner.query(args.batch)
             q_cpu.append(time.thread_time() - c0)
             q_wall.append(time.perf_counter() - w0)
-            rows = learner.embeddings[ids]  # the oracle: nearest generating centre, mod 10
-            y = np.argmin(((rows[:, None, :] - centres[None]) ** 2).sum(-1), axis=1) % 10
+            y = oracle(learner.embeddings[ids])
             c0, w0 = time.thread_time(), time.perf_counter()
             learner.teach(ids, y)
             t_cpu.append(time.thread_time() - c0)
@@ -313,6 +320,8 @@ def main(argv=None) -> int:
     ap.add_argument("--formats", action="store_true", help="compare .npy and Parquet reads")
     ap.add_argument("--merge", action="store_true", help="time the driver merges alone (no Ray)")
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--initial", type=int, default=0,
+                    help="--session: this many random ids labelled at the start (lc_socbi needs some)")
     ap.add_argument("--session", default=None, metavar="STRATEGY",
                     help="run a DistributedLearner with this strategy instead of the bare scorer")
     ap.add_argument("--generate-only", action="store_true", help=argparse.SUPPRESS)
