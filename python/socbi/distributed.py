@@ -1247,13 +1247,22 @@ def _whole_matrix_strategy(strategy: str, options: Dict[str, Any]) -> Optional[s
 
 def _session_rows(src: RowSource, scorer: ShardedScorer) -> RowsView:
     """How the distributed session reads rows by id on the driver: an in-memory array
-    as it is; a ``.npy`` file through a read-only map (only the rows asked for); any
-    other source from the owning shards (:meth:`ShardedScorer.rows`)."""
+    as it is; a ``.npy`` file through a read-only map opened per read (only the rows
+    asked for; unmapped after); any other source from the owning shards
+    (:meth:`ShardedScorer.rows`)."""
     if isinstance(src, ArrayRows):
         x = np.ascontiguousarray(src.array, dtype=np.float32)
         return RowsView(src.n, src.dim, None, array=x, where="driver memory")
-    fetch = src.take if isinstance(src, NpyRows) else scorer.rows
-    return RowsView(src.n, src.dim, fetch, where=repr(src))
+    if not isinstance(src, NpyRows):
+        return RowsView(src.n, src.dim, scorer.rows, where=repr(src))
+
+    def take(ids: np.ndarray) -> np.ndarray:
+        try:
+            return src.take(ids)
+        finally:  # unmap: pages read for one batch do not stay in the driver's RSS
+            src.release()
+
+    return RowsView(src.n, src.dim, take, where=repr(src))
 
 
 class DistributedLearner(ActiveLearner):
