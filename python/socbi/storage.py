@@ -21,6 +21,10 @@ reads rows by id with :meth:`RowSource.take` (where the format allows). Chunks a
 validated (finite, right dimension) as they stream: validation is per chunk, never an
 n x d temporary.
 
+:class:`RowsView` is how a distributed session's driver sees the matrix: ``view[ids]``
+reads those rows (from a ``.npy`` map or from the shards), ``len(view)`` is n, and
+nothing of size n x d is ever built unless the rows are in memory anyway.
+
 Checkpoints (:class:`CheckpointStore`) go to a local/shared folder or any pyarrow
 filesystem URI; small files are written to a temporary name and renamed where the
 filesystem can rename atomically (local, NFS, HDFS), and written in one PUT on object
