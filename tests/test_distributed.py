@@ -513,7 +513,7 @@ def _big_arrays(obj, n):
 
 
 @pytest.mark.parametrize("kind,strategy", [("npy", "socbi"), ("parquet", "lc_socbi"),
-                                           ("npy", "margin_div_cover")])
+                                           ("npy", "margin_div_cover"), ("npy", "seals")])
 def test_distributed_learner_from_a_row_source_keeps_o_labelled_state(kind, strategy, tmp_path):
     """Built from an .npy / Parquet source, the session never reads the matrix on the
     driver (only rows by id: the labelled rows for the model, the rows a strategy scores),
@@ -540,6 +540,8 @@ def test_distributed_learner_from_a_row_source_keeps_o_labelled_state(kind, stra
         assert dist._store.count == dist.n_labelled == 72
         if strategy == "socbi":  # reads only the labelled rows (model fits) and the batch
             assert sum(reads) <= 4 * 72 + 3 * 20, reads
+        if strategy == "seals":  # ... and the candidates: the labelled samples' lists
+            assert sum(reads) <= 4 * 72 + 3 * 72 * K, reads
         assert all(r < N for r in reads), reads  # never the whole matrix in one read
     finally:
         dist.close()

@@ -821,6 +821,12 @@ def test_pool_state_from_a_scorer_builds_the_mask_only_when_read(digits):
     assert state.__dict__["_mask"] is None and state.n_unlabelled() == int((~lab).sum())
     assert np.array_equal(ids, scorer.select(10)[0])
     assert np.array_equal(state.labelled_ids(), np.flatnonzero(lab))
+    p = np.random.default_rng(0).dirichlet(np.ones(3), size=len(x))
+    lazy = PoolState(scorer=scorer, probabilities=p)  # SEALS: margin over the lists' members
+    picked = make_strategy("seals").select(lazy, 10, seed=0)
+    assert lazy.__dict__["_mask"] is None
+    assert np.array_equal(picked, make_strategy("seals").select(PoolState(scorer=scorer, labelled=lab,
+                                                                          probabilities=p), 10, seed=0))
     make_strategy("random").select(state, 5, seed=0)  # reads unlabelled_ids(): mask now built
     assert np.array_equal(state.__dict__["_mask"], lab)
     scorer.label(ids)  # the state is a snapshot of the round it was built for

@@ -924,6 +924,13 @@ class SEALS(Strategy):
         nbr, _ = pool.query(state.embeddings[lab], k)
         return np.unique(nbr.ravel())
 
+    def _select_pool(self, state, n, rng):
+        # enough candidates (the usual case): no list of every unlabelled id is needed
+        cand = self.candidates(state)
+        if cand.size >= n:
+            return self.base._select_among(state, cand, n, rng)
+        return self._select(state, state.unlabelled_ids(), n, rng)
+
     def _select(self, state, unlabelled, n, rng):
         cand = self.candidates(state)
         if cand.size >= n:
