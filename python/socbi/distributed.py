@@ -1285,8 +1285,8 @@ class DistributedLearner(ActiveLearner):
     built on demand, O(n) each call; ``embeddings`` is a :class:`~socbi.storage.RowsView`
     (``learner.embeddings[ids]`` reads those rows). Per query, a
     strategy costs what it reads: ``socbi`` reads the shards' best counts only (O(batch)
-    on the driver); ``lc_socbi`` / ``kcenter_socbi`` rank the tied samples at the cut and
-    ``random`` draws from the unlabelled ids (O(n) transients); ``least_confidence``,
+    on the driver); ``lc_socbi`` ranks the tied samples at its cut and ``random`` draws
+    from the unlabelled ids (O(n) transients); ``least_confidence``,
     ``margin``, ``entropy`` and ``margin_div*`` run the model over every unlabelled row,
     read by id in chunks; ``seals`` over its candidates. K-Center variants and ASCMR
     need the whole matrix on the driver: they run over an in-memory array only, and
@@ -1318,7 +1318,7 @@ class DistributedLearner(ActiveLearner):
         needs = _whole_matrix_strategy(strategy, dict(kwargs.get("strategy_options") or {}))
         if needs is not None and not isinstance(src, ArrayRows):
             raise ValueError(f"strategy {strategy!r} needs the whole embedding matrix on the driver "
-                             f"({needs}: distances from every sample), but DistributedLearner reads "
+                             f"({needs} reads every unlabelled row at once), but DistributedLearner reads "
                              f"{src!r} by id only; use a strategy that reads only the rows it scores "
                              f"(socbi, lc_socbi, seals, margin, margin_div_cover, ...), or pass the "
                              f"embeddings as an in-memory array")
