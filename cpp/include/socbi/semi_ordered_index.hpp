@@ -445,6 +445,31 @@ class SemiOrderedIndex {
     });
   }
 
+  // erase() that first checks every id is present: returns n, or the first position whose
+  // id is absent with nothing erased. A batch that erase() runs exclusively is checked
+  // inside the same exclusive section, so the check cannot go stale, and the check pass
+  // keeps each id's meta word: the erase pass then prefetches node slots from that copy
+  // (no load of the status entry in its critical path) and finds the entries in cache
+  // (1e5 ids at n = 1e6: 0.36 + 1.0 ms as two calls). A smaller batch is checked first,
+  // then erased item by item (an erase racing with it may make some of its ids absent by
+  // then: those are skipped, as erase() does).
+  size_t erase_present(const uint32_t* ids, size_t n) {
+    if (n < kLazyMin || bulk_fraction_ == 0) {
+      const size_t bad = find_status(ids, n, true);
+      if (bad == n) erase(ids, n);
+      return bad;
+    }
+    ExclusiveGuard ex(*this);
+    std::vector<uint64_t> metas(n);
+    for (size_t i = 0; i < n; ++i) {
+      if (i + 64 < n) __builtin_prefetch(&entries_[ids[i + 64]], 1, 1);
+      metas[i] = entries_[ids[i]].meta.load(std::memory_order_relaxed);
+      if (status_of(metas[i]) == ABSENT) return i;
+    }
+    erase_exclusive_locked(ids, n, metas.data());
+    return n;
+  }
+
   // ---- queries ----
 
   // Writes the min(n, size) smallest (score, id) keys, ascending, to out_ids/out_scores
@@ -1407,6 +1432,12 @@ class SemiOrderedIndex {
   // (a repeat) is skipped.
   void erase_exclusive(const uint32_t* ids, size_t n) {
     ExclusiveGuard ex(*this);
+    erase_exclusive_locked(ids, n, nullptr);
+  }
+  // metas: the ids' meta words read in this exclusive section (erase_present), used only
+  // to prefetch; each id's word is read again where it is used (a repeated id is absent
+  // by its second occurrence).
+  void erase_exclusive_locked(const uint32_t* ids, size_t n, const uint64_t* metas) {
     std::vector<uint32_t> emptied;
     int64_t removed = 0;
     // Two-stage prefetch: the status entry kFar ids ahead, then (its meta word having
@@ -1416,7 +1447,7 @@ class SemiOrderedIndex {
     for (size_t i = 0; i < n; ++i) {
       if (i + kFar < n) __builtin_prefetch(&entries_[ids[i + kFar]], 1, 1);
       if (i + kNear < n) {  // exclusive: the node's slot array cannot change under this read
-        const uint64_t mn = entries_[ids[i + kNear]].meta.load(std::memory_order_relaxed);
+        const uint64_t mn = metas ? metas[i + kNear] : entries_[ids[i + kNear]].meta.load(std::memory_order_relaxed);
         if (status_of(mn) != ABSENT) {
           const Node& xn = node(node_of(mn));
           __builtin_prefetch(&xn.items[slot_of(mn)], 1, 1);
