@@ -1684,15 +1684,14 @@ class SemiOrderedIndex {
   // The walk on a stale chain (dirty_ == -end, caller pinned). After a lazy batch of
   // increments every id's key is >= its node's lo (it may lie above its node's range), so
   // an id in a node not yet walked has a key >= that node's lo. Walking up from the
-  // bottom, once n of the keys read lie below the next node's lo, no unread key can be
-  // among the n smallest. Mirrored for top() after decrements. O(ids read + n log n); the ids read
-  // beyond n + B count towards dirty_work_, and when they would pass size() the walk gives
-  // up (kGaveUp) so that the caller rebuilds: a stale chain never costs the queries more
-  // than about one rebuild.
-  // The n best keys read so far wait in a bounded heap (worst on top); the walk stops once
-  // that worst key lies inside the bound. A key that cannot enter costs one comparison; before, every
-  // key past the bound went through a heap of all of them (~40 ns per stale id read, so
-  // the walks after a few lazy rounds on thinning ties took 2-12 ms at n = 10^6).
+  // bottom, the n best keys read so far wait in a bounded heap (worst on top); once that
+  // worst key lies below the next node's lo, no unread key can be among the n smallest.
+  // Mirrored for top() after decrements. O(ids read + n log n): a key that cannot enter
+  // costs one comparison (before, every key past the bound went through a heap of all of
+  // them, ~40 ns per stale id read: the walks after a few lazy rounds on thinning ties
+  // took 2-12 ms at n = 10^6). The ids read beyond n + B count towards dirty_work_, and
+  // when they would pass size() the walk gives up (kGaveUp) so that the caller rebuilds:
+  // a stale chain never costs the queries more than about one rebuild.
   template <class IdT>
   size_t query_dirty(size_t n, bool from_top, IdT* out_ids, double* out_scores) {
     Shard& sh = my_shard();
@@ -1701,7 +1700,7 @@ class SemiOrderedIndex {
     std::vector<Packed> best;
     std::vector<std::pair<uint32_t, uint32_t>> segs;  // (node, items version) read
     auto better = [from_top](Packed a, Packed b) { return from_top ? a > b : a < b; };
-    best.reserve(n);
+    best.reserve(std::min<size_t>(n, size() + node_size_));  // n may exceed len(index)
     for (int attempt = 0; attempt < 3; ++attempt) {
       ids.clear();
       best.clear();
