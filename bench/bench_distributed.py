@@ -19,6 +19,15 @@ Reported per configuration (one JSON line; ``--out`` appends it to a JSONL file)
   its wall time next to the build time, and ``begin_calls`` to show that no surviving
   shard was queried again.
 
+``--session STRATEGY`` runs the whole session instead of the bare scorer: a
+``DistributedLearner`` over the same ``.npy`` path (``--initial`` random ids labelled at
+the start, default none; ``--rounds``
+rounds of ``query(--batch)`` + ``teach``, the oracle labelling each picked row by its
+nearest generating centre, mod 10), and reports the driver's RSS and peak RSS, its CPU
+per ``query`` and per ``teach`` (``time.thread_time``; ``teach`` includes the model
+refit on the labelled rows, read by id), and the bytes of its label state (label store
++ the scorer's labelled ids and neighbour lists).
+
 ``--formats`` instead compares reading the same rows from ``.npy`` (memory map) and
 Parquet (pyarrow, FixedSizeList<float32>, 64k-row groups, no compression): full scan
 and ``take`` of 1,000 random ids, CPU seconds (medians of ``--reps`` interleaved runs).
@@ -27,6 +36,7 @@ Usage::
 
     python bench/bench_distributed.py --n 1000000 --shards 2 --backend exact --out runs.jsonl
     python bench/bench_distributed.py --n 4000000 --formats
+    python bench/bench_distributed.py --n 16000000 --session socbi --batch 100 --rounds 3
 
 Honest context: all shards share this machine's cores (2 vCPUs, shared with other
 jobs); round times are wall-clock and show the cost per configuration here, not a
@@ -75,14 +85,11 @@ def ensure_data(path: Path, n: int, d: int, seed: int = 0) -> Path:
     return path
 
 
-def run_config(args: argparse.Namespace) -> dict:
+def _start(args: argparse.Namespace) -> tuple:
+    """Data on disk, Ray up: ``(path, pool options, the row's common fields, checkpoint dir)``."""
     import ray
 
-    path = Path(args.data_dir) / f"emb_{args.n}x{args.dim}.npy"
-    if not path.exists():  # in a child process, so that this (driver) process's peak RSS
-        import subprocess  # measures the driver, not the generator
-        subprocess.run([sys.executable, __file__, "--generate-only", "--n", str(args.n),
-                        "--dim", str(args.dim), "--data-dir", args.data_dir], check=True)
+    path = _generate(args)
     ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False,
              object_store_memory=args.object_store_mb * MB)
     pool_opts = {"num_threads": 1}
@@ -92,7 +99,24 @@ def run_config(args: argparse.Namespace) -> dict:
                scheme=args.scheme, batch=args.batch, rounds=args.rounds, ray=ray.__version__,
                cpus=os.cpu_count(), machine=platform.machine(), pool_options=pool_opts,
                loadavg_before=os.getloadavg(), driver_rss_before_mb=_rss_bytes() / MB)
-    ckpt = Path(args.data_dir) / f"ckpt-{os.getpid()}"
+    return path, pool_opts, row, Path(args.data_dir) / f"ckpt-{os.getpid()}"
+
+
+def _stop(closable: object, ckpt: Path, row: dict) -> None:
+    import shutil
+
+    import ray
+
+    closable.close()
+    ray.shutdown()
+    shutil.rmtree(ckpt, ignore_errors=True)
+    row["loadavg_after"] = os.getloadavg()
+
+
+def run_config(args: argparse.Namespace) -> dict:
+    import ray
+
+    path, pool_opts, row, ckpt = _start(args)
     t0 = time.perf_counter()
     sh = ShardedScorer(str(path), args.k, n_shards=args.shards, backend=args.backend,
                        scheme=args.scheme, pool_options=pool_opts, seed=0,
@@ -151,11 +175,74 @@ def run_config(args: argparse.Namespace) -> dict:
         row["driver_rss_end_mb"] = _rss_bytes() / MB
         row["driver_peak_rss_end_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     finally:
-        sh.close()
-        ray.shutdown()
-        import shutil
-        shutil.rmtree(ckpt, ignore_errors=True)
-    row["loadavg_after"] = os.getloadavg()
+        _stop(sh, ckpt, row)
+    return row
+
+
+def _generate(args: argparse.Namespace) -> Path:
+    path = Path(args.data_dir) / f"emb_{args.n}x{args.dim}.npy"
+    if not path.exists():  # in a child process, so that this (driver) process's peak RSS
+        import subprocess  # measures the driver, not the generator
+        subprocess.run([sys.executable, __file__, "--generate-only", "--n", str(args.n),
+                        "--dim", str(args.dim), "--data-dir", args.data_dir], check=True)
+    return path
+
+
+def run_session(args: argparse.Namespace) -> dict:
+    """A DistributedLearner run over the .npy path: driver memory and CPU per round."""
+    from socbi.distributed import DistributedLearner
+
+    path, pool_opts, row, ckpt = _start(args)
+    row["strategy"] = args.session
+    centres = np.random.default_rng(0).normal(size=(64, args.dim)) * 4  # blocks()'s first draw
+
+    def oracle(rows: np.ndarray) -> np.ndarray:  # the nearest generating centre, mod 10
+        return np.argmin(((rows[:, None, :] - centres[None]) ** 2).sum(-1), axis=1) % 10
+
+    first = np.sort(np.random.default_rng(2).choice(args.n, args.initial, replace=False))
+    labels = (first, oracle(NpyRows(path).take(first))) if args.initial else None
+    row["initial_labels"] = args.initial
+    t0 = time.perf_counter()
+    learner = DistributedLearner(str(path), labels, n_shards=args.shards, scheme=args.scheme,
+                                 backend=args.backend, k=args.k, pool_options=pool_opts, seed=0,
+                                 strategy=args.session, progress=False, checkpoint_dir=str(ckpt),
+                                 checkpoint_every=1000)
+    try:
+        row["build_s"] = time.perf_counter() - t0
+        row["label_state"] = type(getattr(learner, "_store", None)).__name__  # NoneType: before the store
+        row["driver_rss_built_mb"] = _rss_bytes() / MB
+        q_cpu, t_cpu, q_wall, t_wall = [], [], [], []
+        for r in range(args.rounds):
+            c0, w0 = time.thread_time(), time.perf_counter()
+            ids = learner.query(args.batch)
+            q_cpu.append(time.thread_time() - c0)
+            q_wall.append(time.perf_counter() - w0)
+            y = oracle(learner.embeddings[ids])
+            c0, w0 = time.thread_time(), time.perf_counter()
+            learner.teach(ids, y)
+            t_cpu.append(time.thread_time() - c0)
+            t_wall.append(time.perf_counter() - w0)
+            print(f"  round {r}: query {q_wall[-1]:.2f} s / teach {t_wall[-1]:.2f} s wall, driver cpu "
+                  f"{q_cpu[-1] * 1e3:.1f} + {t_cpu[-1] * 1e3:.1f} ms", flush=True)
+        # the label store (a session from before it existed kept _labels and _synthetic)
+        st, sc = getattr(learner, "_store", learner), learner.scorer
+        row.update(query_s=float(np.median(q_wall)), teach_s=float(np.median(t_wall)),
+                   driver_cpu_ms_query=float(np.median(q_cpu)) * 1e3,
+                   driver_cpu_ms_teach=float(np.median(t_cpu)) * 1e3,
+                   driver_cpu_ms_all=[[round(a * 1e3, 2), round(b * 1e3, 2)] for a, b in zip(q_cpu, t_cpu)],
+                   labelled=learner.n_labelled,
+                   label_state_bytes=int(sum(v.nbytes for k, v in vars(st).items() if isinstance(v, np.ndarray)
+                                             and k in ("_ids", "_vals", "_syn", "arr", "syn", "_labels", "_synthetic"))
+                                         + sc._lab.nbytes + sc._lab_nbr.nbytes))
+        info = sc.shard_info()
+        row["shard_rss_mb_max"] = max(i["rss"] for i in info) / MB
+        row["shard_peak_rss_mb_max"] = max(i["peak_rss"] for i in info) / MB
+        row["driver_rss_mb"] = _rss_bytes() / MB
+        row["driver_rss_anon_mb"] = _rss_bytes("RssAnon") / MB
+        row["driver_rss_file_mb"] = _rss_bytes("RssFile") / MB
+        row["driver_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    finally:
+        _stop(learner, ckpt, row)
     return row
 
 
@@ -233,6 +320,10 @@ def main(argv=None) -> int:
     ap.add_argument("--formats", action="store_true", help="compare .npy and Parquet reads")
     ap.add_argument("--merge", action="store_true", help="time the driver merges alone (no Ray)")
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--initial", type=int, default=0,
+                    help="--session: this many random ids labelled at the start (lc_socbi needs some)")
+    ap.add_argument("--session", default=None, metavar="STRATEGY",
+                    help="run a DistributedLearner with this strategy instead of the bare scorer")
     ap.add_argument("--generate-only", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.generate_only:
@@ -240,6 +331,8 @@ def main(argv=None) -> int:
         return 0
     if args.formats:
         row = dict(kind="formats", **formats(args))
+    elif args.session:
+        row = dict(kind="session", **run_session(args))
     elif args.merge:
         row = dict(kind="merge", runs=[merge_bench(10_000, args.k, s, args.select)
                                        for s in (2, 4, 16, 64)])

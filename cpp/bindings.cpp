@@ -306,17 +306,17 @@ void check_distinct(const std::vector<uint32_t>& ids, uint64_t capacity, const c
   }
 }
 
+[[noreturn]] void raise_absent(const std::vector<uint32_t>& ids, size_t i, const char* name, const char* what) {
+  Msg os;
+  os << name << "[" << i << "] = " << ids[i] << " is not in the index, so it cannot be " << what
+     << "; insert it first (see `id in index`)";
+  PyErr_SetObject(PyExc_KeyError, py::str(os.str()).ptr());
+  throw py::error_already_set();
+}
+
 void check_present(SemiOrderedIndex& idx, const std::vector<uint32_t>& ids, const char* name, const char* what) {
   const size_t i = idx.find_status(ids.data(), ids.size(), true);
-  if (i < ids.size()) {
-    {
-      Msg os;
-      os << name << "[" << i << "] = " << ids[i] << " is not in the index, so it cannot be " << what
-         << "; insert it first (see `id in index`)";
-      PyErr_SetObject(PyExc_KeyError, py::str(os.str()).ptr());
-      throw py::error_already_set();
-    }
-  }
+  if (i < ids.size()) raise_absent(ids, i, name, what);
 }
 
 void check_absent(SemiOrderedIndex& idx, const std::vector<uint32_t>& ids, const char* name) {
@@ -830,9 +830,12 @@ saturated, or adds nothing if NaN).)doc")
           [](SemiOrderedIndex& self, const py::object& ids) {
             auto v = to_ids(ids, self.capacity(), "ids");
             check_distinct(v, self.capacity(), "ids");
-            check_present(self, v, "ids", "erased");
-            py::gil_scoped_release release;
-            self.erase(v.data(), v.size());
+            size_t absent;
+            {
+              py::gil_scoped_release release;
+              absent = self.erase_present(v.data(), v.size());
+            }
+            if (absent < v.size()) raise_absent(v, absent, "ids", "erased");
           },
           py::arg("ids"), "Remove present ids. O(1) each (plus O(log #nodes) when a node empties). Thread-safe.")
       .def(

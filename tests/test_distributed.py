@@ -3,8 +3,10 @@ and session, exact merges, and recovery from a killed shard actor.
 
 Skipped cleanly when Ray is not installed. One Ray cluster (2 CPUs) serves the module.
 """
+import json
 import os
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -284,6 +286,19 @@ def test_distributed_learner_matches_active_learner(strategy, tmp_path):
         assert dist.n_classes == n_classes
         with pytest.raises(ValueError, match="classes"):
             dist.teach([int(np.flatnonzero(dist.labels < 0)[0])], [n_classes])
+        # the folder keeps labelled ids and classes only; a folder written before (one
+        # label per sample in session.json) still loads to the same session
+        dist.save(tmp_path / "run2")
+        meta = json.loads((tmp_path / "run2" / "session.json").read_text())
+        assert len(meta["labelled_ids"]) == dist.n_labelled and "labels" not in meta
+        old = dict(meta, labels=dist.labels.tolist())
+        for key in ("labelled_ids", "label_values", "synthetic_ids"):
+            del old[key]
+        (tmp_path / "run2" / "session.json").write_text(json.dumps(old))
+        dist.close()
+        dist = DistributedLearner.load(tmp_path / "run2", x)
+        assert np.array_equal(dist.labels, single.labels)
+        assert run_session(single, 1, y) == run_session(dist, 1, y)
     finally:
         dist.close()
 
@@ -446,3 +461,117 @@ def test_checkpoints_go_to_a_filesystem_uri(tmp_path):
         assert sh.begin_calls == [3, 3]  # recovery between rounds re-queries nothing
     finally:
         sh.close()
+
+
+# ---------------------------------------------------------------- O(|L|) driver session
+def _counting_source(kind, x, tmp_path):
+    """A row source that records every row the driver process reads (shards read freely)
+    and refuses any whole-matrix access on the driver; defined here, so it is pickled by
+    value to the shard actors."""
+    from socbi.storage import NpyRows, ParquetRows
+    driver = os.getpid()
+    reads = []
+    if kind == "npy":
+        np.save(tmp_path / "emb.npy", x)
+
+        class Counting(NpyRows):
+            def take(self, ids):
+                if os.getpid() == driver:
+                    reads.append(len(np.asarray(ids)))
+                self._taking = True
+                try:
+                    return super().take(ids)
+                finally:
+                    self._taking = False
+
+            @property
+            def array(self):  # the memory map: the driver may touch it only inside take()
+                assert os.getpid() != driver or getattr(self, "_taking", False), \
+                    "the driver mapped the whole embedding matrix"
+                return NpyRows.array.fget(self)
+
+            def chunks(self, *a, **kw):
+                assert os.getpid() != driver, "the driver streamed the embedding matrix"
+                return super().chunks(*a, **kw)
+
+        return Counting(tmp_path / "emb.npy"), reads
+    from socbi.storage import write_parquet
+    write_parquet(tmp_path / "emb.parquet", [x], row_group_rows=200)
+
+    class CountingPq(ParquetRows):
+        def _read_group(self, i):
+            if os.getpid() == driver:
+                reads.append(self._groups[i][2])
+            return super()._read_group(i)
+
+    return CountingPq(tmp_path / "emb.parquet"), reads
+
+
+def _big_arrays(obj, n):
+    """Names of the attributes of ``obj`` holding a per-sample (n-long) array."""
+    return [k for k, v in vars(obj).items() if isinstance(v, np.ndarray) and v.ndim and v.shape[0] >= n]
+
+
+@pytest.mark.parametrize("kind,strategy", [("npy", "socbi"), ("parquet", "lc_socbi"),
+                                           ("npy", "margin_div_cover"), ("npy", "seals")])
+def test_distributed_learner_from_a_row_source_keeps_o_labelled_state(kind, strategy, tmp_path):
+    """Built from an .npy / Parquet source, the session never reads the matrix on the
+    driver (only rows by id: the labelled rows for the model, the rows a strategy scores),
+    keeps labels for the labelled ids only, and still gives ActiveLearner's queries,
+    counts and log."""
+    pytest.importorskip("pyarrow")
+    x, y = data(15)
+    start = np.random.default_rng(2).choice(N, 12, replace=False)
+    labels = np.full(N, -1)
+    labels[start] = y[start]
+    common = dict(strategy=strategy, k=K, backend="exact", seed=5, progress=False, n_classes=4)
+    single = ActiveLearner(x, labels, **common)
+    src, reads = _counting_source(kind, x, tmp_path)
+    dist = DistributedLearner(src, (start, y[start]), n_shards=2, scheme="range", **common)
+    try:
+        assert run_session(single, 3, y) == run_session(dist, 3, y)
+        assert [e["counts"] for e in single.log] == [e["counts"] for e in dist.log]
+        assert [e["scores"] for e in single.log] == [e["scores"] for e in dist.log]
+        assert np.array_equal(single.labels, dist.labels)  # the dense view, built on demand
+        assert np.array_equal(single.scorer.counts(), dist.scorer.counts())
+        # O(|L|) label state: no per-sample array in the session, its label store or scorer
+        assert _big_arrays(dist, N) == [] and _big_arrays(dist._store, N) == []
+        assert _big_arrays(dist.scorer, N) == []
+        assert dist._store.count == dist.n_labelled == 72
+        if strategy == "socbi":  # reads only the labelled rows (model fits) and the batch
+            assert sum(reads) <= 4 * 72 + 3 * 20, reads
+        if strategy == "seals":  # ... and the candidates: the labelled samples' lists
+            assert sum(reads) <= 4 * 72 + 3 * 72 * K, reads
+        assert all(r < N for r in reads), reads  # never the whole matrix in one read
+    finally:
+        dist.close()
+
+
+def test_whole_matrix_strategies_need_an_in_memory_array(tmp_path, monkeypatch):
+    x, y = data(16)
+    np.save(tmp_path / "emb.npy", x)
+    for strategy, opts in (("kcenter", {}), ("ascmr", {}), ("class_balanced", {"base": "kcenter"})):
+        with pytest.raises(ValueError, match=f"strategy {strategy!r} needs the whole embedding matrix"):
+            DistributedLearner(str(tmp_path / "emb.npy"), strategy=strategy, strategy_options=opts,
+                               n_shards=2, k=K, progress=False)
+    # over an in-memory array K-Center and ASCMR run, and equal the single machine's
+    labels = np.full(N, -1)
+    labels[:10] = y[:10]
+    for strategy, space in (("kcenter", "l2"), ("ascmr", "cosine")):
+        common = dict(strategy=strategy, k=K, backend="exact", space=space, seed=1, progress=False,
+                      n_classes=4)
+        single = ActiveLearner(x, labels, **common)
+        dist = DistributedLearner(x, {i: int(y[i]) for i in range(10)}, n_shards=2, **common)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # ASCMR on single-view data
+                assert run_session(single, 2, y) == run_session(dist, 2, y)
+        finally:
+            dist.close()
+    # a session argument refused after the shards started: their actors are ended again
+    closed = []
+    real = ShardedScorer.close
+    monkeypatch.setattr(ShardedScorer, "close", lambda self: (closed.append(self), real(self)))
+    with pytest.raises(ValueError, match="budget"):
+        DistributedLearner(x, n_shards=2, k=K, progress=False, strategy="socbi", budget=-1)
+    assert len(closed) == 1 and closed[0].actors == []

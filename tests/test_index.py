@@ -750,7 +750,11 @@ def test_batch_erase_refuses_and_applies_whole():
     with pytest.raises(ValueError, match="more than once"):
         idx.erase(np.append(ids, ids[5]))
     assert len(idx) == n
-    idx.erase(ids)
+    idx.erase(ids[:2000])
+    with pytest.raises(KeyError, match=r"ids\[7\] = 3 is not in the index"):  # checked in the exclusive section
+        idx.erase(np.concatenate([ids[2000:2007], [3], ids[2007:]]))
+    assert len(idx) == n - 2000 and int(ids[2000]) in idx
+    idx.erase(ids[2000:])
     idx.check()
     assert len(idx) == n - ids.size and not any(int(i) in idx for i in ids[:50])
     left = np.setdiff1d(np.arange(n), ids)

@@ -753,3 +753,81 @@ def _draw_everything(digits, tmp_path):
         bench.plot(report, str(tmp_path / "b.png"))
     except (KeyError, TypeError, ValueError):
         pass  # an empty report may not draw; the backend must stay either way
+
+
+# ---------------------------------------------------------------- label state
+def test_sparse_label_store_answers_like_the_dense_one():
+    """The O(|L|) store DistributedLearner keeps gives every answer the dense per-sample
+    store of ActiveLearner gives, through additions; it never holds an n-long array."""
+    from socbi.session import _DenseLabels, _SparseLabels
+
+    rng = np.random.default_rng(3)
+    n = 500
+    arr = np.full(n, -1, np.int64)
+    first = rng.choice(n, 40, replace=False)
+    arr[first] = rng.integers(0, 5, first.size)
+    syn = np.zeros(n, bool)
+    syn[first[:7]] = True
+    dense, sparse = _DenseLabels(arr, syn), _SparseLabels.from_dense(arr, syn)
+    for _ in range(4):
+        probe = rng.integers(0, n, 60)
+        assert np.array_equal(dense.get(probe), sparse.get(probe))
+        assert np.array_equal(dense.is_synthetic(probe), sparse.is_synthetic(probe))
+        assert np.array_equal(dense.mask()[probe], sparse[probe])
+        assert np.array_equal(dense.ids(), sparse.ids()) and np.array_equal(dense.values(), sparse.values())
+        for a, b in ((dense.dense(), sparse.dense()), (dense.mask(), sparse.mask()),
+                     (dense.synthetic_mask(), sparse.synthetic_mask())):
+            assert np.array_equal(a, b)
+        assert (dense.count, dense.n_synthetic) == (sparse.count, sparse.n_synthetic)
+        assert all(v.size < n for v in vars(sparse).values() if isinstance(v, np.ndarray))
+        new = rng.choice(np.flatnonzero(~dense.mask()), 25, replace=False)
+        lab = rng.integers(0, 5, new.size)
+        d2, s2 = dense.with_added(new, lab), sparse.with_added(new, lab)
+        assert sparse.count == d2.count - 25  # stores are values: the old one is unchanged
+        dense, sparse = d2, s2
+
+
+def test_sparse_labels_accept_pairs_and_dicts_and_name_bad_input():
+    from socbi.session import _sparse_label_arg
+
+    dense = np.full(10, -1)
+    dense[[7, 2]] = [1, 0]
+    for given in (dense, {7: 1, 2: 0}, ([7, 2], [1, 0])):
+        st = _sparse_label_arg(given, 10)
+        assert st.ids().tolist() == [2, 7] and st.values().tolist() == [0, 1]
+    st = _sparse_label_arg(([7, 2], [1, 0]), 10, synthetic=[7])
+    assert st.is_synthetic(np.array([2, 7])).tolist() == [False, True]
+    with pytest.raises(ValueError, match="distinct"):
+        _sparse_label_arg(([3, 3], [0, 1]), 10)
+    with pytest.raises(ValueError, match="class -1"):
+        _sparse_label_arg({3: -1}, 10)
+    with pytest.raises(ValueError, match="synthetic rows \\[5\\] have no class"):
+        _sparse_label_arg({3: 0}, 10, synthetic=[5])
+    with pytest.raises(ValueError, match="labels ids"):
+        _sparse_label_arg(([10], [0]), 10)
+
+
+def test_pool_state_from_a_scorer_builds_the_mask_only_when_read(digits):
+    """A PoolState built from a scorer keeps its labelled ids; So-CBI alone selects
+    without an n-long mask, and a strategy that reads the mask gets the scorer's."""
+    from socbi.scoring import BoundaryScorer
+    from socbi.strategies import PoolState, make_strategy
+
+    x, y = digits
+    lab = initial_labels(y) >= 0
+    scorer = BoundaryScorer(x, 5, labelled=lab, backend="exact", progress=False)
+    state = PoolState(scorer=scorer)
+    ids = make_strategy("socbi").select(state, 10, seed=0)
+    assert state.__dict__["_mask"] is None and state.n_unlabelled() == int((~lab).sum())
+    assert np.array_equal(ids, scorer.select(10)[0])
+    assert np.array_equal(state.labelled_ids(), np.flatnonzero(lab))
+    p = np.random.default_rng(0).dirichlet(np.ones(3), size=len(x))
+    lazy = PoolState(scorer=scorer, probabilities=p)  # SEALS: margin over the lists' members
+    picked = make_strategy("seals").select(lazy, 10, seed=0)
+    assert lazy.__dict__["_mask"] is None
+    assert np.array_equal(picked, make_strategy("seals").select(PoolState(scorer=scorer, labelled=lab,
+                                                                          probabilities=p), 10, seed=0))
+    make_strategy("random").select(state, 5, seed=0)  # reads unlabelled_ids(): mask now built
+    assert np.array_equal(state.__dict__["_mask"], lab)
+    scorer.label(ids)  # the state is a snapshot of the round it was built for
+    assert np.array_equal(state.labelled, lab)

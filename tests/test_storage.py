@@ -72,3 +72,25 @@ def test_checkpoint_store_roundtrip(uri, tmp_path):
     assert st.listdir("a/b") == ["x.bin"]  # no temporary files left behind
     st.delete("a/b")
     assert not st.exists("a/b/x.bin") and st.exists("a/c.npz")
+
+
+def test_rows_view_reads_by_id_and_refuses_the_whole_matrix():
+    from socbi.storage import RowsView, take_rows
+
+    x = np.arange(40, dtype=np.float32).reshape(10, 4)
+    asked = []
+
+    def fetch(ids):
+        asked.append(ids.tolist())
+        return x[ids]
+
+    v = RowsView(10, 4, fetch, where="the shards")
+    assert len(v) == 10 and v.shape == (10, 4) and v.dtype == np.float32
+    assert np.array_equal(v[[7, 2]], x[[7, 2]]) and np.array_equal(v[3], x[3])
+    assert np.array_equal(take_rows(v, np.array([1, 9])), x[[1, 9]])
+    assert asked == [[7, 2], [3], [1, 9]]  # only the rows asked for
+    with pytest.raises(ValueError, match="whole 10 x 4 embedding matrix.*the shards"):
+        np.asarray(v)
+    mem = RowsView(10, 4, None, array=x)  # in memory: the matrix itself
+    assert np.asarray(mem) is x and np.array_equal(mem[np.array([5])], x[[5]])
+    assert take_rows(["a", "b", "c"], np.array([2, 0])) == ["c", "a"]

@@ -341,7 +341,21 @@ void test_lazy_sequences(uint32_t node_size, uint64_t seed) {
       for (auto& kv : model.s)
         if (rng() % 3 == 0 && gone.size() < Index::kLazyMin + 200) gone.push_back(kv.first);
       std::shuffle(gone.begin(), gone.end(), rng);
-      idx.erase(gone.data(), gone.size());
+      if (rng() % 2 == 0) {
+        idx.erase(gone.data(), gone.size());
+      } else {  // erase_present: an absent id refuses the whole batch, then the batch goes
+        uint32_t absent = 0;
+        while (absent < cap && model.s.count(absent)) ++absent;
+        if (absent < cap) {
+          std::vector<uint32_t> with_absent(gone);
+          const size_t at = rng() % (with_absent.size() + 1);
+          with_absent.insert(with_absent.begin() + long(at), absent);
+          EXPECT(idx.erase_present(with_absent.data(), with_absent.size()) == at, "erase_present names the absent id");
+          EXPECT(idx.size() == model.s.size(), "a refused erase_present erases nothing");
+          idx.check();
+        }
+        EXPECT(idx.erase_present(gone.data(), gone.size()) == gone.size(), "erase_present of present ids");
+      }
       for (uint32_t id : gone) model.s.erase(id);
       idx.check();
       for (size_t j = 0; j < gone.size(); j += 2) {

@@ -72,7 +72,7 @@ from .knn import _check_ids
 from .scoring import RoundStats, _LabelledState, _positive_int, default_index_factory, round_deltas
 from .session import ActiveLearner
 from .strategies import PoolState
-from .storage import ArrayRows, CheckpointStore, NpyRows, RowSource, open_rows
+from .storage import ArrayRows, CheckpointStore, NpyRows, RowSource, RowsView, open_rows
 
 __all__ = [
     "shard_of", "owned_ids", "merge_candidates", "merge_ranked", "ShardCore", "ShardedScorer",
@@ -824,6 +824,32 @@ class ShardedScorer(_LabelledState):
             out[own == s] = r
         return out
 
+    def knn(self, queries: Any, k: int) -> Tuple[np.ndarray, np.ndarray]:
+        """The ``k`` nearest unlabelled samples of each query row over all shards:
+        ``(ids (m, k) int64, distances (m, k) float32)`` by ascending ``(distance, id)``
+        -- with exact shards, what one exact pool over every row answers. Changes
+        nothing. The queries go to the object store once; O(m n d / S) per shard (exact)
+        plus a merge O(m S k)."""
+        ray = _require_ray()
+        q = _knn._check_embeddings(queries, self.dim, name="queries")
+        k = _positive_int("k", k)
+        if k > len(self):
+            raise ValueError(f"k={k} exceeds the {len(self)} unlabelled samples")
+        if q.shape[0] == 0:
+            return np.empty((0, k), np.int64), np.empty((0, k), np.float32)
+        q_ref = ray.put(q)
+        got = self._fan_out("begin", {s: (self.round, np.empty(0, np.int64), q_ref, k)
+                                      for s in range(self.n_shards)})
+        return merge_candidates([got[s][0] for s in range(self.n_shards)],
+                                [got[s][1] for s in range(self.n_shards)], k)
+
+    @property
+    def pool(self) -> "_ShardedPool":
+        """The shards' unlabelled rows as one read-only neighbour pool (``len``,
+        ``query(x, k)`` = :meth:`knn`), for strategies that walk neighbourhoods
+        (``margin_div*``, SEALS with its own ``k``)."""
+        return _ShardedPool(self)
+
     def select(self, n: int, *, largest: bool = False) -> Tuple[np.ndarray, np.ndarray]:
         """The ``n`` unlabelled samples with the smallest (or largest) counts, best first:
         each shard's local ``n`` merged exactly (:func:`merge_ranked`). O(S n log(S n))."""
@@ -1011,17 +1037,12 @@ class ShardedScorer(_LabelledState):
     def recount(self) -> np.ndarray:
         """Counts of all unlabelled samples (ascending id) from scratch: every labelled
         sample re-queried on every shard and merged. O(|L|) queries per shard, O(n) out."""
-        ray = _require_ray()
         lab = self.labelled_ids()
         unl = self.unlabelled_ids()
         k_eff = min(self.k, len(self))
         total = np.zeros(self.n_samples, np.int64)
         if lab.size and k_eff > 0:
-            q_ref = ray.put(self.rows(lab))
-            got = self._fan_out("begin", {s: (self.round, np.empty(0, np.int64), q_ref, k_eff)
-                                          for s in range(self.n_shards)})
-            parts = [got[s] for s in range(self.n_shards)]
-            nbr, _ = merge_candidates([p[0] for p in parts], [p[1] for p in parts], k_eff)
+            nbr, _ = self.knn(self.rows(lab), k_eff)
             total += np.bincount(nbr.ravel(), minlength=self.n_samples)
         return total[unl]
 
@@ -1111,6 +1132,25 @@ class ShardedScorer(_LabelledState):
                 f"labelled={self._lab.size}, round={self.round}, backend={self.backend!r})")
 
 
+class _ShardedPool:
+    """A :class:`ShardedScorer` seen as a read-only neighbour pool (what
+    ``NeighbourhoodDiverse``, SEALS and ASCMR query): ``len``, ``query``,
+    ``unlabelled_ids``, ``dim``, ``space``, ``capacity``; nothing that changes it."""
+
+    def __init__(self, scorer: ShardedScorer) -> None:
+        self._scorer = scorer
+        self.dim, self.space, self.capacity = scorer.dim, scorer.space, scorer.n_samples
+
+    def __len__(self) -> int:
+        return len(self._scorer)
+
+    def unlabelled_ids(self) -> np.ndarray:
+        return self._scorer.unlabelled_ids()
+
+    def query(self, embeddings: Any, k: int) -> Tuple[np.ndarray, np.ndarray]:
+        return self._scorer.knn(embeddings, k)
+
+
 # ---------------------------------------------------------------------------- embedding
 class _Encoder:
     """Ray actor body: builds the encoder once, then embeds batches."""
@@ -1190,46 +1230,78 @@ def _fresh_restore(scorer: ShardedScorer, seed: int) -> Dict[str, Any]:
                 round=0, log=[], pending=None, model=None, fingerprint=None)
 
 
-# strategies that read only the batch's rows (model inputs by id) and the scorer: their
-# PoolState gets no embeddings, so no per-query pass over the whole matrix
-_ROWS_ONLY = {"random", "least_confidence", "margin", "entropy", "socbi", "lc_socbi", "seals"}
+# strategies that need every row on the driver (K-Center's distances to all samples,
+# ASCMR's graph): DistributedLearner runs them only over an in-memory array
+_WHOLE_MATRIX = {"kcenter", "kcenter_socbi", "ascmr", "margin_div_kc"}
 
 
-def _session_rows(embeddings: Any) -> Tuple[np.ndarray, RowSource]:
-    """``(array the session indexes by id, source the shards read)`` for a learner."""
-    src = open_rows(embeddings)
-    if isinstance(src, NpyRows):
-        return src.array, src  # a read-only memory map: rows are read by id when needed
+def _whole_matrix_strategy(strategy: str, options: Dict[str, Any]) -> Optional[str]:
+    """The strategy (or class_balanced's ``base``) that needs the whole matrix, or None."""
+    from .session import canonical_strategy
+
+    name = canonical_strategy(strategy)
+    if name == "class_balanced" and isinstance(options.get("base"), str):
+        name = canonical_strategy(options["base"])
+    return name if name in _WHOLE_MATRIX else None
+
+
+def _session_rows(src: RowSource, scorer: ShardedScorer) -> RowsView:
+    """How the distributed session reads rows by id on the driver: an in-memory array
+    as it is; a ``.npy`` file through a read-only map opened per read (only the rows
+    asked for; unmapped after); any other source from the owning shards
+    (:meth:`ShardedScorer.rows`)."""
     if isinstance(src, ArrayRows):
-        return src.array, src
-    raise ValueError(f"DistributedLearner needs rows its model can read by id on the driver: an "
-                     f"array or a .npy path, got {type(src).__name__}; for Parquet or a Ray "
-                     f"Dataset use ShardedScorer directly and fetch model inputs with "
-                     f"scorer.rows(ids)")
+        x = np.ascontiguousarray(src.array, dtype=np.float32)
+        return RowsView(src.n, src.dim, None, array=x, where="driver memory")
+    if not isinstance(src, NpyRows):
+        return RowsView(src.n, src.dim, scorer.rows, where=repr(src))
+
+    def take(ids: np.ndarray) -> np.ndarray:
+        try:
+            return src.take(ids)
+        finally:  # unmap: pages read for one batch do not stay in the driver's RSS
+            src.release()
+
+    return RowsView(src.n, src.dim, take, where=repr(src))
 
 
 class DistributedLearner(ActiveLearner):
     """:class:`socbi.session.ActiveLearner` whose So-CBI scorer is a :class:`ShardedScorer`.
 
     Same ``query`` / ``teach`` / ``run`` / ``log`` as the single-machine session and, for
-    the same seed and the exact backend, the same selections and counts. ``embeddings``
-    is an array or a ``.npy`` path every node can read (the shards load their rows from
-    it; the driver maps it read-only and reads a batch's rows by id for the model).
+    the same seed and the exact backend, the same selections and counts.
+
+    ``embeddings`` is anything :func:`socbi.storage.open_rows` accepts -- a ``.npy``
+    path, Parquet file/folder/URI, a Ray Dataset, a :class:`~socbi.storage.RowSource`,
+    or an in-memory array. The shards load and validate their own rows; the driver
+    never reads or checks the matrix. It reads rows by id only: the rows a model is
+    fitted on or scores (from the ``.npy`` map, or fetched from the shards for Parquet
+    and Ray Datasets -- L2-normalised then under ``space="cosine"``). ``labels``: None,
+    an (n,) array (-1 = unlabelled), a dict ``{id: class}`` or a pair ``(ids, classes)``.
+
+    Driver state is O(|L| + batch) whatever n is: the labels of the labelled ids only
+    (sorted ids + classes), the scorer's labelled ids and neighbour lists, the model.
+    Per-sample arrays (``labels``, ``unlabelled_ids``, ``synthetic``, ``balance()``) are
+    built on demand, O(n) each call; ``embeddings`` is a :class:`~socbi.storage.RowsView`
+    (``learner.embeddings[ids]`` reads those rows). Per query, a
+    strategy costs what it reads: ``socbi`` reads the shards' best counts only (O(batch)
+    on the driver); ``lc_socbi`` ranks the tied samples at its cut and ``random`` draws
+    from the unlabelled ids (O(n) transients); ``least_confidence``,
+    ``margin``, ``entropy`` and ``margin_div*`` run the model over every unlabelled row,
+    read by id in chunks; ``seals`` over its candidates. K-Center variants and ASCMR
+    need the whole matrix on the driver: they run over an in-memory array only, and
+    raise ValueError at construction for any other source.
+
     Extra keyword arguments: ``n_shards``, ``scheme``, ``actor_options``,
     ``checkpoint_dir``, ``checkpoint_every`` (see :class:`ShardedScorer`). Ray must be
     initialised. ``backend`` defaults to ``"exact"`` here (``"hnsw"`` in ActiveLearner):
     exact is the backend whose sharded answers equal the single machine's; pass
     ``backend="hnsw"`` for large pools.
 
-    For the strategies in ``_ROWS_ONLY`` (all but K-Center variants and ASCMR) a query
-    reads only the rows it scores; the others get the whole embedding matrix as
-    ActiveLearner gives it. The session itself still keeps one int64 label per sample
-    and validates the matrix once at construction (ActiveLearner's contract).
-
     Persistence is a folder (not the single-file format): :meth:`save` writes every
-    shard, the driver's scorer state and the session state (labels, generator, round,
-    log); :meth:`load` starts new actors from it. Call :meth:`close` to end the actors.
-    Thread safety: as ActiveLearner (one thread at a time).
+    shard, the driver's scorer state and the session state (labelled ids and classes,
+    generator, round, log); :meth:`load` starts new actors from it. Call :meth:`close`
+    to end the actors. Thread safety: as ActiveLearner (one thread at a time).
     """
 
     def __init__(self, embeddings: Any, labels: Any = None, *, n_shards: int = 2,
@@ -1237,30 +1309,54 @@ class DistributedLearner(ActiveLearner):
                  checkpoint_dir: Optional[PathLike] = None, checkpoint_every: int = 10,
                  k: int = 10, backend: str = "exact", space: str = "l2",
                  pool_options: Optional[Dict[str, Any]] = None, seed: int = 0,
-                 _scorer: Optional[ShardedScorer] = None, _restore: Optional[Dict[str, Any]] = None,
-                 **kwargs: Any) -> None:
-        x, src = _session_rows(embeddings)
+                 synthetic: Any = None, _scorer: Optional[ShardedScorer] = None,
+                 _restore: Optional[Dict[str, Any]] = None, **kwargs: Any) -> None:
+        from .session import DEFAULT_STRATEGY, _sparse_label_arg
+
+        src = open_rows(embeddings)
+        strategy = kwargs.get("strategy", DEFAULT_STRATEGY)
+        needs = _whole_matrix_strategy(strategy, dict(kwargs.get("strategy_options") or {}))
+        if needs is not None and not isinstance(src, ArrayRows):
+            raise ValueError(f"strategy {strategy!r} needs the whole embedding matrix on the driver "
+                             f"({needs} reads every unlabelled row at once), but DistributedLearner reads "
+                             f"{src!r} by id only; use a strategy that reads only the rows it scores "
+                             f"(socbi, lc_socbi, seals, margin, margin_div_cover, ...), or pass the "
+                             f"embeddings as an in-memory array")
+        store = _sparse_label_arg(labels, src.n, synthetic)
+        own = _scorer is None
         if _scorer is None:
-            n = src.n
-            lab = np.full(n, -1, np.int64) if labels is None else np.asarray(labels)
-            if lab.shape != (n,):
-                raise ValueError(f"labels has shape {lab.shape}, expected ({n},); one class or -1 per sample")
-            _scorer = ShardedScorer(src, k, labelled=lab >= 0, n_shards=n_shards, scheme=scheme,
+            _scorer = ShardedScorer(src, k, labelled=store.ids(), n_shards=n_shards, scheme=scheme,
                                     backend=backend, space=space, pool_options=pool_options,
                                     seed=seed, actor_options=actor_options,
                                     checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every)
+        self._source = src
         restore = _restore if _restore is not None else _fresh_restore(_scorer, seed)
         restore["scorer"] = _scorer
         restore.setdefault("fingerprint", None)
         restore["fingerprint"] = restore["fingerprint"] or f"sharded:{json.dumps(src.describe())}"
-        super().__init__(x, labels, k=k, backend=backend, space=space, pool_options=pool_options,
-                         seed=seed, _restore=restore, **kwargs)
+        try:
+            super().__init__(_session_rows(src, _scorer), store, k=k, backend=backend, space=space,
+                             pool_options=pool_options, seed=seed, _restore=restore, **kwargs)
+        except BaseException:
+            if own:  # a bad session argument: end the actors just started, leave nothing behind
+                _scorer.close()
+            raise
+
+    def _rows_arg(self, embeddings: Any) -> Tuple[Any, Optional[np.ndarray]]:
+        # the RowsView: nothing read or checked here (the shards validated their rows)
+        given = self._source.array if isinstance(self._source, ArrayRows) else None
+        return embeddings, given
+
+    def _labels_arg(self, labels: Any, synthetic: Any, n: int) -> Any:
+        return labels  # the O(|L|) store built in __init__
+
+    def _labelled_lookup(self) -> Any:
+        return self._store  # membership by binary search, no n-long mask
 
     def _state(self, timed: Any) -> PoolState:
-        if self.strategy_name in _ROWS_ONLY:
-            return PoolState(labelled=self._labels >= 0, features=self.features,
-                             model=self.model, scorer=timed)
-        return super()._state(timed)
+        # labelled comes lazily from the scorer (its sorted ids), embeddings and features
+        # are read by id: no n-long array unless the strategy itself reads every sample
+        return PoolState(scorer=timed, embeddings=self._x, features=self.features, model=self.model)
 
     @property
     def recoveries(self) -> List[Dict[str, Any]]:
@@ -1276,7 +1372,9 @@ class DistributedLearner(ActiveLearner):
                              "usually too large); pass store_embeddings=False and give them to load()")
         d = Path(path)
         self.scorer.save(d / "scorer")
-        meta = dict(labels=self._labels.tolist(), round=self.round, round_seed=self._round_seed,
+        meta = dict(labelled_ids=self._store.ids().tolist(), label_values=self._store.values().tolist(),
+                    synthetic_ids=self._store.ids()[self._store.is_synthetic(self._store.ids())].tolist(),
+                    round=self.round, round_seed=self._round_seed,
                     rng_state=self._rng.bit_generator.state, log=self.log, pending=self._pending,
                     options=dict(strategy=self.strategy_name, strategy_options=self.strategy_options,
                                  k=self.k, backend=self.backend, space=self.space,
@@ -1311,7 +1409,12 @@ class DistributedLearner(ActiveLearner):
         restore = dict(scorer=scorer, rng_state=meta["rng_state"], round_seed=meta["round_seed"],
                        round=meta["round"], log=meta["log"], pending=meta["pending"], model=None,
                        fingerprint=None)
-        return cls(embeddings, np.asarray(meta["labels"], np.int64), k=o["k"], backend=o["backend"],
+        if "labelled_ids" in meta:
+            labels: Any = (np.asarray(meta["labelled_ids"], np.int64), np.asarray(meta["label_values"], np.int64))
+            kwargs.setdefault("synthetic", np.asarray(meta.get("synthetic_ids", []), np.int64))
+        else:  # folders saved before the session kept O(|L|) labels: one label per sample
+            labels = np.asarray(meta["labels"], np.int64)
+        return cls(embeddings, labels, k=o["k"], backend=o["backend"],
                    space=o["space"], pool_options=o["pool_options"], seed=o["seed"],
                    strategy=o["strategy"], strategy_options=o["strategy_options"],
                    threads=o["threads"], budget=o["budget"], target_accuracy=o["target_accuracy"],

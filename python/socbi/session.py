@@ -53,6 +53,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 import numpy as np
 
 from ._checks import readonly_view
+from .storage import take_rows
 from ._cliutil import fail, input_file, output_file
 from ._files import atomic_write, check_file_target  # atomic_write re-exported from here
 from .knn import _check_embeddings, _check_ids
@@ -424,6 +425,159 @@ def _as_labels(labels: Any, n: int, name: str = "labels") -> np.ndarray:
     return out
 
 
+class _DenseLabels:
+    """Label state with one entry per sample: ``arr`` (n,) int64 (-1 = unlabelled) and the
+    (n,) bool ``synthetic`` mask. :class:`ActiveLearner`'s state (its save format stores
+    these two arrays). O(n) memory; counts are kept, so :attr:`count` is O(1).
+
+    Stores are values: :meth:`with_added` returns a new store, so a failed
+    :meth:`ActiveLearner.teach` leaves the old one untouched.
+    """
+
+    def __init__(self, arr: np.ndarray, synthetic: np.ndarray) -> None:
+        self.arr, self.syn = arr, synthetic
+        self.n = int(arr.shape[0])
+        self.count = int(np.count_nonzero(arr >= 0))
+        self.n_synthetic = int(np.count_nonzero(synthetic))
+
+    def ids(self) -> np.ndarray:
+        """Ascending labelled ids. O(n)."""
+        return np.flatnonzero(self.arr >= 0).astype(np.int64)
+
+    def values(self) -> np.ndarray:
+        """Labels of :meth:`ids`, in that order."""
+        return self.arr[self.arr >= 0]
+
+    def get(self, ids: np.ndarray) -> np.ndarray:
+        """Label of each id (-1 = unlabelled)."""
+        return self.arr[ids]
+
+    def is_synthetic(self, ids: np.ndarray) -> np.ndarray:
+        return self.syn[ids]
+
+    def dense(self) -> np.ndarray:
+        """(n,) int64 labels: the store's own array (do not modify)."""
+        return self.arr
+
+    def mask(self) -> np.ndarray:
+        """(n,) bool, True where labelled (a new array). O(n)."""
+        return self.arr >= 0
+
+    def synthetic_mask(self) -> np.ndarray:
+        return self.syn
+
+    def with_added(self, ids: np.ndarray, lab: np.ndarray) -> "_DenseLabels":
+        """A new store with ``lab`` for the (unlabelled, distinct) ``ids``. O(n) copy."""
+        new = self.arr.copy()
+        new[ids] = lab
+        return _DenseLabels(new, self.syn)
+
+
+class _SparseLabels:
+    """Label state of the labelled ids only: ascending ``ids``, their ``vals`` and
+    synthetic flags. What :class:`socbi.distributed.DistributedLearner` keeps, so its
+    driver holds O(|L|) label state whatever n is. Per-sample arrays (:meth:`dense`,
+    :meth:`mask`, :meth:`synthetic_mask`) are built on demand, O(n) each call.
+    Lookups are O(len(ids) log |L|); :meth:`with_added` is O(|L| + b log b)."""
+
+    def __init__(self, n: int, ids: np.ndarray, vals: np.ndarray, syn: np.ndarray) -> None:
+        order = np.argsort(ids, kind="stable")
+        self.n = int(n)
+        self._ids = np.asarray(ids, np.int64)[order]
+        self._vals = np.asarray(vals, np.int64)[order]
+        self._syn = np.asarray(syn, bool)[order]
+        self.count = int(self._ids.size)
+        self.n_synthetic = int(np.count_nonzero(self._syn))
+
+    @classmethod
+    def from_dense(cls, arr: np.ndarray, synthetic: np.ndarray) -> "_SparseLabels":
+        ids = np.flatnonzero(arr >= 0)
+        return cls(arr.shape[0], ids, arr[ids], synthetic[ids])
+
+    def _pos(self, ids: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        ids = np.asarray(ids, np.int64)
+        if self._ids.size == 0:
+            return np.zeros(ids.shape, np.int64), np.zeros(ids.shape, bool)
+        pos = np.minimum(np.searchsorted(self._ids, ids), self._ids.size - 1)
+        return pos, self._ids[pos] == ids
+
+    def ids(self) -> np.ndarray:
+        return self._ids.copy()
+
+    def values(self) -> np.ndarray:
+        return self._vals.copy()
+
+    def get(self, ids: np.ndarray) -> np.ndarray:
+        pos, hit = self._pos(ids)
+        return np.where(hit, self._vals[pos] if self._ids.size else -1, -1).astype(np.int64)
+
+    def is_synthetic(self, ids: np.ndarray) -> np.ndarray:
+        pos, hit = self._pos(ids)
+        return hit & (self._syn[pos] if self._ids.size else False)
+
+    def __getitem__(self, i: Any) -> Any:
+        """Membership, shaped like a bool mask (``labelled[i]``) for readers such as
+        :func:`socbi.labelling.read_labels`."""
+        return self._pos(np.asarray(i))[1]
+
+    def dense(self) -> np.ndarray:
+        out = np.full(self.n, -1, np.int64)
+        out[self._ids] = self._vals
+        return out
+
+    def mask(self) -> np.ndarray:
+        out = np.zeros(self.n, bool)
+        out[self._ids] = True
+        return out
+
+    def synthetic_mask(self) -> np.ndarray:
+        out = np.zeros(self.n, bool)
+        out[self._ids[self._syn]] = True
+        return out
+
+    def with_added(self, ids: np.ndarray, lab: np.ndarray) -> "_SparseLabels":
+        return _SparseLabels(self.n, np.concatenate([self._ids, ids]), np.concatenate([self._vals, lab]),
+                             np.concatenate([self._syn, np.zeros(len(ids), bool)]))
+
+
+def _sparse_label_arg(labels: Any, n: int, synthetic: Any = None) -> _SparseLabels:
+    """Labels for a distributed session as an O(|L|) store: None (all unlabelled), an (n,)
+    array (-1 = unlabelled, as for ActiveLearner), a dict ``{id: class}``, or a pair
+    ``(ids, classes)``. ``synthetic``: an (n,) bool mask or the ids of generated rows
+    (each must be labelled). ValueError naming the problem."""
+    if labels is None:
+        ids, vals = np.empty(0, np.int64), np.empty(0, np.int64)
+    elif isinstance(labels, dict) or (isinstance(labels, tuple) and len(labels) == 2
+                                      and np.ndim(labels[0]) == 1):
+        pairs = (list(labels.keys()), list(labels.values())) if isinstance(labels, dict) else labels
+        ids = _check_ids(np.asarray(pairs[0]), n, name="labels ids")
+        vals = _as_labels(pairs[1], ids.size, name="labels classes")
+        if np.unique(ids).size != ids.size:
+            raise ValueError("labels ids must be distinct; pass one class per labelled id")
+        if (vals < 0).any():
+            i = int(np.flatnonzero(vals < 0)[0])
+            raise ValueError(f"labels give id {int(ids[i])} the class {int(vals[i])}; pass classes >= 0 "
+                             f"for labelled ids and leave unlabelled ids out")
+    else:
+        arr = _as_labels(labels, n)
+        ids = np.flatnonzero(arr >= 0)
+        vals = arr[ids]
+    syn = np.zeros(ids.size, bool)
+    if synthetic is not None:
+        s = np.asarray(synthetic)
+        sid = np.flatnonzero(s) if s.dtype == bool and s.shape == (n,) else _check_ids(s, n, name="synthetic")
+        order = np.argsort(ids, kind="stable")
+        ids, vals = ids[order], vals[order]
+        pos = np.minimum(np.searchsorted(ids, sid), max(ids.size - 1, 0))
+        ok = ids[pos] == sid if ids.size else np.zeros(sid.size, bool)
+        if not ok.all():
+            raise ValueError(f"synthetic rows {sid[~ok][:5].tolist()} have no class (label -1); generated "
+                             f"rows must carry the class they were generated for")
+        syn = np.zeros(ids.size, bool)
+        syn[pos] = True
+    return _SparseLabels(n, ids, vals, syn)
+
+
 class _DeprecatedCall:
     """Mixin for the values of properties that used to be methods: calling the value
     (the old ``learner.pending()`` spelling) still works, with a DeprecationWarning."""
@@ -572,12 +726,11 @@ class ActiveLearner:
                  class_names: Optional[Sequence[str]] = None, n_classes: Optional[int] = None,
                  seed: int = 0, progress: bool = True, synthetic: Any = None,
                  _restore: Optional[Dict[str, Any]] = None) -> None:
-        x = _check_embeddings(embeddings, None, name="embeddings")
+        x, given = self._rows_arg(embeddings)
         n = x.shape[0]
         if n == 0:
             raise ValueError("embeddings has no rows; pass at least one sample")
-        lab = np.full(n, -1, np.int64) if labels is None else _as_labels(labels, n)
-        self._synthetic = _check_synthetic(synthetic, lab)
+        self._store = self._labels_arg(labels, synthetic, n)
         self._seed = _positive_int("seed", seed, lo=0)
         self.strategy_name = canonical_strategy(strategy)
         self.strategy_options = dict(strategy_options or {})
@@ -589,7 +742,7 @@ class ActiveLearner:
             raise ValueError(f"strategy_options {self.strategy_options!r} do not fit strategy "
                              f"{self.strategy_name!r}: {exc}") from exc
         if _is_class_balanced(self._strategy) and self._strategy.labels is None:
-            self._strategy.labels = lambda: self._labels  # follows the session's labels
+            self._strategy.labels = lambda: self._store.dense()  # follows the session's labels
         if backend not in ("hnsw", "exact"):
             raise ValueError(f"backend must be 'hnsw' or 'exact', got {backend!r}")
         if space not in ("l2", "cosine"):
@@ -611,14 +764,12 @@ class ActiveLearner:
         # The model trains on the caller's array (float64 stays float64); the float32 copy
         # ``x`` is for the neighbour pool and the index only.
         self._features_are_embeddings = False
-        if features is None:
-            given = embeddings if isinstance(embeddings, np.ndarray) else np.asarray(embeddings)
-            if given.dtype != x.dtype:
-                self._features = given
-                self._features_are_embeddings = True
+        if features is None and given is not None and given.dtype != x.dtype:
+            self._features = given
+            self._features_are_embeddings = True
         self.eval_set = self._check_eval_set(eval_set)
         # a budget counts labels paid for: synthetic rows are neither paid for nor counted
-        self.budget = self._check_budget(budget, n - int(self._synthetic.sum()))
+        self.budget = self._check_budget(budget, n - self._store.n_synthetic)
         if target_accuracy is not None:
             if not isinstance(target_accuracy, (int, float)) or isinstance(target_accuracy, bool) \
                     or not 0 < target_accuracy <= 1:
@@ -645,11 +796,10 @@ class ActiveLearner:
         if _restore is not None and "n_classes" in _restore:
             self.n_classes = _restore["n_classes"]  # as saved (labels taught since were checked)
         else:
-            self.n_classes = self._check_n_classes(n_classes, lab)
+            self.n_classes = self._check_n_classes(n_classes, self._store)
         self.progress = bool(progress)
         self.n_samples = n
         self._x = x
-        self._labels = lab
         self._fingerprint = (_restore or {}).get("fingerprint") or _fingerprint(x)
 
         if _restore is not None:
@@ -658,7 +808,7 @@ class ActiveLearner:
             opts = dict(self.pool_options)
             if backend == "hnsw":
                 opts.setdefault("seed", self._seed)
-            self.scorer = BoundaryScorer(x, self.k, labelled=lab >= 0, backend=backend, space=space,
+            self.scorer = BoundaryScorer(x, self.k, labelled=self._store.mask(), backend=backend, space=space,
                                          pool_options=opts, threads=threads, seed=self._seed,
                                          progress=self.progress)
         self._rng = np.random.default_rng(self._seed)
@@ -676,14 +826,27 @@ class ActiveLearner:
             if _restore.get("model") is not None:
                 self.model = _restore["model"]
             else:
-                self.model = self._fit(self._labels, self._round_seed)
+                self.model = self._fit(self._store, self._round_seed)
             self.accuracy = self._evaluate(self.model)
         else:
             self._round_seed = self._next_seed()
-            self.model = self._fit(self._labels, self._round_seed)
+            self.model = self._fit(self._store, self._round_seed)
             self.accuracy = self._evaluate(self.model)
 
     # ------------------------------------------------------------------ validation
+    def _rows_arg(self, embeddings: Any) -> Tuple[Any, Optional[np.ndarray]]:
+        """``(rows the session indexes by id, the caller's array)``: here the (n, d)
+        float32 matrix, checked once (O(n d)); :class:`socbi.distributed.DistributedLearner`
+        returns a :class:`socbi.storage.RowsView` instead and checks nothing on the driver."""
+        x = _check_embeddings(embeddings, None, name="embeddings")
+        return x, (embeddings if isinstance(embeddings, np.ndarray) else np.asarray(embeddings))
+
+    def _labels_arg(self, labels: Any, synthetic: Any, n: int) -> Any:
+        """The label store: one int64 label and one synthetic flag per sample here
+        (:class:`_DenseLabels`); O(|L|) in DistributedLearner."""
+        lab = np.full(n, -1, np.int64) if labels is None else _as_labels(labels, n)
+        return _DenseLabels(lab, _check_synthetic(synthetic, lab))
+
     def _check_eval_set(self, eval_set: Any) -> Optional[Tuple[Any, np.ndarray]]:
         if eval_set is None:
             return None
@@ -699,7 +862,7 @@ class ActiveLearner:
                              f"one label per held-out input (and at least one)")
         return xe, ye
 
-    def _check_n_classes(self, n_classes: Any, lab: np.ndarray) -> Optional[int]:
+    def _check_n_classes(self, n_classes: Any, store: Any) -> Optional[int]:
         """The class count C (declared, or inferred from the labels and eval set); every
         known label must lie in 0..C-1. None when nothing declares or shows a class."""
         names = self.class_names
@@ -712,15 +875,16 @@ class ActiveLearner:
             c = len(names)
         else:
             c = None
-        seen = lab[lab >= 0]
+        seen = store.values()
         if self.eval_set is not None and self.eval_set[1].dtype.kind in "iu":
             seen_eval = self.eval_set[1][self.eval_set[1] >= 0].astype(np.int64)
         else:
             seen_eval = np.empty(0, np.int64)
         if c is not None:
             if seen.size and seen.max() >= c:
-                i = int(np.flatnonzero(lab >= c)[0])
-                raise ValueError(f"labels[{i}] = {int(lab[i])} is not a class index: there are {c} classes "
+                j = int(np.flatnonzero(seen >= c)[0])
+                i = int(store.ids()[j])
+                raise ValueError(f"labels[{i}] = {int(seen[j])} is not a class index: there are {c} classes "
                                  f"(0..{c - 1}, from {'class_names' if n_classes is None else 'n_classes'}); "
                                  f"fix the label or declare more classes")
             return c
@@ -755,8 +919,9 @@ class ActiveLearner:
     # ------------------------------------------------------------------ state
     @property
     def labels(self) -> np.ndarray:
-        """Read-only (n,) int64 view: class of each labelled sample, -1 for unlabelled."""
-        return readonly_view(self._labels)
+        """Read-only (n,) int64 view: class of each labelled sample, -1 for unlabelled
+        (built on demand, O(n), in DistributedLearner)."""
+        return readonly_view(self._store.dense())
 
     @property
     def embeddings(self) -> np.ndarray:
@@ -768,31 +933,37 @@ class ActiveLearner:
 
     @property
     def labelled_ids(self) -> np.ndarray:
-        """Ascending labelled ids (a new array). O(n)."""
-        return _DeprecatedCall.wrap(np.flatnonzero(self._labels >= 0).astype(np.int64), "labelled_ids")
+        """Ascending labelled ids (a new array). O(n) (O(|L|) in DistributedLearner)."""
+        return _DeprecatedCall.wrap(self._store.ids(), "labelled_ids")
 
     @property
     def unlabelled_ids(self) -> np.ndarray:
         """Ascending unlabelled ids (a new array). O(n)."""
-        return _DeprecatedCall.wrap(np.flatnonzero(self._labels < 0).astype(np.int64), "unlabelled_ids")
+        return _DeprecatedCall.wrap(np.flatnonzero(~self._store.mask()).astype(np.int64), "unlabelled_ids")
 
     @property
     def n_labelled(self) -> int:
-        return int((self._labels >= 0).sum())
+        """Labelled samples (real and synthetic). O(1)."""
+        return self._store.count
 
     @property
     def synthetic(self) -> np.ndarray:
         """Read-only (n,) bool view: True for generated rows (labelled from the start, never queried)."""
-        return readonly_view(self._synthetic)
+        return readonly_view(self._store.synthetic_mask())
 
     @property
     def n_synthetic(self) -> int:
-        return int(self._synthetic.sum())
+        return self._store.n_synthetic
 
     @property
     def n_real_labelled(self) -> int:
         """Labelled real samples: the labels paid for, which the budget counts."""
         return self.n_labelled - self.n_synthetic
+
+    def _labelled_lookup(self) -> Any:
+        """``lookup[i]`` -> True when sample ``i`` is labelled: the (n,) mask here, a
+        membership test over the labelled ids in DistributedLearner."""
+        return self._store.mask()
 
     def balance(self) -> Dict[str, Any]:
         """Class counts of the labelled set, real and synthetic apart
@@ -800,7 +971,7 @@ class ActiveLearner:
         from .longtail import balance_report
 
         c = len(self.class_names) if self.class_names is not None else None
-        return balance_report(self._labels, self._synthetic, c)
+        return balance_report(self._store.dense(), self._store.synthetic_mask(), c)
 
     def source(self, i: int) -> str:
         """The reference of sample ``i`` (``sources[i]`` or ``"row:<i>"``)."""
@@ -828,20 +999,18 @@ class ActiveLearner:
         return self.stop_reason is not None
 
     # ------------------------------------------------------------------ model
-    def _fit(self, labels: np.ndarray, seed: int) -> Any:
-        """A classifier fitted on all labelled samples (ascending id), or None (< 2 classes).
-
-        ``seed`` seeds the torch MLP's initialisation and minibatch order.
+    def _fit(self, labels: Any, seed: int) -> Any:
+        """A classifier fitted on all labelled samples of the label store ``labels``
+        (ascending id), or None (< 2 classes). ``seed`` seeds the torch MLP's
+        initialisation and minibatch order.
         """
-        ids = np.flatnonzero(labels >= 0)
-        if ids.size == 0 or np.unique(labels[ids]).size < 2:
+        ids, y = labels.ids(), labels.values()
+        if ids.size == 0 or np.unique(y).size < 2:
             return None
         model = make_classifier(self._model_arg)
         if isinstance(model, TorchMLPClassifier):
             model.seed = int(seed)
-        feats = self.features
-        xb = feats[ids] if isinstance(feats, np.ndarray) else [feats[int(i)] for i in ids]
-        model.fit(xb, labels[ids])
+        model.fit(take_rows(self.features, ids), y)
         return model
 
     def _evaluate(self, model: Any) -> Optional[float]:
@@ -855,7 +1024,7 @@ class ActiveLearner:
     # ------------------------------------------------------------------ rounds
     def _state(self, timed: _TimedScorer) -> PoolState:
         feats = None if self._features is None else self._features
-        return PoolState(labelled=self._labels >= 0, embeddings=self._x, features=feats,
+        return PoolState(labelled=self._store.mask(), embeddings=self._x, features=feats,
                          model=self.model, scorer=timed)
 
     def query(self, n: int) -> np.ndarray:
@@ -878,7 +1047,7 @@ class ActiveLearner:
         if _needs_model(self._strategy) and self.model is None:
             raise ValueError(f"strategy {self.strategy_name!r} needs a trained classifier, which needs "
                              f"labelled samples of at least 2 classes (have "
-                             f"{np.unique(self._labels[self._labels >= 0]).size}); label a few first, "
+                             f"{np.unique(self._store.values()).size}); label a few first, "
                              f"e.g. with strategy 'kcenter' or 'random'")
         timed = _TimedScorer(self.scorer)
         t0 = time.perf_counter()
@@ -940,11 +1109,11 @@ class ActiveLearner:
             i = int(np.flatnonzero(lab < 0)[0])
             raise ValueError(f"label of id {int(ids[i])} is {int(lab[i])}; teach() takes classes >= 0 "
                              f"(leave unlabelled samples out instead of passing -1)")
-        gen = self._synthetic[ids]
+        gen = self._store.is_synthetic(ids)
         if gen.any():
             raise ValueError(f"ids {ids[gen][:5].tolist()} are synthetic rows (generated with their class); "
                              f"they are never labelled -- pass only unlabelled real ids")
-        already = self._labels[ids] >= 0
+        already = self._store.get(ids) >= 0
         if already.any():
             raise ValueError(f"ids {ids[already][:5].tolist()} are labelled already; pass only "
                              f"unlabelled ids")
@@ -956,7 +1125,7 @@ class ActiveLearner:
                              f"the label, or declare the classes with n_classes= / class_names= when "
                              f"creating the session")
         if self.n_classes is None:
-            seen = np.union1d(self._classes_seen, self._labels[self._labels >= 0])
+            seen = np.union1d(self._classes_seen, self._store.values())
             why = _implausible_classes(np.union1d(seen, lab)) if seen.size >= 2 else ""
             if why:
                 j = int(np.argmax(lab))
@@ -988,8 +1157,7 @@ class ActiveLearner:
         ids, lab = self._check_teach(ids, labels)
         if ids.size == 0:
             raise ValueError("ids is empty; teach() needs at least one labelled sample")
-        new_labels = self._labels.copy()
-        new_labels[ids] = lab
+        new_labels = self._store.with_added(ids, lab)
         # The next round's seed comes from a copy of the generator, committed at the end.
         rng = np.random.Generator(type(self._rng.bit_generator)())
         rng.bit_generator.state = self._rng.bit_generator.state
@@ -999,7 +1167,7 @@ class ActiveLearner:
         t_model = time.perf_counter() - t0
         stats = self.scorer.label(ids)  # validated above; restores the pool if a query fails
         # ---- commit
-        self._labels = new_labels
+        self._store = new_labels
         self.model = model
         self._rng = rng
         self._round_seed = next_seed
@@ -1153,7 +1321,7 @@ class ActiveLearner:
         if self.n_synthetic:  # the session holds generated rows: say which exported ones are (none)
             from .longtail import annotate_batch_file
 
-            annotate_batch_file(out, self._synthetic, fmt=fmt)
+            annotate_batch_file(out, self._store.synthetic_mask(), fmt=fmt)
         return out
 
     def export_labels(self, path: PathLike, *, fmt: Optional[str] = None) -> Path:
@@ -1167,10 +1335,10 @@ class ActiveLearner:
         from .longtail import _fmt
 
         kind = _fmt(path, fmt)
-        ids = self.labelled_ids
+        ids = self._store.ids()
         names = self.class_names
-        rows = [dict(id=int(i), label=int(self._labels[i]), synthetic=bool(self._synthetic[i]),
-                     source=self.source(int(i))) for i in ids]
+        rows = [dict(id=int(i), label=int(c), synthetic=bool(g), source=self.source(int(i)))
+                for i, c, g in zip(ids, self._store.values(), self._store.is_synthetic(ids))]
         if names is not None:
             for r in rows:
                 r["class_name"] = names[r["label"]]
@@ -1200,7 +1368,7 @@ class ActiveLearner:
         expected = None if self._pending is None else self._pending["ids"]
         ids, labels = read_labels(path, n_samples=self.n_samples, expected_ids=expected,
                                   allow_partial=allow_partial, class_names=self.class_names,
-                                  labelled=self._labels >= 0, fmt=fmt)
+                                  labelled=self._labelled_lookup(), fmt=fmt)
         return self.teach(ids, labels)
 
     # ------------------------------------------------------------------ persistence
@@ -1216,7 +1384,7 @@ class ActiveLearner:
         at any point leaves the previous file loadable. O(n (d + K)) plus the pool.
         """
         path = check_file_target(path, example="session.socbi")  # before any work: a directory or missing parent is refused
-        arrays: Dict[str, np.ndarray] = {"labels": self._labels}
+        arrays: Dict[str, np.ndarray] = {"labels": self._store.dense()}
         with tempfile.TemporaryDirectory(prefix="socbi-save-") as tmp:
             prefix = Path(tmp) / "pool"
             self.scorer.save(prefix)
@@ -1255,7 +1423,7 @@ class ActiveLearner:
         if self.sources is not None:
             arrays["sources"] = np.asarray(self.sources, dtype=str)
         if self.n_synthetic:
-            arrays["synthetic"] = self._synthetic
+            arrays["synthetic"] = self._store.synthetic_mask()
         meta = dict(
             format=FORMAT, version=FORMAT_VERSION, n_samples=self.n_samples, dim=int(self._x.shape[1]),
             round=self.round, strategy=self.strategy_name, strategy_options=self.strategy_options,
@@ -1448,7 +1616,7 @@ class ActiveLearner:
         HNSW answers depend on which graph nodes are deleted) also compares the counts
         with a from-scratch recount. O(n + |L| K) plus |L| pool queries for a recount.
         """
-        if not np.array_equal(np.asarray(self.scorer.labelled_mask), self._labels >= 0):
+        if not np.array_equal(np.asarray(self.scorer.labelled_ids()), self._store.ids()):
             raise AssertionError("labels and the scorer's labelled set disagree")
         self.scorer.check(recount=recount)
 

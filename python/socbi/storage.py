@@ -21,6 +21,10 @@ reads rows by id with :meth:`RowSource.take` (where the format allows). Chunks a
 validated (finite, right dimension) as they stream: validation is per chunk, never an
 n x d temporary.
 
+:class:`RowsView` is how a distributed session's driver sees the matrix: ``view[ids]``
+reads those rows (from a ``.npy`` map or from the shards), ``len(view)`` is n, and
+nothing of size n x d is ever built unless the rows are in memory anyway.
+
 Checkpoints (:class:`CheckpointStore`) go to a local/shared folder or any pyarrow
 filesystem URI; small files are written to a temporary name and renamed where the
 filesystem can rename atomically (local, NFS, HDFS), and written in one PUT on object
@@ -42,7 +46,7 @@ import numpy as np
 from ._checks import positive_int
 
 __all__ = ["RowSource", "NpyRows", "ParquetRows", "RayDatasetRows", "ArrayRows", "open_rows",
-           "write_npy", "write_parquet", "CheckpointStore"]
+           "RowsView", "take_rows", "write_npy", "write_parquet", "CheckpointStore"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 DEFAULT_CHUNK = 65_536
@@ -228,6 +232,70 @@ class ArrayRows(_MatrixRows):
 
     def describe(self) -> Dict[str, Any]:
         return {"format": "array"}
+
+
+class RowsView:
+    """An (n, d) matrix read by id on demand: ``view[ids]`` calls ``fetch(ids)`` and returns
+    float32 (len(ids), d); ``len(view)`` is n. What a distributed session hands its model
+    and strategies instead of the matrix: reading a batch's rows costs O(len(ids) d),
+    never O(n d). The rows were validated where they were loaded (by the shards), so
+    nothing is re-checked here.
+
+    ``array``: the whole matrix when it is in driver memory anyway (an in-memory source),
+    else None. ``np.asarray(view)`` returns it, or raises ValueError naming the fix (a
+    strategy that needs every row on the driver, e.g. K-Center, cannot run without it).
+    Thread safety: as ``fetch``.
+    """
+
+    def __init__(self, n: int, dim: int, fetch: Any, *, array: Optional[np.ndarray] = None,
+                 where: str = "the row source") -> None:
+        self.n, self.dim = int(n), int(dim)
+        self._fetch = fetch
+        self.array = array
+        self.where = where
+
+    @property
+    def shape(self) -> Tuple[int, int]:
+        return self.n, self.dim
+
+    @property
+    def ndim(self) -> int:
+        return 2
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(np.float32) if self.array is None else self.array.dtype
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, ids: Any) -> np.ndarray:
+        if isinstance(ids, (int, np.integer)):
+            return self[np.array([ids])][0]
+        ids = np.asarray(ids)
+        if ids.dtype == bool:
+            ids = np.flatnonzero(ids)
+        if self.array is not None:
+            return self.array[ids]
+        return self._fetch(ids.astype(np.int64, copy=False))
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        if self.array is None:
+            raise ValueError(f"this needs the whole {self.n} x {self.dim} embedding matrix in driver "
+                             f"memory, but the rows live in {self.where} and are read by id; use a "
+                             f"strategy that reads only the rows it scores, or pass an in-memory array")
+        return self.array if dtype is None else self.array.astype(dtype, copy=False)
+
+    def __repr__(self) -> str:
+        return f"RowsView(n={self.n}, dim={self.dim}, {'in memory' if self.array is not None else self.where})"
+
+
+def take_rows(x: Any, ids: np.ndarray) -> Any:
+    """Rows ``ids`` of model inputs ``x``: one fancy index for arrays and :class:`RowsView`
+    (a batch read by id), a list of items for anything else (lists of texts, images)."""
+    if isinstance(x, (np.ndarray, RowsView)):
+        return x[ids]
+    return [x[int(i)] for i in ids]
 
 
 def _fs_and_path(location: str) -> Tuple[Any, str]:

@@ -38,6 +38,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 import numpy as np
 
 from .knn import NeighbourPool, _check_embeddings, _check_ids
+from .storage import RowsView, take_rows
 
 __all__ = [
     "PoolState", "Strategy", "RandomSampling", "UncertaintySampling", "LeastConfidence",
@@ -59,8 +60,12 @@ DEFAULT_STRATEGY = "margin_div_cover"
 class PoolState:
     """What a strategy may look at. Only the fields a strategy needs must be set.
 
-    labelled : (n,) bool mask; taken from ``scorer`` when omitted.
-    embeddings : (n, d) finite array (K-Center, SEALS without a scorer).
+    labelled : (n,) bool mask; taken from ``scorer`` when omitted -- then lazily: the
+        state keeps the scorer's labelled ids (O(|L|)) and builds the n-long mask only
+        when a strategy reads ``labelled`` or ``unlabelled_ids()`` (So-CBI alone never does).
+    embeddings : (n, d) finite array (K-Center, SEALS without a scorer), or a
+        :class:`socbi.storage.RowsView` (rows read by id, validated where they were
+        loaded: not checked again here).
     features : model input rows (n, ...); defaults to ``embeddings``.
     probabilities : (n, C) class probabilities, rows on the simplex. float32 and float64
         C-contiguous arrays are used in place (anything else is converted to float64).
@@ -74,7 +79,8 @@ class PoolState:
     pool : a :class:`socbi.knn.NeighbourPool` over the unlabelled samples (SEALS without
         a scorer).
 
-    Validation is O(n * d) at construction (embeddings); nothing is copied except the mask.
+    Validation is O(n * d) at construction (an embeddings array; a RowsView is not
+    re-checked); nothing is copied except the mask.
     """
 
     labelled: Any = None
@@ -86,12 +92,15 @@ class PoolState:
     pool: Optional[NeighbourPool] = None
     n_samples: int = field(init=False, default=0)
     _n_unlabelled: Optional[int] = field(init=False, default=None, repr=False)
+    _lab_ids: Optional[np.ndarray] = field(init=False, default=None, repr=False)
 
     def __post_init__(self) -> None:
         n: Optional[int] = None
         if self.scorer is not None:
             n = int(self.scorer.n_samples)
-        if self.embeddings is not None:
+        if isinstance(self.embeddings, RowsView):
+            n = self._same_n(n, len(self.embeddings), "embeddings")
+        elif self.embeddings is not None:
             self.embeddings = _check_embeddings(self.embeddings, None, name="embeddings")
             n = self._same_n(n, self.embeddings.shape[0], "embeddings")
         if self.probabilities is not None:
@@ -112,6 +121,11 @@ class PoolState:
                                  f"{type(self.features).__name__}; pass an (n, ...) array")
             n = self._same_n(n, len(self.features), "features")
         if self.labelled is None:
+            if self.scorer is not None and self.pool is None:
+                # lazy: the scorer's labelled ids now, the n-long mask only when read
+                self._lab_ids = np.asarray(self.scorer.labelled_ids(), dtype=np.int64)
+                self.n_samples = int(n)  # type: ignore[arg-type]
+                return
             if self.scorer is not None:
                 self.labelled = np.array(self.scorer.labelled_mask, dtype=bool)
             elif self.pool is not None:
@@ -163,9 +177,13 @@ class PoolState:
         return cls(scorer=scorer, **kwargs)
 
     def n_unlabelled(self) -> int:
-        """Number of unlabelled samples. O(n) once, then cached (the mask is the state's own copy)."""
+        """Number of unlabelled samples. O(n) once, then cached (the mask is the state's own
+        copy); O(1) for a lazy state."""
         if self._n_unlabelled is None:
-            self._n_unlabelled = int(self.labelled.size - np.count_nonzero(self.labelled))
+            if self._lab_ids is not None:
+                self._n_unlabelled = self.n_samples - int(self._lab_ids.size)
+            else:
+                self._n_unlabelled = int(self.labelled.size - np.count_nonzero(self.labelled))
         return self._n_unlabelled
 
     def unlabelled_ids(self) -> np.ndarray:
@@ -173,7 +191,20 @@ class PoolState:
         return np.flatnonzero(~self.labelled).astype(np.int64)
 
     def labelled_ids(self) -> np.ndarray:
+        """Ascending labelled ids. O(|L|) for a lazy state, else O(n)."""
+        if self._lab_ids is not None:
+            return self._lab_ids.copy()
         return np.flatnonzero(self.labelled).astype(np.int64)
+
+    def is_labelled(self, ids: np.ndarray) -> np.ndarray:
+        """Bool per id. O(len(ids) log |L|) for a lazy state (no mask built), else O(len(ids))."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if self._lab_ids is not None and self.__dict__.get("_mask") is None:
+            lab = self._lab_ids
+            if lab.size == 0:
+                return np.zeros(ids.shape, bool)
+            return lab[np.minimum(np.searchsorted(lab, ids), lab.size - 1)] == ids
+        return self.labelled[ids]
 
     def predict_proba(self, ids: np.ndarray) -> np.ndarray:
         """Class probabilities (len(ids), C) float64 for ``ids``, from whichever source is set.
@@ -192,7 +223,7 @@ class PoolState:
         out = []
         for s in range(0, ids.size, _PROBA_CHUNK):
             chunk = ids[s:s + _PROBA_CHUNK]
-            xb = x[chunk] if isinstance(x, np.ndarray) else [x[int(i)] for i in chunk]
+            xb = take_rows(x, chunk)
             if hasattr(self.model, "predict_proba"):
                 p = np.asarray(self.model.predict_proba(xb), dtype=np.float64)
                 name = f"{type(self.model).__name__}.predict_proba"
@@ -203,6 +234,26 @@ class PoolState:
                 raise ValueError(f"{name} returned shape {p.shape}, expected ({chunk.size}, n_classes)")
             out.append(_check_proba(p, name))
         return np.concatenate(out, axis=0) if out else np.empty((0, 0))
+
+
+def _lazy_labelled(self: PoolState) -> Any:
+    """The (n,) bool mask; for a lazy state (labelled taken from the scorer) built from the
+    labelled ids on first read. O(n) then."""
+    mask = self.__dict__.get("_mask")
+    if mask is None and self.__dict__.get("_lab_ids") is not None:
+        mask = np.zeros(self.n_samples, dtype=bool)
+        mask[self._lab_ids] = True
+        self.__dict__["_mask"] = mask
+    return mask
+
+
+def _set_labelled(self: PoolState, value: Any) -> None:
+    self.__dict__["_mask"] = value
+
+
+# ``labelled`` is a dataclass field (the constructor argument) read through this property,
+# so a state built from a scorer allocates its n-long mask only if a strategy reads it.
+PoolState.labelled = property(_lazy_labelled, _set_labelled)  # type: ignore[assignment]
 
 
 def _call_logits(model: Any, xb: Any) -> np.ndarray:
@@ -360,7 +411,7 @@ class Strategy:
         if n == 0:
             return np.empty(0, np.int64)
         out = np.asarray(self._select_pool(state, n, rng), dtype=np.int64)
-        if out.size != n or np.unique(out).size != n or state.labelled[out].any():
+        if out.size != n or np.unique(out).size != n or state.is_labelled(out).any():
             raise RuntimeError(f"{self!r} returned {out.size} ids for n={n} (duplicates or labelled "
                                f"ids): this is a bug in the strategy")
         return out
@@ -621,9 +672,12 @@ class SoCBI(Strategy):
     def __init__(self, largest: bool = False) -> None:
         self.largest = bool(largest)
 
-    def _select(self, state, unlabelled, n, rng):
+    def _select_pool(self, state, n, rng):  # the index answers: no list of unlabelled ids
         ids, _ = _need_scorer(state, self.name).select(n, largest=self.largest)
         return ids
+
+    def _select(self, state, unlabelled, n, rng):
+        return self._select_pool(state, n, rng)
 
     def _select_among(self, state, candidates, n, rng):
         counts = _need_scorer(state, self.name).counts(candidates).astype(np.float64)
@@ -869,6 +923,13 @@ class SEALS(Strategy):
             return np.empty(0, np.int64)
         nbr, _ = pool.query(state.embeddings[lab], k)
         return np.unique(nbr.ravel())
+
+    def _select_pool(self, state, n, rng):
+        # enough candidates (the usual case): no list of every unlabelled id is needed
+        cand = self.candidates(state)
+        if cand.size >= n:
+            return self.base._select_among(state, cand, n, rng)
+        return self._select(state, state.unlabelled_ids(), n, rng)
 
     def _select(self, state, unlabelled, n, rng):
         cand = self.candidates(state)
