@@ -760,3 +760,45 @@ def test_batch_erase_refuses_and_applies_whole():
     left = np.setdiff1d(np.arange(n), ids)
     want = left[np.lexsort((left, left % 7.0))][:100]
     assert idx.bottom(100)[0].tolist() == want.tolist()
+
+
+@pytest.mark.parametrize("deltas", ["scalar", "array"])
+def test_item_moves_on_tied_counts_keep_id_order(deltas):
+    # Issue 17: a sorted batch of item moves (radix-ordered by target key, moves without
+    # ownership under a kept target lock) on tie-heavy counts leaves the exact (score, id)
+    # order at both ends.
+    n = 20_000
+    rng = np.random.default_rng(17)
+    counts = rng.integers(0, 4, n).astype(float)
+    idx = socbi.SemiOrderedIndex(n, node_size=64)
+    idx.insert(np.arange(n), counts)
+    idx.bottom(128)
+    moves = idx.stats()["moves"]
+    for m in (300, 5000, 30_000):  # repeats in the last
+        ids = rng.integers(0, n, m)
+        d = 1.0 if deltas == "scalar" else rng.integers(1, 3, m).astype(float)
+        idx.update(ids, d, bulk=False)
+        np.add.at(counts, ids, d)
+        idx.check()
+        order = np.lexsort((np.arange(n), counts))
+        got = idx.bottom(n)
+        assert got[0].tolist() == order.tolist() and got[1].tolist() == counts[order].tolist()
+        assert idx.top(50)[0].tolist() == order[::-1][:50].tolist()
+    assert idx.stats()["moves"] - moves > 20_000
+
+
+def test_refused_item_move_batch_names_first_bad_position():
+    n = 5_000
+    idx = socbi.SemiOrderedIndex(n)
+    idx.insert(np.arange(n), np.arange(n) % 3.0)
+    idx.erase([4321])
+    before = idx.items()
+    rng = np.random.default_rng(5)
+    ids = rng.integers(0, 4000, 2000)  # repeats; item moves (bulk=False), one delta for all
+    ids[700] = ids[1500] = 4321
+    with pytest.raises(KeyError, match=r"ids\[700\] = 4321 is not in the index"):
+        idx.update(ids, 1.0, bulk=False)
+    after = idx.items()
+    np.testing.assert_array_equal(before[0], after[0])
+    np.testing.assert_array_equal(before[1], after[1])
+    idx.check()

@@ -486,7 +486,18 @@ void test_concurrent_stress(int threads, int ops_per_thread) {
       for (int op = 0; op < ops_per_thread; ++op) {
         g_stress_ops.fetch_add(1, std::memory_order_relaxed);
         int kind = int(rng() % 10);
-        if (kind < 6) {
+        if (kind == 5 && op % 16 == 0) {
+          // A sorted batch (item moves: kept target locks, moves without ownership) racing
+          // the others' moves, splits, erases and queries.
+          std::vector<uint32_t> ids(300);
+          std::vector<double> ds(300);
+          for (size_t j = 0; j < ids.size(); ++j) {
+            ids[j] = uint32_t(rng() % shared);
+            ds[j] = double(int64_t(rng() % 5) - 1);
+            applied[t][ids[j]] += int64_t(ds[j]);
+          }
+          idx.update(ids.data(), ds.data(), ids.size(), 1, 0);
+        } else if (kind < 6) {
           uint32_t ids[8];
           double ds[8];
           for (int j = 0; j < 8; ++j) {
@@ -596,7 +607,15 @@ void test_monotone_stress(int threads, int ops_per_thread) {
       std::vector<int64_t> lo(shared), hi(shared);
       for (int op = 0; op < ops_per_thread; ++op) {
         const int kind = int(rng() % 20);
-        if (kind < 11 || (kind == 19 && t != 0)) {
+        if (kind == 10 && op % 8 == 0) {  // a sorted batch of item moves
+          std::vector<uint32_t> ids(300);
+          for (auto& id : ids) {
+            id = uint32_t(rng() % shared);
+            started[id].fetch_add(1);
+          }
+          idx.update_scalar(ids.data(), 1.0, ids.size(), 1, 0);
+          for (uint32_t id : ids) completed[id].fetch_add(1);
+        } else if (kind < 11 || (kind == 19 && t != 0)) {
           uint32_t ids[8];
           double ds[8];
           for (int j = 0; j < 8; ++j) {
@@ -752,6 +771,125 @@ void test_checked_bulk_update() {
     for (uint32_t i = 0; i < n; ++i) got[i] = idx.score(i);
     if (accepted.empty()) accepted = got;
     EXPECT(std::memcmp(got.data(), accepted.data(), n * sizeof(double)) == 0, "bulk sums do not depend on threads");
+  }
+}
+
+// Item moves of sorted batches (issue 17): the radix orderings (by id, then by target
+// key), the move without ownership and the target lock kept across a run. Tie-heavy
+// integer counts first (every +1 leaves its node), then scores of every sign and size
+// (every radix digit varies, -0.0 among them) with mixed-sign deltas. Exact (score, id)
+// order at both ends and check() after every batch; a few erases between batches.
+void test_sorted_moves(uint32_t node_size, uint64_t seed) {
+  const uint32_t cap = 6000;
+  Index idx(cap, node_size);
+  Model model;
+  std::mt19937_64 rng(seed);
+  {
+    std::vector<uint32_t> all(cap);
+    std::vector<double> zero(cap, 0.0);
+    for (uint32_t i = 0; i < cap; ++i) {
+      all[i] = i;
+      model.s[i] = 0.0;
+    }
+    idx.insert(all.data(), zero.data(), cap);
+  }
+  std::vector<uint32_t> q(cap + 1);
+  std::vector<double> qs(cap + 1);
+  idx.bottom(10, q.data(), qs.data());
+  const uint64_t moves_before = idx.stats().moves;
+  const size_t sizes[] = {256, 700, 3000, 9000};  // 9000 > live ids: many repeats
+  std::normal_distribution<double> wide(0.0, 1e6);
+  for (int round = 0; round < 12; ++round) {
+    std::vector<uint32_t> live;
+    for (auto& kv : model.s) live.push_back(kv.first);
+    const size_t m = sizes[round % 4];
+    std::vector<uint32_t> ids(m);
+    for (auto& id : ids) id = live[rng() % live.size()];
+    if (round < 4) {  // one delta for all, through the checked path the bindings use
+      const auto err = idx.update_checked(ids.data(), nullptr, 1.0, m, 1, 0);
+      EXPECT(err.index == m, "checked +1 batch applied");
+      for (uint32_t id : ids) model.s[id] += 1.0;
+    } else if (round < 8) {
+      std::vector<double> d(m);
+      for (auto& x : d) x = double(1 + rng() % 2);
+      idx.update(ids.data(), d.data(), m, 1, 0);
+      for (size_t i = 0; i < m; ++i) model.s[ids[i]] += d[i];
+    } else {
+      if (round == 8)  // scores of every sign and magnitude, -0.0 among them
+        for (uint32_t id : live) {
+          const double v = rng() % 7 == 0 ? -0.0 : wide(rng) * std::ldexp(1.0, int(rng() % 40) - 20);
+          idx.assign(&id, &v, 1, 1, 0);
+          model.s[id] = v + 0.0;
+        }
+      std::vector<double> d(m);
+      for (auto& x : d) x = rng() % 4 == 0 ? 0.0 : wide(rng);
+      idx.update(ids.data(), d.data(), m, 1, 0);
+      // A sorted batch sums an id's repeats first (in batch order), then adds the sum.
+      std::map<uint32_t, double> sum;
+      for (size_t i = 0; i < m; ++i) {
+        auto it = sum.find(ids[i]);
+        if (it == sum.end()) {
+          sum[ids[i]] = d[i];
+        } else {
+          it->second = socbi::detail::saturating_add(it->second, d[i]);
+        }
+      }
+      for (auto& kv : sum) model.s[kv.first] = socbi::detail::saturating_add(model.s[kv.first], kv.second);
+    }
+    try {
+      idx.check();
+    } catch (const std::exception& e) {
+      EXPECT(false, std::string(e.what()) + " after sorted batch " + std::to_string(round));
+    }
+    std::string why;
+    EXPECT(same_answer(idx, model, round % 2 ? 50 : cap + 1, why), why + " after sorted batch " + std::to_string(round));
+    for (int j = 0; j < 20; ++j) {  // erases between batches: emptied nodes, reused ones
+      const uint32_t id = live[rng() % live.size()];
+      if (!model.s.count(id)) continue;
+      idx.erase(&id, 1);
+      model.s.erase(id);
+    }
+  }
+  EXPECT(idx.stats().moves > moves_before + 5000, "the batches moved ids between nodes");
+  EXPECT(idx.stats().splits > 0, "the moves split full nodes (with 2048 slots: cut at a sampled median)");
+}
+
+// update_checked with one delta on the item-move path checks the batch in the pass that
+// orders it: a refused batch reports its first bad position in batch order (a repeated
+// id seen earlier must not hide it) and changes nothing.
+void test_checked_moves_refuse_whole_batch() {
+  using Bad = Index::BadInput;
+  const uint32_t cap = 3000;
+  std::mt19937_64 rng(31);
+  struct Case {
+    size_t at;
+    int64_t id;
+    Bad want;
+  };
+  for (const Case& c : {Case{400, 2999, Bad::kAbsent}, Case{250, 7, Bad::kNotFinite}, Case{300, 3000, Bad::kOutOfRange},
+                        Case{0, 2999, Bad::kAbsent}}) {
+    Index idx(cap, 32);
+    std::vector<uint32_t> all(cap - 1);
+    std::vector<double> sc(cap - 1);
+    for (uint32_t i = 0; i + 1 < cap; ++i) {
+      all[i] = i;
+      sc[i] = double(rng() % 4);
+    }
+    sc[7] = 1.7e308;
+    idx.insert(all.data(), sc.data(), cap - 1);  // id 2999 absent
+    std::vector<int64_t> ids(600);
+    for (auto& id : ids) id = int64_t(8 + rng() % 2000);  // repeats, no 7, no 2999
+    ids[c.at] = c.id;
+    ids[c.at + 100] = c.id;  // later ones must not be the one reported
+    ids[550] = 2999;
+    std::vector<double> before(cap - 1);
+    for (uint32_t i = 0; i + 1 < cap; ++i) before[i] = idx.score(i);
+    const auto err = idx.update_checked(ids.data(), nullptr, 1e308, ids.size(), 1, 0);
+    EXPECT(err.index == c.at && err.what == c.want, "first bad position of a refused item-move batch");
+    bool same = true;
+    for (uint32_t i = 0; i + 1 < cap; ++i) same = same && idx.score(i) == before[i];
+    EXPECT(same, "a refused item-move batch changes nothing");
+    idx.check();
   }
 }
 
@@ -1090,6 +1228,8 @@ int main(int argc, char** argv) {
   test_path_choice();
   test_parallel_batch();
   test_checked_bulk_update();
+  for (uint32_t b : {8u, 64u, 2048u}) test_sorted_moves(b, 4242 + b);
+  test_checked_moves_refuse_whole_batch();
   test_non_finite_values_are_never_stored();
   test_unchecked_bulk_saturates_like_item_by_item();
   test_stale_finger_never_reaches_a_reused_node();
