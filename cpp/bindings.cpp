@@ -837,7 +837,10 @@ saturated, or adds nothing if NaN).)doc")
             }
             if (absent < v.size()) raise_absent(v, absent, "ids", "erased");
           },
-          py::arg("ids"), "Remove present ids. O(1) each (plus O(log #nodes) when a node empties). Thread-safe.")
+          py::arg("ids"),
+          "Remove present ids, all or none (an absent or repeated id raises, nothing erased). O(1) each\n"
+          "(plus O(log #nodes) when a node empties). Thread-safe: a batch of 64 or more ids runs\n"
+          "exclusively (concurrent calls wait; no per-id locks), a smaller one item by item.")
       .def(
           "score",
           [](SemiOrderedIndex& self, const py::object& ids) -> py::object {
@@ -907,6 +910,7 @@ Exact when no update is in flight; lock-free otherwise (each score was held duri
             d["scratch_bytes"] = st.scratch_bytes;
             d["lazy_updates"] = st.lazy_updates;
             d["stale"] = st.stale;
+            d["stale_scans"] = st.stale_scans;
             return d;
           },
           "Counters and sizes: nodes, moves, in_place_updates, splits, memory_bytes (scratch_bytes of it kept by\n"

@@ -8,6 +8,9 @@
 #define SOCBI_RACE_HOOK() std::this_thread::yield()
 // Every rebuild thread takes one place-chunk upward, the rest of its part downward.
 #define SOCBI_TEST_FRONT_CHUNKS 1
+// Stale queries scan the status table once a walk passes n + node_size ids, so that the
+// stresses run query_scan beside the other threads' moves, erases and inserts.
+#define SOCBI_TEST_SHORT_WALKS 1
 #endif
 #include <cstdint>
 // Named hooks (see SOCBI_TEST_HOOK in the header): a test may act at one point, for one node.
@@ -396,6 +399,78 @@ void test_lazy_sequences(uint32_t node_size, uint64_t seed) {
   EXPECT(same_answer(idx, model, cap, why), why);
 }
 
+// Issue 17: once a walk on a stale chain would read more than a scan of the status table
+// costs, the query scans instead (query_scan), and later queries on that chain go
+// straight to the scan. Rounds of a So-CBI-like loop (batch erase, a lazy batch that
+// touches most ids, item updates of either sign, re-inserts, queries) first with +1s read
+// from the bottom, then with -1s read from the top: every answer against the model,
+// check() after every round, and both ends must have been answered by scans.
+void test_stale_scan(uint32_t node_size, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  const uint32_t cap = 24000;
+  Index idx(cap, node_size);
+  Model model;
+  {
+    std::vector<uint32_t> all(cap);
+    std::vector<double> zeros(cap, 0.0);
+    for (uint32_t i = 0; i < cap; ++i) {
+      all[i] = i;
+      model.s[i] = 0.0;
+    }
+    idx.insert(all.data(), zeros.data(), cap);
+  }
+  uint64_t scans_at_half = 0;
+  std::string why;
+  for (int round = 0; round < 24; ++round) {
+    const bool from_top = round >= 12;  // decrements, read from the top
+    const double d = from_top ? -1.0 : 1.0;
+    if (round == 12) scans_at_half = idx.stats().stale_scans;
+    EXPECT(same_end(idx, model, 16, from_top, why), why + " round " + std::to_string(round));
+    std::vector<uint32_t> present;
+    for (auto& kv : model.s) present.push_back(kv.first);
+    std::shuffle(present.begin(), present.end(), rng);
+    // A batch erase (exclusive: >= kExclusiveEraseMin ids), sometimes of fewer ids (item by item).
+    const size_t ne = (round % 5 == 4) ? 20 : 200 + rng() % 400;
+    std::vector<uint32_t> gone(present.end() - long(ne), present.end());
+    present.resize(present.size() - ne);
+    EXPECT(idx.erase_present(gone.data(), gone.size()) == gone.size(), "erase_present of present ids");
+    for (uint32_t id : gone) model.s.erase(id);
+    // The lazy batch: 3/4 of the pool's size in deltas of one sign, repeats allowed.
+    std::vector<uint32_t> batch(3 * present.size() / 4);
+    for (auto& id : batch) {
+      id = present[rng() % present.size()];
+      model.s[id] += d;
+    }
+    const uint64_t lazy_before = idx.stats().lazy_updates;
+    idx.update_scalar(batch.data(), d, batch.size(), 1 + unsigned(rng() % 2));
+    EXPECT(idx.stats().lazy_updates == lazy_before + 1, "the batch went lazily, round " + std::to_string(round));
+    // Item updates of either sign (moves on the stale chain) and a few re-inserts.
+    for (int j = 0; j < 30; ++j) {
+      uint32_t id = present[rng() % present.size()];
+      double v = double(int64_t(rng() % 5) - 2);
+      idx.update(&id, &v, 1);
+      model.s[id] += v;
+    }
+    for (size_t j = 0; j < gone.size(); j += 7) {
+      double v = double(int64_t(rng() % 9) - 4);
+      idx.insert(&gone[j], &v, 1);
+      model.s[gone[j]] = v;
+    }
+    for (size_t n : {size_t(1), size_t(37), size_t(300)})
+      EXPECT(same_end(idx, model, n, from_top, why), why + " round " + std::to_string(round));
+    try {
+      idx.check();
+    } catch (const std::exception& e) {
+      EXPECT(false, std::string(e.what()) + " at round " + std::to_string(round));
+    }
+    EXPECT(idx.size() == model.s.size(), "size");
+  }
+  const uint64_t scans = idx.stats().stale_scans;
+  EXPECT(scans_at_half > 2, "bottom() scanned only " + std::to_string(scans_at_half) + " times");
+  EXPECT(scans > scans_at_half + 2, "top() scanned only " + std::to_string(scans - scans_at_half) + " times");
+  EXPECT(same_answer(idx, model, cap, why), why);
+}
+
 // Issue 17: which path a batch takes, and the stale chain's rebuilds.
 void test_path_choice() {
   const uint32_t cap = 100000;
@@ -441,18 +516,26 @@ void test_path_choice() {
   const uint64_t r0 = idx.stats().rebuilds;
   idx.update_scalar(big.data(), 1.0, big.size());
   EXPECT(idx.stats().rebuilds == r0 + 1 && idx.stats().stale == 0, "after top(): a huge batch is rebuilt now");
-  // Ski rental: stale bottom() walks that keep reading far (every bottom id pushed up
-  // lazily each round) end in a rebuild without any top() query.
+  // Stale bottom() walks that keep reading further (every bottom id pushed up lazily
+  // each round) turn into scans of the status table, with no rebuild: one query between
+  // two batches never costs more than a rebuild.
   idx.bottom(128, out.data(), osc.data());
   const uint64_t r1 = idx.stats().rebuilds;
   std::vector<double> low_sc(2048);
   std::vector<uint32_t> low(2048);
-  for (int round = 0; round < 200 && idx.stats().rebuilds == r1; ++round) {
+  for (int round = 0; round < 200 && idx.stats().stale_scans == 0; ++round) {
     const size_t k = idx.bottom(2048, low.data(), low_sc.data());
     idx.update_scalar(low.data(), 1.0, k);  // 2048 >= kLazyMin: lazy
     idx.bottom(128, out.data(), osc.data());
   }
-  EXPECT(idx.stats().rebuilds > r1, "stale walks never paid for a rebuild");
+  EXPECT(idx.stats().stale_scans > 0 && idx.stats().rebuilds == r1, "long stale walks turn into scans");
+  idx.check();
+  // Ski rental: queries that keep scanning one stale chain (no batch between them) end
+  // in a rebuild after about a rebuild's worth of scans.
+  int scans_to_rebuild = 0;
+  for (; scans_to_rebuild < 100 && idx.stats().rebuilds == r1; ++scans_to_rebuild) idx.bottom(128, out.data(), osc.data());
+  EXPECT(idx.stats().rebuilds == r1 + 1 && idx.stats().stale == 0 && scans_to_rebuild > 2,
+         "repeated scans of one stale chain end in one rebuild (after " + std::to_string(scans_to_rebuild) + " queries)");
   idx.check();
   // A fixed bulk_fraction keeps the old rule: no lazy path.
   Index fixed(cap, Index::kDefaultNodeSize, 0.25);
@@ -1225,6 +1308,7 @@ int main(int argc, char** argv) {
   test_ties_and_edges();
   for (uint32_t b : {16u, 64u, 2048u})
     for (uint64_t seed = 1; seed <= (quick ? 1u : 3u); ++seed) test_lazy_sequences(b, seed * 104729 + b);
+  for (uint32_t b : {16u, 2048u}) test_stale_scan(b, 7331 + b);
   test_path_choice();
   test_parallel_batch();
   test_checked_bulk_update();

@@ -54,9 +54,12 @@
 //     the bulk rebuild, or the lazy apply: the bulk apply pass alone, leaving the chain
 //     stale (ids past their nodes' ranges on one side). A query at the end the deltas
 //     moved ids away from (bottom() after increments: the So-CBI round) walks the stale
-//     chain, stopping once n keys lie below the next node's lo (query_dirty); a query at
-//     the other end, or walks whose extra reads pass size() in all, rebuild first.
-//     Large erase batches run exclusively, without per-id locks.
+//     chain, stopping once n keys lie below the next node's lo (query_dirty); once a
+//     walk would read more than a scan costs, that query and the later ones on the same
+//     stale chain scan the status table instead (query_scan, ~1 ns an id, sequential). A
+//     query at the other end, or queries between two batches that would cost more than
+//     a rebuild, rebuild first. Erase batches of 64+ ids run exclusively, without
+//     per-id locks.
 //   * The status table is 2 MiB-aligned and asks Linux for transparent huge pages: each
 //     update is a random access into it, and 4 KiB pages would add a TLB miss to most.
 //
@@ -202,6 +205,7 @@ struct IndexStats {
   uint64_t scratch_bytes = 0;   // bulk-path scratch kept for the next bulk call (in memory_bytes)
   uint64_t lazy_updates = 0;    // batches applied lazily (status table only; the chain left stale)
   uint64_t stale = 0;           // 1 while the chain is stale from a lazy batch
+  uint64_t stale_scans = 0;     // queries on a stale chain answered by scanning the status table
 };
 
 class SemiOrderedIndex {
@@ -228,6 +232,11 @@ class SemiOrderedIndex {
   // Batches below this size are never applied lazily (they stay item moves, which need no
   // exclusive section), unless the cost model would rebuild them.
   static constexpr size_t kLazyMin = 1024;
+  // Erase batches of this size or more run exclusively (erase_exclusive). Measured per id
+  // at n = 10^6 (C++, CPU time, medians of 40; item by item / exclusive): 64 ids 70 / 60 ns
+  // warm, 400 / 320 ns with cold caches; 1,000 ids 49 / 15 and 154 / 85 ns. Below ~64 the
+  // exclusive section's fixed cost (~1.5 us cold) eats the gain.
+  static constexpr size_t kExclusiveEraseMin = 64;
   explicit SemiOrderedIndex(uint64_t capacity, uint32_t node_size = kDefaultNodeSize, double bulk_fraction = kAutoBulk)
       : capacity_(capacity), node_size_(node_size), bulk_fraction_(bulk_fraction) {
     if (capacity == 0 || capacity > kMaxCapacity)
@@ -463,12 +472,12 @@ class SemiOrderedIndex {
   }
 
   // Removes present ids. O(1) each plus an occasional O(log #nodes) node removal. A batch
-  // of kLazyMin or more (unless bulk_fraction = 0) runs exclusively: no ownership CAS and
-  // no node locks, the status entries and node slots prefetched ahead (about 150 ns per
-  // id item by item, a few tens exclusively, on the 2-core VM); smaller batches are
-  // lock-free per id except for the node lock.
+  // of kExclusiveEraseMin or more (unless bulk_fraction = 0) runs exclusively: no
+  // ownership CAS and no node locks, the status entries and node slots prefetched ahead
+  // (see kExclusiveEraseMin for the costs); smaller batches are lock-free per id except
+  // for the node lock.
   void erase(const uint32_t* ids, size_t n) {
-    if (n >= kLazyMin && bulk_fraction_ != 0) {
+    if (n >= kExclusiveEraseMin && bulk_fraction_ != 0) {
       erase_exclusive(ids, n);
       return;
     }
@@ -487,19 +496,31 @@ class SemiOrderedIndex {
   // checked first, then erased item by item (an erase racing with it may make some of its
   // ids absent by then: those are skipped, as erase() does).
   size_t erase_present(const uint32_t* ids, size_t n) {
-    if (n < kLazyMin || bulk_fraction_ == 0) {
+    if (n < kExclusiveEraseMin || bulk_fraction_ == 0) {
       const size_t bad = find_status(ids, n, true);
       if (bad == n) erase(ids, n);
       return bad;
     }
     ExclusiveGuard ex(*this);
-    std::vector<uint64_t> metas(n);
+    // The meta words go to the bulk path's scratch (exclusive here too): a fresh vector
+    // per call zero-filled and faulted in its pages every time.
+    if (scratch_.buffers.empty()) scratch_.use(1);
+    detail::ScratchLog<uint64_t>& words = scratch_.words(0);
+    words.clear();
+    words.reserve(n);
+    uint64_t* const metas = words.data();
     for (size_t i = 0; i < n; ++i) {
       if (i + 64 < n) __builtin_prefetch(&entries_[ids[i + 64]], 1, 1);
-      metas[i] = entries_[ids[i]].meta.load(std::memory_order_relaxed);
-      if (status_of(metas[i]) == ABSENT) return i;
+      const uint64_t m = entries_[ids[i]].meta.load(std::memory_order_relaxed);
+      if (status_of(m) == ABSENT) return i;
+      metas[i] = m;
+      // The node's slot bookkeeping (count, hwm, slot and hole pointers: one line) for
+      // the erase pass: with cold caches its miss sat in front of every slot prefetch.
+      __builtin_prefetch(reinterpret_cast<const char*>(&node(node_of(m))) + kNodeSlotLine, 1, 1);
     }
-    erase_exclusive_locked(ids, n, metas.data());
+    erase_exclusive_locked(ids, n, metas);
+    if (scratch_.bytes() > kScratchKeepPerId * capacity_) scratch_.release();
+    scratch_bytes_.store(scratch_.bytes(), std::memory_order_relaxed);
     return n;
   }
 
@@ -542,6 +563,7 @@ class SemiOrderedIndex {
     }
     st.rebuilds = rebuilds_.load(std::memory_order_relaxed);
     st.lazy_updates = lazy_updates_.load(std::memory_order_relaxed);
+    st.stale_scans = stale_scans_.load(std::memory_order_relaxed);
     st.stale = dirty_.load(std::memory_order_relaxed) != 0;
     uint64_t items_bytes = 0;
     for (uint32_t x = head_; x != kNil; x = node(x).next[0].load(std::memory_order_acquire)) {
@@ -693,6 +715,10 @@ class SemiOrderedIndex {
       items_ver.store(items_ver.load(std::memory_order_relaxed) + 1, std::memory_order_release);
     }
   };
+
+  // Offset of the Node line holding items_ver, count, hwm and the slot and hole pointers
+  // (lo and the tower fill the first line): what erases and moves write besides the slot.
+  static constexpr size_t kNodeSlotLine = 64;
 
   static constexpr uint32_t kChunk = 256;
 
@@ -1404,7 +1430,7 @@ class SemiOrderedIndex {
     if (status_of(m) == ABSENT || node_of(m) == kNil) return;  // kNil: an insert in flight
     const char* h = reinterpret_cast<const char*>(&node(node_of(m)));
     __builtin_prefetch(h, 0, 1);
-    __builtin_prefetch(h + 64, 1, 1);
+    __builtin_prefetch(h + kNodeSlotLine, 1, 1);
 #else
     (void)ids; (void)j; (void)end;
 #endif
@@ -1876,7 +1902,11 @@ class SemiOrderedIndex {
         const int d = dirty_.load(std::memory_order_relaxed);
         if (d == 0) return query_pinned(n, from_top, out_ids, out_scores);
         if (d == -end) {
-          const size_t k = query_dirty(n, from_top, out_ids, out_scores);
+          size_t k = dirty_scan_.load(std::memory_order_relaxed) ? kTooLong : query_dirty(n, from_top, out_ids, out_scores);
+          if (k == kTooLong) {
+            if (!dirty_scan_.load(std::memory_order_relaxed)) dirty_scan_.store(true, std::memory_order_relaxed);
+            k = query_scan(n, from_top, out_ids, out_scores);
+          }
           if (k != kGaveUp) return k;
         }
       }
@@ -1992,6 +2022,92 @@ class SemiOrderedIndex {
   }
 
   static constexpr size_t kGaveUp = ~size_t(0);
+  static constexpr size_t kTooLong = ~size_t(0) - 1;
+
+  // The costs that pick how a query meets a stale chain: a walk pays kWalkNs per id it
+  // reads (a random status-entry read each), the scan kScanNs per id of capacity (a
+  // sequential read), the rebuild about kRebuildNsPerId per id. Measured at n = 10^6 on
+  // the 2-core VM (bench/bench_round.py, C++ drivers).
+  static constexpr double kWalkNs = 12, kScanNs = 1.0;
+  // The scan's cost counted in walk reads (the unit of dirty_work_).
+  uint64_t scan_walk_reads() const noexcept { return uint64_t(double(capacity_) * kScanNs / kWalkNs) + 1; }
+
+  // The scan on a stale chain (caller pinned): reads the status table in id order and
+  // keeps the n best keys of the placed ids (present, in a node) in a bounded heap, as
+  // the walk does. O(capacity + n log n), sequential reads only. A walk after many lazy
+  // rounds reads a growing share of the chain at random (the ties it must see past
+  // thin out: 46 % of 5*10^5 ids, 3 ms, after five rounds of 10^6 +1s at n = 10^6); the
+  // scan reads every entry in order for ~1.5 ns each. A query takes it once its walk
+  // passes the scan's cost (kTooLong), and every later query on the same stale chain
+  // (it only gets staler until a rebuild) goes straight to it. Its cost counts towards
+  // dirty_work_: past a rebuild's worth the caller rebuilds instead (kGaveUp).
+  // Concurrent updates: each entry is read once (meta, then score), so an id appears at
+  // most once, with a score it had during the call; like a walk, not a snapshot.
+  template <class IdT>
+  size_t query_scan(size_t n, bool from_top, IdT* out_ids, double* out_scores) {
+    const uint64_t cost = scan_walk_reads();
+    if (dirty_work_.load(std::memory_order_relaxed) + cost > size() + n + node_size_) return kGaveUp;
+    dirty_work_.fetch_add(cost, std::memory_order_relaxed);
+    stale_scans_.fetch_add(1, std::memory_order_relaxed);
+    std::vector<Packed> best;
+    best.reserve(std::min<uint64_t>(n, capacity_));
+    auto run = [&](auto better, auto top) {
+      // The first n placed ids fill the heap; after that an entry costs a compare of its
+      // score bits with the worst kept (branch-free until a key can enter).
+      uint64_t id = 0;
+      for (; id < capacity_ && best.size() < n; ++id) {
+        const uint64_t m = entries_[id].meta.load(std::memory_order_acquire);
+        if (status_of(m) == ABSENT || node_of(m) == kNil) continue;
+        best.push_back(pack(entries_[id].score.load(std::memory_order_acquire), uint32_t(id)));
+        std::push_heap(best.begin(), best.end(), better);
+      }
+      if (best.size() < n) return;
+      // Blocks of 256 entries: a branch-free pass lists the entries that may enter
+      // (present, score not worse than the worst kept: a double compare, ~1 ns an entry;
+      // absent ids are half the pool in a late round, and a branch on them mispredicted
+      // every other entry), then only those are read again and compared in full.
+      constexpr uint64_t kBlock = 256;
+      uint32_t cand[kBlock];
+      double worst = unpack_score(best.front());
+      for (; id < capacity_; id += kBlock) {
+        const uint64_t end = std::min<uint64_t>(id + kBlock, capacity_);
+        size_t nc = 0;
+        for (uint64_t j = id; j < end; ++j) {
+          const uint64_t m = entries_[j].meta.load(std::memory_order_relaxed);
+          const double sc = entries_[j].score.load(std::memory_order_relaxed);
+          cand[nc] = uint32_t(j - id);
+          nc += size_t(status_of(m) != ABSENT) & size_t(decltype(top)::value ? sc >= worst : sc <= worst);
+        }
+        for (size_t c = 0; c < nc; ++c) {
+          const uint64_t j = id + cand[c];
+          const uint64_t m = entries_[j].meta.load(std::memory_order_acquire);
+          if (status_of(m) == ABSENT || node_of(m) == kNil) continue;
+          // On a score tie with the worst kept the id decides (ids only grow: at the top a
+          // later id wins the tie, at the bottom it loses); the full compare says.
+          const Packed k = pack(entries_[j].score.load(std::memory_order_acquire), uint32_t(j));
+          if (better(k, best.front())) {
+            std::pop_heap(best.begin(), best.end(), better);
+            best.back() = k;
+            std::push_heap(best.begin(), best.end(), better);
+            worst = unpack_score(best.front());
+          }
+        }
+      }
+    };
+    if (from_top)
+      run([](Packed a, Packed b) { return a > b; }, std::true_type{});
+    else
+      run([](Packed a, Packed b) { return a < b; }, std::false_type{});
+    if (from_top)
+      std::sort(best.begin(), best.end(), [](Packed a, Packed b) { return a > b; });
+    else
+      std::sort(best.begin(), best.end());
+    for (size_t i = 0; i < best.size(); ++i) {
+      out_ids[i] = IdT(uint32_t(best[i]));
+      out_scores[i] = unpack_score(best[i]);
+    }
+    return best.size();
+  }
 
   // The walk on a stale chain (dirty_ == -end, caller pinned). After a lazy batch of
   // increments every id's key is >= its node's lo (it may lie above its node's range), so
@@ -2001,13 +2117,16 @@ class SemiOrderedIndex {
   // Mirrored for top() after decrements. O(ids read + n log n): a key that cannot enter
   // costs one comparison (before, every key past the bound went through a heap of all of
   // them, ~40 ns per stale id read: the walks after a few lazy rounds on thinning ties
-  // took 2-12 ms at n = 10^6). The ids read beyond n + B count towards dirty_work_, and
-  // when they would pass size() the walk gives up (kGaveUp) so that the caller rebuilds:
-  // a stale chain never costs the queries more than about one rebuild.
+  // took 2-12 ms at n = 10^6). A walk that would read more ids than a scan of the status
+  // table costs (scan_walk_reads) stops (kTooLong): the caller scans instead. The ids
+  // read beyond n + B count towards dirty_work_, and when they would pass size() the
+  // walk gives up (kGaveUp) so that the caller rebuilds: the queries between two lazy
+  // batches never cost more than about one rebuild.
   template <class IdT>
   size_t query_dirty(size_t n, bool from_top, IdT* out_ids, double* out_scores) {
     Shard& sh = my_shard();
     const uint64_t budget = size() + n + node_size_;
+    const uint64_t walk_limit = std::max<uint64_t>(SOCBI_TEST_SHORT_WALKS ? 0 : scan_walk_reads(), n + node_size_);
     std::vector<uint32_t> ids;
     std::vector<Packed> best;
     std::vector<std::pair<uint32_t, uint32_t>> segs;  // (node, items version) read
@@ -2046,6 +2165,10 @@ class SemiOrderedIndex {
           done = from_top ? !(worst < pack(nd.lo.score, nd.lo.id)) : worst < pack(node(nx).lo.score, node(nx).lo.id);
         }
         if (dirty_work_.load(std::memory_order_relaxed) + ids.size() > budget) return kGaveUp;
+        if (ids.size() > walk_limit) {  // the scan costs less from here on
+          dirty_work_.fetch_add(ids.size(), std::memory_order_relaxed);
+          return kTooLong;
+        }
         x = nx;
       }
       if (structure_stamp() == structure) break;
@@ -2090,8 +2213,9 @@ class SemiOrderedIndex {
   // +1 to a tied count leaves its node: ids are split by key); the rebuild costs kApplyNs
   // per item plus kRebuildNsPerId per id it scans; the lazy apply costs kApplyNs per item
   // now, and later queries at the end the deltas move ids away from (bottom() after
-  // increments) walk past the stale ids, until their extra reads reach size(): then one
-  // rebuild (ski rental: a lazy batch never costs more than about twice its best path).
+  // increments) walk past the stale ids or scan the status table, until their extra
+  // reads since the batch reach size(): then one rebuild (ski rental: a lazy batch never
+  // costs more than about twice its best path).
   // Lazy is taken when the cost model says rebuild (unless the last query read the other
   // end: then the rebuild runs now, with this call's threads), or for batches of
   // kLazyMin+ when the last query read the compatible end or the chain is already stale
@@ -2280,7 +2404,9 @@ class SemiOrderedIndex {
   std::atomic<int> dirty_{0};
   std::atomic<int> last_end_{0};             // the end the last query read: -1 bottom, +1 top
   std::atomic<uint64_t> dirty_work_{0};      // extra ids dirty walks read since the chain went stale
+  std::atomic<bool> dirty_scan_{false};      // a walk on this stale chain passed the scan's cost (query_scan)
   std::atomic<uint64_t> lazy_updates_{0};
+  std::atomic<uint64_t> stale_scans_{0};
   unsigned dirty_threads_ = 1;               // threads of the last lazy batch, for its rebuild
   int lazy_apply_sign_ = 0;                  // the sign the running (exclusive) lazy apply enforces
 

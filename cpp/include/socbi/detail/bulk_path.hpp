@@ -73,6 +73,12 @@ inline auto SemiOrderedIndex::bulk_apply(const IdT* ids, const double* vals, dou
   scratch_bytes_.store(scratch_.bytes(), std::memory_order_relaxed);  // stats() must not walk scratch_
   if (bad.index == n) {
     if (lazy) {
+      // The queries' rent restarts with each batch: a query on the stale chain costs at
+      // most a walk capped at one scan plus the scan (query_scan), so a rebuild pays only
+      // when the queries between two batches would cost more than one. Carried across
+      // batches, the rent bought a rebuild every few So-CBI rounds (~11 ms at n = 10^6)
+      // where scanning every round costs ~1 ms.
+      dirty_work_.store(0, std::memory_order_relaxed);
       dirty_.store(lazy_sign, std::memory_order_relaxed);
       dirty_threads_ = threads;
       lazy_updates_.fetch_add(1, std::memory_order_relaxed);
@@ -384,6 +390,7 @@ inline auto SemiOrderedIndex::reset_chain_locked() -> void {
   rebuilds_.fetch_add(1, std::memory_order_relaxed);
   dirty_.store(0, std::memory_order_relaxed);  // every rebuild places every id
   dirty_work_.store(0, std::memory_order_relaxed);
+  dirty_scan_.store(false, std::memory_order_relaxed);
 }
 
 // Exclusive. Links filled nodes (in key order, the head first) into the chain and towers.

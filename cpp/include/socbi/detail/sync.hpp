@@ -1,5 +1,5 @@
 // socbi/detail/sync.hpp -- waiting and locking: the pause/yield spin (cpu_relax), the node SpinLock, and the
-// test hooks (SOCBI_RACE_HOOK, SOCBI_TEST_HOOK, SOCBI_TEST_FRONT_CHUNKS) that test builds
+// test hooks (SOCBI_RACE_HOOK, SOCBI_TEST_HOOK, SOCBI_TEST_FRONT_CHUNKS, SOCBI_TEST_SHORT_WALKS) that test builds
 // define to widen race windows. Owns no state.
 // Part of socbi/semi_ordered_index.hpp, the one header users include.
 #pragma once
@@ -33,6 +33,13 @@
 // core lags) runs on every rebuild. Unlimited by default.
 #ifndef SOCBI_TEST_FRONT_CHUNKS
 #define SOCBI_TEST_FRONT_CHUNKS (~size_t(0))
+#endif
+
+// Test builds may define SOCBI_TEST_SHORT_WALKS so that a query on a stale chain scans
+// the status table (query_scan) as soon as its walk reads past n + node_size ids, which
+// the concurrency stresses otherwise never reach at their small sizes.
+#ifndef SOCBI_TEST_SHORT_WALKS
+#define SOCBI_TEST_SHORT_WALKS 0
 #endif
 
 namespace socbi {
