@@ -32,7 +32,14 @@ which the other load on a shared machine does not inflate):
 Rounds are interleaved (round r of every structure, in rotating order, before round
 r + 1), gc is off inside timed sections, and every round checks that all structures
 return the same 128 scores. Reported: the median CPU time per round of each structure
-and the ratio median(numpy) / median(socbi) (> 1: socbi is faster).
+and the ratio median(numpy) / median(socbi) (> 1: socbi is faster); the JSON also has
+the mean ratio (a session pays every round, the rare rebuild included).
+
+numpy's speed here depends on the CPU: its AVX-512 ``argpartition`` (numpy >= 2.0) was
+4x slower than its AVX2 one on the AMD EPYC VM these numbers come from (8-12 ms against
+2.2-2.7 ms for 10^6 float64). ``--numpy-simd avx2`` sets ``NPY_DISABLE_CPU_FEATURES`` so
+that numpy dispatches its AVX2 kernels: compare against the faster of the two. The JSON
+records which kernels numpy found and which were disabled.
 
 ``--paper`` adds the paper round: one update of 1e6 uniform +1s on a fresh index of n
 zeros, then ``bottom(128)`` (fresh structures per repeat, builds untimed).
@@ -43,10 +50,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
 from typing import Callable, Dict, List, Optional, Sequence
+
+# numpy reads NPY_DISABLE_CPU_FEATURES once, at import: --numpy-simd must act before it.
+_NUMPY_AVX2_ONLY = "X86_V4 AVX512_ICL AVX512_SPR"
+if __name__ == "__main__" and "--numpy-simd" in sys.argv[1:-1]:
+    if sys.argv[sys.argv.index("--numpy-simd") + 1] == "avx2":
+        os.environ["NPY_DISABLE_CPU_FEATURES"] = _NUMPY_AVX2_ONLY
 
 import numpy as np
 
@@ -182,13 +196,18 @@ def run_round_config(n: int, b: int, start: str, structures: Sequence[str], roun
             if not np.array_equal(v, ref):
                 raise RuntimeError(f"round {r}: {s} bottom({SELECT}) scores differ from {names[0]}'s")
     med = {s: statistics.median(t) for s, t in times.items()}
+    mean = {s: statistics.fmean(t) for s, t in times.items()}
     row: Dict[str, object] = {"n": n, "b": b, "start": start, "rounds": rounds, "threads": threads,
                               "median_ms": {s: v * 1e3 for s, v in med.items()},
+                              "mean_ms": {s: v * 1e3 for s, v in mean.items()},
                               "times_ms": {s: [x * 1e3 for x in t] for s, t in times.items()}}
     if "socbi" in med:
         row["numpy_over_socbi"] = {s: med[s] / med["socbi"] for s in med if s.startswith("numpy") or s == "btrees"}
+        row["numpy_over_socbi_mean"] = {s: mean[s] / mean["socbi"] for s in mean
+                                        if s.startswith("numpy") or s == "btrees"}
         st = built["socbi"].idx.stats()
-        row["socbi_stats"] = {k: st[k] for k in ("moves", "in_place_updates", "rebuilds", "nodes")}
+        row["socbi_stats"] = {k: st[k] for k in ("moves", "in_place_updates", "rebuilds", "nodes", "lazy_updates",
+                                                 "stale_scans")}
     skipped = [s for s in structures if s not in names]
     if skipped:
         row["skipped"] = {s: f"n > {BTREES_MAX_N}: one Python object per id" for s in skipped}
@@ -260,6 +279,17 @@ def run_increments(n: int, m: int, repeats: int, seed: int, log: Callable[[str],
     return out
 
 
+def _numpy_simd() -> Dict[str, object]:
+    """The SIMD kernels numpy dispatches to here, and those the environment disabled."""
+    try:
+        from numpy._core._multiarray_umath import __cpu_dispatch__, __cpu_features__
+    except ImportError:  # numpy < 2
+        from numpy.core._multiarray_umath import __cpu_dispatch__, __cpu_features__
+    return {"dispatch_targets": list(__cpu_dispatch__),
+            "found": sorted(k for k, v in __cpu_features__.items() if v and k.startswith(("AVX512", "X86_V"))),
+            "disabled": os.environ.get("NPY_DISABLE_CPU_FEATURES", "")}
+
+
 def format_row(row: Dict[str, object]) -> str:
     med = row["median_ms"]
     head = f"n={row['n']:>9} " + (f"b={row['b']:>6} {row['start']:>8} " if "b" in row else "")
@@ -284,6 +314,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--clock", choices=sorted(CLOCKS), default="thread",
                     help="thread: time.thread_time (default; counts socbi's calling thread only, so use "
                          "'wall' or 'process' with --threads > 1 on an idle machine)")
+    ap.add_argument("--numpy-simd", choices=["default", "avx2"], default="default",
+                    help="avx2: numpy's AVX2 kernels instead of its AVX-512 ones (set before numpy loads; "
+                         "see the module docstring)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", metavar="PATH")
     args = ap.parse_args(argv)
@@ -295,8 +328,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     for s in structures:
         if s not in STRUCTURES:
             ap.error(f"unknown structure {s!r}; choose from {', '.join(STRUCTURES)}")
+    if args.numpy_simd == "avx2" and os.environ.get("NPY_DISABLE_CPU_FEATURES") != _NUMPY_AVX2_ONLY:
+        ap.error("--numpy-simd avx2 acts only when this file runs as a script (numpy is already loaded)")
     report: Dict[str, object] = {"socbi_version": socbi.__version__, "numpy": np.__version__,
-                                 "argv": sys.argv[1:], "clock": args.clock, "rounds": [], "paper": [], "increments": []}
+                                 "numpy_simd": _numpy_simd(), "argv": sys.argv[1:], "clock": args.clock,
+                                 "rounds": [], "paper": [], "increments": []}
     t0 = time.perf_counter()
     for n in args.n:
         for start in args.starts:
