@@ -281,6 +281,11 @@ Values to_values(const py::handle& obj, size_t n, const char* name, const char* 
   return v;
 }
 
+[[noreturn]] void raise_repeated(const char* name, uint32_t id) {
+  raise(PyExc_ValueError, std::string(name) + " contains id " + std::to_string(id) +
+                              " more than once; pass each id once per call (np.unique removes repeats)");
+}
+
 void check_distinct(const std::vector<uint32_t>& ids, uint64_t capacity, const char* name) {
   const size_t n = ids.size();
   if (n < 2) return;
@@ -290,18 +295,14 @@ void check_distinct(const std::vector<uint32_t>& ids, uint64_t capacity, const c
     std::vector<uint32_t> s(ids);
     std::sort(s.begin(), s.end());
     auto it = std::adjacent_find(s.begin(), s.end());
-    if (it != s.end())
-      raise(PyExc_ValueError, std::string(name) + " contains id " + std::to_string(*it) +
-                                  " more than once; pass each id once per call (np.unique removes repeats)");
+    if (it != s.end()) raise_repeated(name, *it);
     return;
   }
   std::vector<uint64_t> bits(size_t((capacity + 63) / 64), 0);
   for (uint32_t id : ids) {
     uint64_t& w = bits[id / 64];
     const uint64_t b = uint64_t(1) << (id % 64);
-    if (w & b)
-      raise(PyExc_ValueError, std::string(name) + " contains id " + std::to_string(id) +
-                                " more than once; pass each id once per call (np.unique removes repeats)");
+    if (w & b) raise_repeated(name, id);
     w |= b;
   }
 }
@@ -829,13 +830,13 @@ saturated, or adds nothing if NaN).)doc")
           "erase",
           [](SemiOrderedIndex& self, const py::object& ids) {
             auto v = to_ids(ids, self.capacity(), "ids");
-            check_distinct(v, self.capacity(), "ids");
-            size_t absent;
-            {
+            SemiOrderedIndex::BatchError err;
+            {  // presence and repeats are checked in C++, in the erase's own pass
               py::gil_scoped_release release;
-              absent = self.erase_present(v.data(), v.size());
+              err = self.erase_checked(v.data(), v.size(), /*refuse_repeats=*/true);
             }
-            if (absent < v.size()) raise_absent(v, absent, "ids", "erased");
+            if (err.what == SemiOrderedIndex::BadInput::kRepeated) raise_repeated("ids", v[err.index]);
+            if (err.index < v.size()) raise_absent(v, err.index, "ids", "erased");
           },
           py::arg("ids"),
           "Remove present ids, all or none (an absent or repeated id raises, nothing erased). O(1) each\n"

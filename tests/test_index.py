@@ -762,7 +762,7 @@ def test_batch_erase_refuses_and_applies_whole():
     assert idx.bottom(100)[0].tolist() == want.tolist()
 
 
-@pytest.mark.parametrize("batch", [64, 100, 1000])
+@pytest.mark.parametrize("batch", [10, 64, 100, 1000])
 def test_small_batch_erase_is_whole_or_nothing(batch):
     # Erase batches of 64+ ids run exclusively since the third pass of issue 17 (before:
     # 1024+); an absent id anywhere in one refuses it with nothing erased.
@@ -774,6 +774,11 @@ def test_small_batch_erase_is_whole_or_nothing(batch):
     with pytest.raises(KeyError, match=rf"ids\[{batch - 1}\] = {int(ids[0])} is not in the index"):
         idx.erase(np.append(ids[1:], ids[0]))
     assert len(idx) == n - 1 and all(int(i) in idx for i in ids[1:])
+    # A repeat is found in the erase's own check pass (no sort of the batch): refused whole.
+    with pytest.raises(ValueError, match=rf"ids contains id {int(ids[2])} more than once"):
+        idx.erase(np.concatenate([ids[1:], ids[2:3]]))
+    assert len(idx) == n - 1 and all(int(i) in idx for i in ids[1:])
+    idx.check()
     idx.erase(ids[1:])
     idx.check()
     left = np.setdiff1d(np.arange(n), ids)

@@ -399,6 +399,76 @@ void test_lazy_sequences(uint32_t node_size, uint64_t seed) {
   EXPECT(same_answer(idx, model, cap, why), why);
 }
 
+// erase_checked: an absent id or (refuse_repeats) a repeated one refuses the whole batch,
+// naming the first bad position in batch order, and leaves every entry as it was (the
+// exclusive check pass marks the entries it has checked and gives them back); without
+// refuse_repeats a repeat is erased once. Both the item path (< kExclusiveEraseMin ids)
+// and the exclusive one, on a chain made stale by a lazy batch and on a clean one.
+void test_erase_checked() {
+  std::mt19937_64 rng(99);
+  const uint32_t cap = 5000;
+  Index idx(cap, 64);
+  Model model;
+  for (uint32_t i = 0; i < cap; ++i) {
+    double v = double(rng() % 4);
+    idx.insert(&i, &v, 1);
+    model.s[i] = v;
+  }
+  std::string why;
+  for (size_t k : {size_t(3), Index::kExclusiveEraseMin - 1, Index::kExclusiveEraseMin, size_t(65), size_t(1000)}) {
+    for (int stale = 0; stale < 2; ++stale) {
+      if (stale) {  // a lazy batch after bottom(): the chain is stale while the erase runs
+        EXPECT(same_end(idx, model, 5, false, why), why);
+        std::vector<uint32_t> up;
+        for (auto& kv : model.s)
+          if (rng() % 2) up.push_back(kv.first);
+        for (uint32_t id : up) model.s[id] += 1.0;
+        const uint64_t lazy = idx.stats().lazy_updates;
+        idx.update_scalar(up.data(), 1.0, up.size(), 1);
+        EXPECT(idx.stats().lazy_updates == lazy + 1 && idx.stats().stale == 1, "the batch went lazily");
+      }
+      std::vector<uint32_t> present;
+      for (auto& kv : model.s) present.push_back(kv.first);
+      std::shuffle(present.begin(), present.end(), rng);
+      std::vector<uint32_t> batch(present.begin(), present.begin() + long(k));
+      // A repeat: the second occurrence is the bad position.
+      std::vector<uint32_t> rep(batch);
+      const size_t first = rng() % k, at = first + 1 + rng() % (k - first);
+      rep.insert(rep.begin() + long(at), rep[first]);
+      auto err = idx.erase_checked(rep.data(), rep.size(), true);
+      EXPECT(err.what == Index::BadInput::kRepeated && err.index == at,
+             "repeat at " + std::to_string(at) + " of " + std::to_string(k) + ": got " + std::to_string(err.index));
+      EXPECT(idx.size() == model.s.size(), "a refused batch erases nothing");
+      idx.check();
+      EXPECT(same_answer(idx, model, cap, why), why + " after a refused repeat");
+      // An absent id after the repeat: without refuse_repeats, the absent one is named.
+      uint32_t absent = 0;
+      while (model.s.count(absent)) ++absent;
+      if (absent < cap) {
+        std::vector<uint32_t> both(rep);
+        both.push_back(absent);
+        err = idx.erase_checked(both.data(), both.size(), false);
+        EXPECT(err.what == Index::BadInput::kAbsent && err.index == both.size() - 1, "absent named");
+        EXPECT(idx.size() == model.s.size(), "a refused batch erases nothing");
+        idx.check();
+        EXPECT(same_answer(idx, model, cap, why), why + " after a refused absent id");
+      }
+      // The batch with its repeat, not refused: each id erased once.
+      err = idx.erase_checked(rep.data(), rep.size(), false);
+      EXPECT(err.what == Index::BadInput::kNone && err.index == rep.size(), "erase with a repeat skipped");
+      for (uint32_t id : batch) model.s.erase(id);
+      EXPECT(idx.size() == model.s.size(), "size after erase");
+      idx.check();
+      EXPECT(same_answer(idx, model, cap, why), why + " after erase");
+      for (uint32_t id : batch) {  // put them back for the next size
+        double v = double(rng() % 4);
+        idx.insert(&id, &v, 1);
+        model.s[id] = v;
+      }
+    }
+  }
+}
+
 // Issue 17: once a walk on a stale chain would read more than a scan of the status table
 // costs, the query scans instead (query_scan), and later queries on that chain go
 // straight to the scan. Rounds of a So-CBI-like loop (batch erase, a lazy batch that
@@ -1308,6 +1378,7 @@ int main(int argc, char** argv) {
   test_ties_and_edges();
   for (uint32_t b : {16u, 64u, 2048u})
     for (uint64_t seed = 1; seed <= (quick ? 1u : 3u); ++seed) test_lazy_sequences(b, seed * 104729 + b);
+  test_erase_checked();
   for (uint32_t b : {16u, 2048u}) test_stale_scan(b, 7331 + b);
   test_path_choice();
   test_parallel_batch();

@@ -218,6 +218,8 @@ class SemiOrderedIndex {
   static constexpr uint64_t kMaxCapacity = 0xFFFFFFFEull;
 
   enum Status : uint64_t { ABSENT = 0, IDLE = 1, UPDATING = 2 };
+  // Status 3, only inside an exclusive erase_checked: checked earlier in the same batch.
+  static constexpr uint64_t kCheckMark = 3;
 
   // capacity: ids are 0..capacity-1. node_size: B, items per node (8..65536). The default,
   // 2048, was chosen by measurement (bench: 10M unit increments at n = 1M with a top-1000
@@ -328,7 +330,7 @@ class SemiOrderedIndex {
     return n;
   }
   // Why a checked batch was refused: the first bad position and what was wrong there.
-  enum class BadInput : uint8_t { kNone, kOutOfRange, kAbsent, kNotFinite };
+  enum class BadInput : uint8_t { kNone, kOutOfRange, kAbsent, kNotFinite, kRepeated };
   struct BatchError {
     size_t index;  // n when the batch was applied
     BadInput what;
@@ -487,19 +489,36 @@ class SemiOrderedIndex {
     });
   }
 
-  // erase() that first checks every id is present: returns n, or the first position whose
-  // id is absent with nothing erased. A batch that erase() runs exclusively is checked
-  // inside the same exclusive section, so the check cannot go stale, and the check pass
-  // keeps each id's meta word: the erase pass then prefetches node slots from that copy
-  // (no load of the status entry in its critical path) and finds the entries in cache
-  // (1e5 ids at n = 1e6: 1.3 ms, against 0.36 + 1.04 ms as two calls). A smaller batch is
-  // checked first, then erased item by item (an erase racing with it may make some of its
-  // ids absent by then: those are skipped, as erase() does).
-  size_t erase_present(const uint32_t* ids, size_t n) {
+  // erase() that first checks every id is present and, with refuse_repeats, that no id
+  // comes twice: returns {n, kNone} with every id erased, or the first bad position with
+  // nothing erased (kAbsent; kRepeated: the id came earlier in the batch). A batch that
+  // erase() runs exclusively is checked inside the same exclusive section, so the check
+  // cannot go stale: the check pass marks each id's status entry (a repeat finds its
+  // mark: no sort or bitmap of the batch; a refused batch gets its entries back) and
+  // keeps its meta word, so the erase pass prefetches node slots from that copy and finds
+  // the entries in cache (1e5 ids at n = 1e6: 1.3 ms, against 0.36 + 1.04 ms as two
+  // calls). A smaller batch is checked first (repeats by a sorted copy), then erased item
+  // by item (an erase racing with it may make some of its ids absent by then: those are
+  // skipped, as erase() does). Without refuse_repeats a repeat counts as present and is
+  // skipped by the erase.
+  BatchError erase_checked(const uint32_t* ids, size_t n, bool refuse_repeats) {
     if (n < kExclusiveEraseMin || bulk_fraction_ == 0) {
+      if (refuse_repeats && n > 1) {
+        std::vector<uint32_t> sorted(ids, ids + n);
+        std::sort(sorted.begin(), sorted.end());
+        const auto it = std::adjacent_find(sorted.begin(), sorted.end());
+        if (it != sorted.end()) {
+          size_t i = 0;
+          while (ids[i] != *it) ++i;
+          ++i;
+          while (ids[i] != *it) ++i;
+          return {i, BadInput::kRepeated};
+        }
+      }
       const size_t bad = find_status(ids, n, true);
-      if (bad == n) erase(ids, n);
-      return bad;
+      if (bad < n) return {bad, BadInput::kAbsent};
+      erase(ids, n);
+      return {n, BadInput::kNone};
     }
     ExclusiveGuard ex(*this);
     // The meta words go to the bulk path's scratch (exclusive here too): a fresh vector
@@ -509,20 +528,44 @@ class SemiOrderedIndex {
     words.clear();
     words.reserve(n);
     uint64_t* const metas = words.data();
-    for (size_t i = 0; i < n; ++i) {
+    BatchError bad{n, BadInput::kNone};
+    size_t i = 0;
+    for (; i < n; ++i) {
       if (i + 64 < n) __builtin_prefetch(&entries_[ids[i + 64]], 1, 1);
-      const uint64_t m = entries_[ids[i]].meta.load(std::memory_order_relaxed);
-      if (status_of(m) == ABSENT) return i;
+      std::atomic<uint64_t>& mm = entries_[ids[i]].meta;
+      const uint64_t m = mm.load(std::memory_order_relaxed);
+      if (status_of(m) == kCheckMark) {
+        if (refuse_repeats) {
+          bad = {i, BadInput::kRepeated};
+          break;
+        }
+        metas[i] = metas[0];  // a repeat: the erase pass finds it absent and skips it
+        continue;
+      }
+      if (status_of(m) == ABSENT) {
+        bad = {i, BadInput::kAbsent};
+        break;
+      }
       metas[i] = m;
+      mm.store(with_status(m, kCheckMark), std::memory_order_relaxed);
       // The node's slot bookkeeping (count, hwm, slot and hole pointers: one line) for
       // the erase pass: with cold caches its miss sat in front of every slot prefetch.
       __builtin_prefetch(reinterpret_cast<const char*>(&node(node_of(m))) + kNodeSlotLine, 1, 1);
     }
-    erase_exclusive_locked(ids, n, metas);
+    if (bad.index < n) {  // give the marked entries back (a repeat's slot holds metas[0])
+      for (size_t j = 0; j < i; ++j) {
+        std::atomic<uint64_t>& mm = entries_[ids[j]].meta;
+        if (status_of(mm.load(std::memory_order_relaxed)) == kCheckMark) mm.store(metas[j], std::memory_order_relaxed);
+      }
+    } else {
+      erase_exclusive_locked(ids, n, metas);
+    }
     if (scratch_.bytes() > kScratchKeepPerId * capacity_) scratch_.release();
     scratch_bytes_.store(scratch_.bytes(), std::memory_order_relaxed);
-    return n;
+    return bad;
   }
+  // erase_checked without refusing repeats: returns n, or the first absent id's position.
+  size_t erase_present(const uint32_t* ids, size_t n) { return erase_checked(ids, n, false).index; }
 
   // ---- queries ----
 
