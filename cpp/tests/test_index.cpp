@@ -693,7 +693,8 @@ void test_concurrent_stress(int threads, int ops_per_thread) {
           idx.update_scalar(lz.data(), 1.0, lz.size(), 1 + unsigned(op % 2));
           try {
             idx.check();
-          } catch (const std::exception&) {
+          } catch (const std::exception& e) {
+            std::fprintf(stderr, "check() during the stress: %s\n", e.what());  // which invariant broke
             bad_query.fetch_add(1000);
           }
         } else {
