@@ -270,6 +270,17 @@ void test_ties_and_edges() {
 }
 
 
+// Ids 0..cap-1, every score 0, in the index and the model (one bulk insert).
+void insert_all_zero(Index& idx, Model& model, uint32_t cap) {
+  std::vector<uint32_t> all(cap);
+  std::vector<double> zeros(cap, 0.0);
+  for (uint32_t i = 0; i < cap; ++i) {
+    all[i] = i;
+    model.s[i] = 0.0;
+  }
+  idx.insert(all.data(), zeros.data(), cap);
+}
+
 // One end only: the n smallest (bottom) or largest (top) keys against the model.
 bool same_end(Index& idx, const Model& model, size_t n, bool from_top, std::string& why) {
   auto ref = model.sorted();
@@ -480,15 +491,7 @@ void test_stale_scan(uint32_t node_size, uint64_t seed) {
   const uint32_t cap = 24000;
   Index idx(cap, node_size);
   Model model;
-  {
-    std::vector<uint32_t> all(cap);
-    std::vector<double> zeros(cap, 0.0);
-    for (uint32_t i = 0; i < cap; ++i) {
-      all[i] = i;
-      model.s[i] = 0.0;
-    }
-    idx.insert(all.data(), zeros.data(), cap);
-  }
+  insert_all_zero(idx, model, cap);
   uint64_t scans_at_half = 0;
   std::string why;
   for (int round = 0; round < 24; ++round) {
@@ -938,15 +941,7 @@ void test_sorted_moves(uint32_t node_size, uint64_t seed) {
   Index idx(cap, node_size);
   Model model;
   std::mt19937_64 rng(seed);
-  {
-    std::vector<uint32_t> all(cap);
-    std::vector<double> zero(cap, 0.0);
-    for (uint32_t i = 0; i < cap; ++i) {
-      all[i] = i;
-      model.s[i] = 0.0;
-    }
-    idx.insert(all.data(), zero.data(), cap);
-  }
+  insert_all_zero(idx, model, cap);
   std::vector<uint32_t> q(cap + 1);
   std::vector<double> qs(cap + 1);
   idx.bottom(10, q.data(), qs.data());
