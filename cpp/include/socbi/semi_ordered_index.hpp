@@ -560,8 +560,7 @@ class SemiOrderedIndex {
     } else {
       erase_exclusive_locked(ids, n, metas);
     }
-    if (scratch_.bytes() > kScratchKeepPerId * capacity_) scratch_.release();
-    scratch_bytes_.store(scratch_.bytes(), std::memory_order_relaxed);
+    trim_scratch();
     return bad;
   }
   // erase_checked without refusing repeats: returns n, or the first absent id's position.
@@ -2080,7 +2079,7 @@ class SemiOrderedIndex {
   // the walk does. O(capacity + n log n), sequential reads only. A walk after many lazy
   // rounds reads a growing share of the chain at random (the ties it must see past
   // thin out: 46 % of 5*10^5 ids, 3 ms, after five rounds of 10^6 +1s at n = 10^6); the
-  // scan reads every entry in order for ~1.5 ns each. A query takes it once its walk
+  // scan reads every entry in order for ~1 ns each (kScanNs). A query takes it once its walk
   // passes the scan's cost (kTooLong), and every later query on the same stale chain
   // (it only gets staler until a rebuild) goes straight to it. Its cost counts towards
   // dirty_work_: past a rebuild's worth the caller rebuilds instead (kGaveUp).
@@ -2141,6 +2140,12 @@ class SemiOrderedIndex {
       run([](Packed a, Packed b) { return a > b; }, std::true_type{});
     else
       run([](Packed a, Packed b) { return a < b; }, std::false_type{});
+    return write_best(best, from_top, out_ids, out_scores);
+  }
+
+  // The kept keys, best first, to the caller's arrays (query_dirty and query_scan).
+  template <class IdT>
+  static size_t write_best(std::vector<Packed>& best, bool from_top, IdT* out_ids, double* out_scores) {
     if (from_top)
       std::sort(best.begin(), best.end(), [](Packed a, Packed b) { return a > b; });
     else
@@ -2231,12 +2236,7 @@ class SemiOrderedIndex {
       keys.resize(k);
       best.swap(keys);
     }
-    std::sort(best.begin(), best.end(), better);
-    for (size_t i = 0; i < best.size(); ++i) {
-      out_ids[i] = IdT(uint32_t(best[i]));
-      out_scores[i] = unpack_score(best[i]);
-    }
-    return best.size();
+    return write_best(best, from_top, out_ids, out_scores);
   }
 
   // Rebuilds a stale chain (exclusive; nothing to do if another thread already did).
@@ -2485,6 +2485,12 @@ class SemiOrderedIndex {
   static constexpr uint64_t kScratchKeepPerId = 16;
   static constexpr unsigned kApplyChunksPerThread = 4;  // chunks of the threaded apply's bucketing pass
   BulkScratch scratch_;  // touched only by the (exclusive) bulk path
+  // After an exclusive call that used scratch_: give it back past kScratchKeepPerId bytes
+  // per id, and publish its size (stats() must not walk scratch_).
+  void trim_scratch() {
+    if (scratch_.bytes() > kScratchKeepPerId * capacity_) scratch_.release();
+    scratch_bytes_.store(scratch_.bytes(), std::memory_order_relaxed);
+  }
   std::atomic<uint64_t> scratch_bytes_{0};
   std::atomic<int64_t> slot_bytes_{0};  // node slot arrays and hole bitmaps, for stats()
 };

@@ -69,8 +69,7 @@ inline auto SemiOrderedIndex::bulk_apply(const IdT* ids, const double* vals, dou
   const BatchError bad = (T == 1 || n > UINT32_MAX) ? apply_serial(ids, vals, scalar, n, assign, lenient)
                                                     : apply_partitioned(ids, vals, scalar, n, T, assign, lenient);
   lazy_apply_sign_ = 0;
-  if (scratch_.bytes() > kScratchKeepPerId * capacity_) scratch_.release();
-  scratch_bytes_.store(scratch_.bytes(), std::memory_order_relaxed);  // stats() must not walk scratch_
+  trim_scratch();
   if (bad.index == n) {
     if (lazy) {
       // The queries' rent restarts with each batch: a query on the stale chain costs at
