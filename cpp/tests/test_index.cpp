@@ -1240,6 +1240,75 @@ void test_stale_finger_never_reaches_a_reused_node() {
   EXPECT(k == idx.size() && std::count(out.begin(), out.begin() + k, late) == 1, "bottom(all) holds the moved id");
 }
 
+// A relocation of an idle id (a move without ownership, a split sending an id to its new
+// node) reads the id's meta word, then CASes it to the new place. An adder that read the
+// word before that CAS may meanwhile take ownership, find its newer score inside the old
+// node's range and release the id: the word is equal again, so the CAS succeeded and the
+// id sat in a node whose range did not hold its score (the sanitizer stress failures
+// "id N lies below/above its node's range", issue 17). The hooks run that adder's whole
+// owner cycle on another thread at the point between the read and the CAS.
+const char* g_cycle_site = nullptr;
+uint32_t g_cycle_id = 0;
+double g_cycle_delta = 0.0;
+socbi::SemiOrderedIndex* g_cycle_index = nullptr;
+std::atomic<bool> g_cycle_armed{false};
+void run_owner_cycle(const char* site, uint32_t arg) {
+  if (std::strcmp(site, g_cycle_site) != 0 || arg != g_cycle_id || !g_cycle_armed.exchange(false)) return;
+  std::thread adder([] { g_cycle_index->update(&g_cycle_id, &g_cycle_delta, 1); });  // never takes a node lock
+  adder.join();
+}
+
+void test_relocation_meets_a_whole_owner_cycle() {
+  {  // a move without ownership: 20 goes from 200 to 300, the adder brings it back to 200
+    Index idx(64, 8, /*bulk_fraction=*/0.0);
+    for (uint32_t id = 0; id < 64; ++id) {
+      double s = 10.0 * id;
+      idx.insert(&id, &s, 1);
+    }
+    uint32_t id = 20;
+    double up = 100.0;
+    g_cycle_site = "move: id in neither node";
+    g_cycle_id = id;
+    g_cycle_delta = -100.0;
+    g_cycle_index = &idx;
+    g_cycle_armed.store(true);
+    socbi_test::g_hook.store(&run_owner_cycle);
+    idx.update(&id, &up, 1);
+    socbi_test::g_hook.store(nullptr);
+    EXPECT(!g_cycle_armed.load(), "setup: the adder ran while the id was being moved");
+    try {
+      idx.check();
+    } catch (const std::exception& e) {
+      EXPECT(false, std::string("after a move met an owner cycle: ") + e.what());
+    }
+    EXPECT(idx.score(id) == 200.0, "the score is the sum of both deltas");
+  }
+  {  // a split: the ninth insert splits the full head node at 40; 7 (at 70) goes up, the adder brings it to -5
+    Index idx(64, 8, /*bulk_fraction=*/0.0);
+    for (uint32_t id = 0; id < 8; ++id) {
+      double s = 10.0 * id;
+      idx.insert(&id, &s, 1);
+    }
+    g_cycle_site = "split: key read";
+    g_cycle_id = 7;
+    g_cycle_delta = -75.0;
+    g_cycle_index = &idx;
+    g_cycle_armed.store(true);
+    socbi_test::g_hook.store(&run_owner_cycle);
+    uint32_t ninth = 8;
+    double s = 80.0;
+    idx.insert(&ninth, &s, 1);
+    socbi_test::g_hook.store(nullptr);
+    EXPECT(!g_cycle_armed.load() && idx.stats().splits == 1, "setup: the adder ran during the split");
+    try {
+      idx.check();
+    } catch (const std::exception& e) {
+      EXPECT(false, std::string("after a split met an owner cycle: ") + e.what());
+    }
+    EXPECT(idx.score(7) == -5.0, "the score is the sum");
+  }
+}
+
 // Issue 16: a rebuild over scores spanning a subnormal range made the linear bucketing's
 // scale nb / span infinite, 0 * inf NaN and size_t(NaN) undefined (UBSan with
 // -fsanitize=float-cast-overflow, which the ASan build now enables, reports it). Both
@@ -1369,6 +1438,15 @@ void test_bulk_rebuild_placement() {
 
 int main(int argc, char** argv) {
   const bool quick = argc > 1 && std::string(argv[1]) == "--quick";
+  if (argc > 1 && std::string(argv[1]) == "--stress") {  // --stress [N]: only the concurrency stresses, N rounds
+    const int rounds = argc > 2 ? std::atoi(argv[2]) : 1;
+    for (int r = 0; r < rounds && !g_failures; ++r) {
+      for (int threads : {2, 4, 8, 16}) test_concurrent_stress(threads, 24000 / threads);
+      for (int threads : {2, 4, 8, 16}) test_monotone_stress(threads, 4000 / threads);
+    }
+    std::fprintf(stderr, "%d failure(s)\n", g_failures);
+    return g_failures ? 1 : 0;
+  }
   for (uint32_t b : {8u, 16u, 256u})
     for (uint64_t seed = 1; seed <= (quick ? 2u : 4u); ++seed) test_random_sequences(b, seed * 7919 + b);
   test_ties_and_edges();
@@ -1384,6 +1462,7 @@ int main(int argc, char** argv) {
   test_non_finite_values_are_never_stored();
   test_unchecked_bulk_saturates_like_item_by_item();
   test_stale_finger_never_reaches_a_reused_node();
+  test_relocation_meets_a_whole_owner_cycle();
   test_rebuild_over_a_subnormal_span();
   test_split_growth_is_counted_in_stats();
   test_team();

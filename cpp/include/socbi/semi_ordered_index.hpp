@@ -73,7 +73,11 @@
 //   * The adder that changed an IDLE id's score may move it without taking ownership:
 //     under both locks the id cannot leave its node, and its meta word is CASed to the
 //     new place keeping its status (an owner or eraser that got in meanwhile re-checks,
-//     as after a split); later adders see IDLE and place their own deltas. A batch keeps
+//     as after a split); later adders see IDLE and place their own deltas. The CAS also
+//     succeeds if an adder took the id, judged its newer score in x's range and released
+//     it in between (an equal word again), so the mover reads the score after its CAS
+//     and, if t's range does not hold it, places the id by the owner protocol once it
+//     has unlocked; a split does the same for the ids it sends up. A batch keeps
 //     the target node's lock across up to kHeldRun consecutive moves into it, only while
 //     the next source node comes after it in the lock order, and never across a pin, a
 //     split, a node removal or the owner protocol.
@@ -643,6 +647,11 @@ class SemiOrderedIndex {
   //    means those are the id's place now;
   //  * a move, an erase, a split and a node sort read the meta word again under the node's
   //    lock, where no relocation of the id can run, and decide from the current score;
+  //  * a CAS that relocates an idle id (a move without ownership, a split sending it up)
+  //    can succeed on an equal word after an owner took and released the id in between
+  //    (ownership leaves the tag alone), having judged a newer score in range of the old
+  //    node: so the relocating thread reads the score after its CAS and, if the id's new
+  //    node does not hold it, places the id by the owner protocol once it has unlocked;
   //  * the one lock-free decision, the owner's "the score is still in my node's range"
   //    release, stays true: while the owner is in flight it holds a pin, so its node
   //    cannot be freed and reused; a split moves ids only into a new node, never back, so
@@ -1004,6 +1013,7 @@ class SemiOrderedIndex {
   static constexpr uint32_t kSplitSample = 64;
   uint32_t split_locked(uint32_t xi) {
     Node& x = node(xi);
+    pending_settles().clear();  // left by a split that threw
     const uint32_t cnt = x.count.load(std::memory_order_relaxed);
     if (cnt < 2) return kNil;
     const detail::Key hi = x.hi();
@@ -1138,6 +1148,7 @@ class SemiOrderedIndex {
       for (;;) {
         detail::Key k{entries_[id].score.load(std::memory_order_acquire), id};
         const bool to_y = !(k < pivot) || (dirty && k < xlo);
+        SOCBI_TEST_HOOK("split: key read", id);
         if (!to_y && status_of(m) == IDLE) {
           ++kept;
           break;
@@ -1147,8 +1158,14 @@ class SemiOrderedIndex {
           continue;
         }
         const uint64_t nm = to_y ? relocated(m, yi, y.hwm.load(std::memory_order_relaxed)) : relocated(m, xi, i);
-        if (mm.compare_exchange_weak(m, nm, std::memory_order_acq_rel)) {
+        if (mm.compare_exchange_weak(m, nm, std::memory_order_seq_cst)) {
           if (to_y) {
+            // As in move_unowned: an adder may have owned the id, judged its newer key
+            // inside x's narrowed range and released it, all between the reads above and
+            // this CAS of an equal word. The key read after the CAS says whether the id
+            // belongs in y; if not, it is placed once the split's locks are released.
+            const detail::Key k2{entries_[id].score.load(std::memory_order_seq_cst), id};
+            if (!(!(k2 < pivot) || (dirty && k2 < xlo))) pending_settles().push_back(id);
             append_locked(y, id);
             x.items[i].store(kTomb, std::memory_order_release);
             x.holes[i / 64] |= uint64_t(1) << (i % 64);
@@ -1230,6 +1247,18 @@ class SemiOrderedIndex {
     }
     y.fully_linked.store(1, std::memory_order_release);
     if (y.count.load(std::memory_order_acquire) == 0) try_remove(yi);
+  }
+
+  // Ids a split of this thread relocated to its new node while their newest key belonged
+  // below the pivot (see split_locked). Placed by settle_pending, with no lock held.
+  static std::vector<uint32_t>& pending_settles() noexcept {
+    thread_local std::vector<uint32_t> ids;
+    return ids;
+  }
+  void settle_pending() {
+    std::vector<uint32_t> ids;
+    ids.swap(pending_settles());  // a settle's own split drains its own list
+    for (uint32_t id : ids) settle(id, entries_[id].meta.load(std::memory_order_seq_cst), /*unowned_first=*/false);
   }
 
   // Unlinks node zi if it is empty, live, fully linked and not the head.
@@ -1516,9 +1545,10 @@ class SemiOrderedIndex {
 
   // Algorithm 1 from "the score just changed": take ownership unless someone else owns
   // the item, put it where its score belongs, release only if the score did not move.
-  void settle(uint32_t id, uint64_t m) {
+  // unowned_first: try a move without ownership first (the adders' fast path).
+  void settle(uint32_t id, uint64_t m, bool unowned_first = true) {
     Entry& e = entries_[id];
-    if (status_of(m) == IDLE && move_unowned(id, m, nullptr)) return;
+    if (unowned_first && status_of(m) == IDLE && move_unowned(id, m, nullptr)) return;
     for (;;) {
       const uint64_t st = status_of(m);
       if (st != IDLE) return;  // UPDATING: the owner will see our delta. ABSENT: erased.
@@ -1618,7 +1648,7 @@ class SemiOrderedIndex {
     x.begin_items_change();
     remove_slot_locked(x, slot_of(m));
     x_empty = x.count.load(std::memory_order_relaxed) == 0;
-    SOCBI_RACE_HOOK();  // the id is in neither node here
+    SOCBI_TEST_HOOK("move: id in neither node", id);
     t.begin_items_change();
     const uint32_t slot = append_locked(t, id);
     std::atomic<uint64_t>& mm = entries_[id].meta;
@@ -1629,7 +1659,7 @@ class SemiOrderedIndex {
     } else {
       do {
         nm = relocated(m, ti, slot);
-      } while (!mm.compare_exchange_weak(m, nm, std::memory_order_acq_rel));
+      } while (!mm.compare_exchange_weak(m, nm, std::memory_order_seq_cst));  // seq_cst: see move_unowned
     }
     t.end_items_change();
     x.end_items_change();
@@ -1694,9 +1724,20 @@ class SemiOrderedIndex {
     }
     bool x_empty = false;
     move_locked(id, xi, ti, m, /*owned=*/false, x_empty);
-    unlock(!x_empty);
+    // The CAS in move_locked succeeds on an equal word, and an adder that read the word
+    // before it may have taken ownership, judged the id in x's range by a newer score
+    // and released it, all between this thread's read and its CAS (the word is then the
+    // same again): that owner placed nothing. The score read after the CAS is the newest
+    // any such adder saw (its add precedes its read of the old word, which precedes the
+    // CAS); adders that read the new word place their own deltas from t. So: if that
+    // score is outside t's range (stable: t is locked), place the id by the owner
+    // protocol once the locks are released.
+    const detail::Key k3{e.score.load(std::memory_order_seq_cst), id};
+    const bool misplaced = !(t.lo <= k3 && k3 < t.hi());
+    unlock(!x_empty && !misplaced);
     bump(my_shard().moves);
     if (x_empty) try_remove(xi);
+    if (misplaced) settle(id, e.meta.load(std::memory_order_seq_cst), /*unowned_first=*/false);
     return true;
   }
 
@@ -1742,6 +1783,7 @@ class SemiOrderedIndex {
           std::this_thread::yield();
         } else {
           finish_split(yi);
+          settle_pending();
         }
         m = entries_[id].meta.load(std::memory_order_acquire);
         if (status_of(m) == ABSENT) return false;
@@ -1989,6 +2031,7 @@ class SemiOrderedIndex {
           }
           if (yi != kNil) {
             finish_split(yi);
+            settle_pending();
             ++own_splits;
             if (from_top) x = yi;  // continue with the upper half
             continue;
