@@ -13,7 +13,7 @@
 #define SOCBI_TEST_SHORT_WALKS 1
 #endif
 #include <cstdint>
-// Named hooks (see SOCBI_TEST_HOOK in the header): a test may act at one point, for one node.
+// Named hooks (see SOCBI_TEST_HOOK in the header): a test may act at one point, for one node or id.
 namespace socbi_test {
 void on_hook(const char* site, uint32_t node);
 }

@@ -22,8 +22,9 @@
 #define SOCBI_RACE_HOOK() ((void)0)
 #endif
 
-// Test builds may define SOCBI_TEST_HOOK(site, node) to act (pause, change a score) at a
-// named point that concerns one node; site is a string literal. By default a race hook.
+// Test builds may define SOCBI_TEST_HOOK(site, arg) to act (pause, change a score, run
+// another thread's update) at a named point that concerns one node or one id (the site's
+// name says which); site is a string literal. By default a race hook.
 #ifndef SOCBI_TEST_HOOK
 #define SOCBI_TEST_HOOK(site, node) SOCBI_RACE_HOOK()
 #endif
