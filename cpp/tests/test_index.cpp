@@ -18,6 +18,10 @@ namespace socbi_test {
 void on_hook(const char* site, uint32_t node);
 }
 #define SOCBI_TEST_HOOK(site, node) socbi_test::on_hook(site, node)
+namespace socbi_test {
+void trace(uint32_t id, const char* event, uint32_t n1, uint32_t n2, double d1, double d2, double d3);
+}
+#define SOCBI_TEST_TRACE(id, event, n1, n2, d1, d2, d3) socbi_test::trace(id, event, n1, n2, d1, d2, d3)
 #include <socbi/semi_ordered_index.hpp>
 
 #include <algorithm>
@@ -62,6 +66,61 @@ void on_hook(const char* site, uint32_t node) {
   std::this_thread::yield();
 #endif
   if (auto* f = g_hook.load()) f(site, node);
+}
+
+// The protocol trace (SOCBI_TEST_TRACE in the header), on with --trace: the last kTraceRing
+// events of each id, and of the whole index, with their thread and a steady-clock time,
+// printed for the id that a failed check() names. For the release and ASan builds: the
+// dump reads rings that threads still running may write (ThreadSanitizer reports that).
+struct TraceEvent {
+  int64_t ns;
+  const char* event;
+  uint32_t n1, n2;
+  double d1, d2, d3;
+  uint32_t thread;
+};
+constexpr uint32_t kTraceRing = 64;
+struct TraceRing {
+  std::atomic<uint64_t> next{0};
+  TraceEvent ev[kTraceRing];
+};
+std::atomic<bool> g_trace_on{false};
+std::vector<TraceRing> g_trace;  // one ring per id, then the index's; sized by enable_trace
+void enable_trace(uint32_t ids) {
+  g_trace = std::vector<TraceRing>(ids + 1);
+  g_trace_on.store(true);
+}
+void trace(uint32_t id, const char* event, uint32_t n1, uint32_t n2, double d1, double d2, double d3) {
+  if (!g_trace_on.load(std::memory_order_relaxed)) return;
+  static std::atomic<uint32_t> threads{0};
+  thread_local const uint32_t me = threads.fetch_add(1);
+  TraceRing& r = g_trace[std::min<size_t>(id, g_trace.size() - 1)];
+  const int64_t ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+      std::chrono::steady_clock::now().time_since_epoch()).count();
+  r.ev[r.next.fetch_add(1) % kTraceRing] = TraceEvent{ns, event, n1, n2, d1, d2, d3, me};
+}
+// Prints the history of the id named in a check() message ("... id N ..."), merged with
+// the index-wide events of the same span.
+void dump_trace_for(const char* what) {
+  const char* p = std::strstr(what, "id ");
+  if (!g_trace_on.exchange(false) || !p) return;
+  const size_t id = std::strtoul(p + 3, nullptr, 10);
+  if (id + 1 >= g_trace.size()) return;
+  std::vector<TraceEvent> evs;
+  auto take = [&](const TraceRing& r) {
+    const uint64_t n = r.next.load();
+    for (uint64_t i = n > kTraceRing ? n - kTraceRing : 0; i < n; ++i) evs.push_back(r.ev[i % kTraceRing]);
+  };
+  take(g_trace[id]);
+  const int64_t since = evs.empty() ? 0 : std::min_element(evs.begin(), evs.end(), [](auto& a, auto& b) { return a.ns < b.ns; })->ns;
+  const size_t own = evs.size();
+  take(g_trace.back());
+  evs.erase(std::remove_if(evs.begin() + own, evs.end(), [&](const TraceEvent& e) { return e.ns < since; }), evs.end());
+  std::sort(evs.begin(), evs.end(), [](const TraceEvent& a, const TraceEvent& b) { return a.ns < b.ns; });
+  std::fprintf(stderr, "trace of id %zu (ns since its first event, thread, event, n1 n2 | d1 d2 d3):\n", id);
+  for (const auto& e : evs)
+    std::fprintf(stderr, "  %10lld t%-3u %-28s %u %u | %g %g %g\n", (long long)(e.ns - since), e.thread, e.event, e.n1,
+                 e.n2, e.d1, e.d2, e.d3);
 }
 }  // namespace socbi_test
 
@@ -698,6 +757,7 @@ void test_concurrent_stress(int threads, int ops_per_thread) {
             idx.check();
           } catch (const std::exception& e) {
             std::fprintf(stderr, "check() during the stress: %s\n", e.what());  // which invariant broke
+            socbi_test::dump_trace_for(e.what());
             bad_query.fetch_add(1000);
           }
         } else {
@@ -717,6 +777,7 @@ void test_concurrent_stress(int threads, int ops_per_thread) {
   try {
     idx.check();
   } catch (const std::exception& e) {
+    socbi_test::dump_trace_for(e.what());
     EXPECT(false, e.what());
   }
   for (uint32_t i = 0; i < shared; ++i) {
@@ -1438,8 +1499,9 @@ void test_bulk_rebuild_placement() {
 
 int main(int argc, char** argv) {
   const bool quick = argc > 1 && std::string(argv[1]) == "--quick";
-  if (argc > 1 && std::string(argv[1]) == "--stress") {  // --stress [N]: only the concurrency stresses, N rounds
+  if (argc > 1 && std::string(argv[1]) == "--stress") {  // --stress [N] [--trace]: only the concurrency stresses
     const int rounds = argc > 2 ? std::atoi(argv[2]) : 1;
+    if (argc > 3 && std::string(argv[3]) == "--trace") socbi_test::enable_trace(6000);  // test_concurrent_stress's capacity
     for (int r = 0; r < rounds && !g_failures; ++r) {
       for (int threads : {2, 4, 8, 16}) test_concurrent_stress(threads, 24000 / threads);
       for (int threads : {2, 4, 8, 16}) test_monotone_stress(threads, 4000 / threads);

@@ -1120,6 +1120,7 @@ class SemiOrderedIndex {
     // that read the old range is forced (by the tag bump) to re-check, and any later owner
     // reads the narrowed range (the fence below).
     x.set_hi(pivot);
+    SOCBI_TEST_TRACE(0xFFFFFFFFu, dirty ? "split (stale chain)" : "split", xi, yi, xlo.score, pivot.score, hi.score);
     SOCBI_TEST_HOOK("split narrowed x", xi);
 
     // Owners that take an id of x after this fence read the narrowed range
@@ -1150,6 +1151,7 @@ class SemiOrderedIndex {
         const bool to_y = !(k < pivot) || (dirty && k < xlo);
         SOCBI_TEST_HOOK("split: key read", id);
         if (!to_y && status_of(m) == IDLE) {
+          SOCBI_TEST_TRACE(id, "split: kept in x", xi, yi, k.score, xlo.score, pivot.score);
           ++kept;
           break;
         }
@@ -1159,6 +1161,7 @@ class SemiOrderedIndex {
         }
         const uint64_t nm = to_y ? relocated(m, yi, y.hwm.load(std::memory_order_relaxed)) : relocated(m, xi, i);
         if (mm.compare_exchange_weak(m, nm, std::memory_order_seq_cst)) {
+          SOCBI_TEST_TRACE(id, to_y ? "split: to y" : "split: relocated in x", xi, yi, k.score, double(status_of(m)), pivot.score);
           if (to_y) {
             // As in move_unowned: an adder may have owned the id, judged its newer key
             // inside x's narrowed range and released it, all between the reads above and
@@ -1258,7 +1261,10 @@ class SemiOrderedIndex {
   void settle_pending() {
     std::vector<uint32_t> ids;
     ids.swap(pending_settles());  // a settle's own split drains its own list
-    for (uint32_t id : ids) settle(id, entries_[id].meta.load(std::memory_order_seq_cst), /*unowned_first=*/false);
+    for (uint32_t id : ids) {
+      SOCBI_TEST_TRACE(id, "split: misplaced, settling", 0, 0, entries_[id].score.load(), 0, 0);
+      settle(id, entries_[id].meta.load(std::memory_order_seq_cst), /*unowned_first=*/false);
+    }
   }
 
   // Unlinks node zi if it is empty, live, fully linked and not the head.
@@ -1296,6 +1302,7 @@ class SemiOrderedIndex {
         for (int l = h - 1; l >= 1; --l)
           node(preds[l]).next[l].store(z.next[l].load(std::memory_order_relaxed), std::memory_order_release);
         p0.set_hi(z.hi());
+        SOCBI_TEST_TRACE(0xFFFFFFFFu, "node removed", zi, preds[0], z.lo.score, z.hi().score, p0.lo.score);
         if (succ != kNil) {
           node(succ).prev.store(preds[0], std::memory_order_release);
         } else {
@@ -1532,6 +1539,7 @@ class SemiOrderedIndex {
     }
     SOCBI_RACE_HOOK();
     const uint64_t m = e.meta.load(std::memory_order_seq_cst);
+    SOCBI_TEST_TRACE(id, "add", node_of(m), uint32_t(status_of(m)), old, old + delta, double(tag_of(m)));
     if (status_of(m) == IDLE && move_unowned(id, m, held)) return;
     if (held) release(*held);  // the owner protocol below takes node locks in their order
     settle(id, e.meta.load(std::memory_order_seq_cst));
@@ -1554,6 +1562,7 @@ class SemiOrderedIndex {
       if (st != IDLE) return;  // UPDATING: the owner will see our delta. ABSENT: erased.
       if (!e.meta.compare_exchange_weak(m, with_status(m, UPDATING), std::memory_order_seq_cst)) continue;
       m = with_status(m, UPDATING);
+      SOCBI_TEST_TRACE(id, "own", node_of(m), 0, 0, 0, double(tag_of(m)));
       SOCBI_RACE_HOOK();
       if (!own_and_place(id, m)) return;  // erased while we owned it
       // m is now IDLE; if an adder raced with our release, go round again.
@@ -1571,12 +1580,15 @@ class SemiOrderedIndex {
       if (!place(id, k, m)) return false;  // erased
       SOCBI_RACE_HOOK();
       const uint64_t idle = with_status(m, IDLE);
+      SOCBI_TEST_TRACE(id, "release: try", node_of(m), 0, s, node(node_of(m)).lo.score, node(node_of(m)).hi().score);
       if (!e.meta.compare_exchange_strong(m, idle, std::memory_order_seq_cst)) {
+        SOCBI_TEST_TRACE(id, "release: failed", node_of(m), uint32_t(status_of(m)), s, 0, double(tag_of(m)));
         // A split or a slot change touched us (m reloaded); re-check with the new place.
         if (status_of(m) == ABSENT) return false;
         continue;
       }
       const double s2 = e.score.load(std::memory_order_seq_cst);
+      SOCBI_TEST_TRACE(id, "release: done", node_of(m), 0, s, s2, double(tag_of(m)));
       if (s2 == s) return false;
       m = idle;
       return true;
@@ -1712,6 +1724,7 @@ class SemiOrderedIndex {
     };
     SOCBI_RACE_HOOK();
     m = e.meta.load(std::memory_order_acquire);
+    SOCBI_TEST_TRACE(id, "move: locked", xi, ti, k.score, double(status_of(m)), double(node_of(m)));
     if (status_of(m) != IDLE) {
       unlock(true);
       return true;  // UPDATING: the owner sees this delta. ABSENT: erased.
@@ -1719,10 +1732,12 @@ class SemiOrderedIndex {
     const detail::Key k2{e.score.load(std::memory_order_seq_cst), id};
     if (node_of(m) != xi || t.dead.load(std::memory_order_acquire) || !(t.lo <= k2 && k2 < t.hi()) ||
         t.count.load(std::memory_order_relaxed) >= t.cap) {
+      SOCBI_TEST_TRACE(id, "move: refused", xi, ti, k2.score, t.lo.score, t.hi().score);
       unlock(false);
       return false;
     }
     bool x_empty = false;
+    SOCBI_TEST_TRACE(id, "move: unowned", xi, ti, k2.score, t.lo.score, t.hi().score);
     move_locked(id, xi, ti, m, /*owned=*/false, x_empty);
     // The CAS in move_locked succeeds on an equal word, and an adder that read the word
     // before it may have taken ownership, judged the id in x's range by a newer score
@@ -1737,7 +1752,10 @@ class SemiOrderedIndex {
     unlock(!x_empty && !misplaced);
     bump(my_shard().moves);
     if (x_empty) try_remove(xi);
-    if (misplaced) settle(id, e.meta.load(std::memory_order_seq_cst), /*unowned_first=*/false);
+    if (misplaced) {
+      SOCBI_TEST_TRACE(id, "move: misplaced, settling", xi, ti, k3.score, t.lo.score, t.hi().score);
+      settle(id, e.meta.load(std::memory_order_seq_cst), /*unowned_first=*/false);
+    }
     return true;
   }
 
@@ -1748,6 +1766,7 @@ class SemiOrderedIndex {
     for (;;) {
       const uint32_t xi = node_of(m);
       if (xi != kNil && node(xi).range_contains(k)) {
+        SOCBI_TEST_TRACE(id, "place: in range", xi, 0, k.score, node(xi).lo.score, node(xi).hi().score);
         bump(sh.in_place);
         return true;
       }
@@ -1771,6 +1790,7 @@ class SemiOrderedIndex {
         continue;
       }
       if (ti == xi) {  // range changed under us and now contains k: nothing to move
+        SOCBI_TEST_TRACE(id, "place: same node", xi, ti, k.score, t.lo.score, t.hi().score);
         unlock_two(ti, xi);
         bump(sh.in_place);
         return true;
@@ -1790,6 +1810,7 @@ class SemiOrderedIndex {
         continue;
       }
       bool x_empty = false;
+      SOCBI_TEST_TRACE(id, "place: move", xi, ti, k.score, t.lo.score, t.hi().score);
       if (xi != kNil) {
         m = move_locked(id, xi, ti, m, /*owned=*/true, x_empty);
       } else {  // a new id (insert_one)
@@ -1814,6 +1835,7 @@ class SemiOrderedIndex {
     if (!e.meta.compare_exchange_strong(m, claimed, std::memory_order_seq_cst)) return;
     e.score.store(detail::stored_score(s), std::memory_order_seq_cst);
     m = claimed;
+    SOCBI_TEST_TRACE(id, "insert", 0, 0, s, 0, 0);
     my_shard().size.fetch_add(1, std::memory_order_relaxed);
     if (own_and_place(id, m)) settle(id, m);
   }
@@ -1845,6 +1867,7 @@ class SemiOrderedIndex {
       }
       x.begin_items_change();
       remove_slot_locked(x, slot_of(m));
+      SOCBI_TEST_TRACE(id, "erase", xi, 0, 0, 0, 0);
       e.meta.store(make_meta(ABSENT, kNil, 0, tag_of(m) + 1), std::memory_order_seq_cst);
       x.end_items_change();
       const bool empty = x.count.load(std::memory_order_relaxed) == 0;
@@ -1925,6 +1948,7 @@ class SemiOrderedIndex {
       uint64_t m = mm.load(std::memory_order_acquire);
       while (!mm.compare_exchange_weak(m, relocated(m, xi, i), std::memory_order_acq_rel)) {
       }
+      SOCBI_TEST_TRACE(id, "sort", xi, i, unpack_score(keys[i]), x.lo.score, x.hi().score);
     }
     for (uint32_t i = c; i < h; ++i) x.items[i].store(kTomb, std::memory_order_release);
     std::fill(x.holes, x.holes + Node::hole_words(h), uint64_t(0));
