@@ -1723,7 +1723,9 @@ class SemiOrderedIndex {
       }
     };
     SOCBI_RACE_HOOK();
-    m = e.meta.load(std::memory_order_acquire);
+    // seq_cst (as cheap as acquire on x86 and ARM): an owner found here is ordered after this
+    // thread's add, so its re-read of the score after its release sees the delta.
+    m = e.meta.load(std::memory_order_seq_cst);
     SOCBI_TEST_TRACE(id, "move: locked", xi, ti, k.score, double(status_of(m)), double(node_of(m)));
     if (status_of(m) != IDLE) {
       unlock(true);
