@@ -1161,7 +1161,8 @@ class SemiOrderedIndex {
         }
         const uint64_t nm = to_y ? relocated(m, yi, y.hwm.load(std::memory_order_relaxed)) : relocated(m, xi, i);
         if (mm.compare_exchange_weak(m, nm, std::memory_order_seq_cst)) {
-          SOCBI_TEST_TRACE(id, to_y ? "split: to y" : "split: relocated in x", xi, yi, k.score, double(status_of(m)), pivot.score);
+          SOCBI_TEST_TRACE(id, to_y ? "split: to y" : "split: relocated in x", xi, yi, k.score,
+                           double(status_of(m)), pivot.score);
           if (to_y) {
             // As in move_unowned: an adder may have owned the id, judged its newer key
             // inside x's narrowed range and released it, all between the reads above and

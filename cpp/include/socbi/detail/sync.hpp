@@ -1,6 +1,7 @@
-// socbi/detail/sync.hpp -- waiting and locking: the pause/yield spin (cpu_relax), the node SpinLock, and the
-// test hooks (SOCBI_RACE_HOOK, SOCBI_TEST_HOOK, SOCBI_TEST_TRACE, SOCBI_TEST_FRONT_CHUNKS, SOCBI_TEST_SHORT_WALKS) that test builds
-// define to widen race windows. Owns no state.
+// socbi/detail/sync.hpp -- waiting and locking: the pause/yield spin (cpu_relax), the node
+// SpinLock, and the test hooks (SOCBI_RACE_HOOK, SOCBI_TEST_HOOK, SOCBI_TEST_TRACE,
+// SOCBI_TEST_FRONT_CHUNKS, SOCBI_TEST_SHORT_WALKS) that test builds define to widen race
+// windows or to record what happened. Owns no state.
 // Part of socbi/semi_ordered_index.hpp, the one header users include.
 #pragma once
 
@@ -36,9 +37,6 @@
 #define SOCBI_TEST_FRONT_CHUNKS (~size_t(0))
 #endif
 
-// Test builds may define SOCBI_TEST_SHORT_WALKS so that a query on a stale chain scans
-// the status table (query_scan) as soon as its walk reads past n + node_size ids, which
-// the concurrency stresses otherwise never reach at their small sizes.
 // Test builds may define SOCBI_TEST_TRACE(id, event, n1, n2, d1, d2, d3) to record each
 // protocol step that concerns one id (id 0xFFFFFFFF: the whole index, e.g. a split or a
 // rebuild): two node numbers and three doubles (scores, range bounds, a status or tag)
@@ -48,6 +46,9 @@
 #define SOCBI_TEST_TRACE(id, event, n1, n2, d1, d2, d3) ((void)0)
 #endif
 
+// Test builds may define SOCBI_TEST_SHORT_WALKS so that a query on a stale chain scans
+// the status table (query_scan) as soon as its walk reads past n + node_size ids, which
+// the concurrency stresses otherwise never reach at their small sizes.
 #ifndef SOCBI_TEST_SHORT_WALKS
 #define SOCBI_TEST_SHORT_WALKS 0
 #endif
