@@ -103,7 +103,7 @@ void trace(uint32_t id, const char* event, uint32_t n1, uint32_t n2, double d1, 
 // the index-wide events of the same span.
 void dump_trace_for(const char* what) {
   const char* p = std::strstr(what, "id ");
-  if (!g_trace_on.exchange(false) || !p) return;
+  if (!p || !g_trace_on.exchange(false)) return;  // tracing stops at the first dump
   const size_t id = std::strtoul(p + 3, nullptr, 10);
   if (id + 1 >= g_trace.size()) return;
   std::vector<TraceEvent> evs;
@@ -139,6 +139,16 @@ std::atomic<uint64_t> g_stress_ops{0};  // operations run by the stress tests (r
   } while (0)
 
 using Index = socbi::SemiOrderedIndex;
+
+// check()'s complaint, or "" when every invariant holds.
+std::string check_error(Index& idx) {
+  try {
+    idx.check();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "";
+}
 
 // Reference: id -> score; order by (score, id).
 struct Model {
@@ -680,8 +690,9 @@ void test_path_choice() {
 // 8 threads mix update / insert / erase / top / bottom. Thread t owns ids congruent to t
 // mod 8 among the "churn" ids (insert and erase them); everyone updates the shared ids
 // with integer deltas. At the end every shared score is the exact sum.
+constexpr uint32_t kStressCapacity = 6000;  // test_concurrent_stress's ids (the most of any stress)
 void test_concurrent_stress(int threads, int ops_per_thread) {
-  const uint32_t shared = 2000, churn = 4000, cap = shared + churn;
+  const uint32_t shared = 2000, churn = kStressCapacity - shared, cap = kStressCapacity;
   Index idx(cap, 16);
   {
     std::vector<uint32_t> ids(shared);
@@ -753,11 +764,10 @@ void test_concurrent_stress(int threads, int ops_per_thread) {
           }
           idx.bottom(64, qids.data(), qsc.data());
           idx.update_scalar(lz.data(), 1.0, lz.size(), 1 + unsigned(op % 2));
-          try {
-            idx.check();
-          } catch (const std::exception& e) {
-            std::fprintf(stderr, "check() during the stress: %s\n", e.what());  // which invariant broke
-            socbi_test::dump_trace_for(e.what());
+          const std::string err = check_error(idx);
+          if (!err.empty()) {
+            std::fprintf(stderr, "check() during the stress: %s\n", err.c_str());  // which invariant broke
+            socbi_test::dump_trace_for(err.c_str());
             bad_query.fetch_add(1000);
           }
         } else {
@@ -774,12 +784,9 @@ void test_concurrent_stress(int threads, int ops_per_thread) {
   }
   for (auto& th : pool) th.join();
   EXPECT(bad_query.load() == 0, "concurrent query returned duplicates or unsorted scores");
-  try {
-    idx.check();
-  } catch (const std::exception& e) {
-    socbi_test::dump_trace_for(e.what());
-    EXPECT(false, e.what());
-  }
+  const std::string err = check_error(idx);
+  if (!err.empty()) socbi_test::dump_trace_for(err.c_str());
+  EXPECT(err.empty(), err);
   for (uint32_t i = 0; i < shared; ++i) {
     int64_t sum = 0;
     for (int t = 0; t < threads; ++t) sum += applied[t][i];
@@ -1318,6 +1325,15 @@ void run_owner_cycle(const char* site, uint32_t arg) {
   std::thread adder([] { g_cycle_index->update(&g_cycle_id, &g_cycle_delta, 1); });  // never takes a node lock
   adder.join();
 }
+// The next time `site` fires for `id`, another thread adds `delta` to it.
+void arm_owner_cycle(Index& idx, const char* site, uint32_t id, double delta) {
+  g_cycle_site = site;
+  g_cycle_id = id;
+  g_cycle_delta = delta;
+  g_cycle_index = &idx;
+  g_cycle_armed.store(true);
+  socbi_test::g_hook.store(&run_owner_cycle);
+}
 
 void test_relocation_meets_a_whole_owner_cycle() {
   {  // a move without ownership: 20 goes from 200 to 300, the adder brings it back to 200
@@ -1328,20 +1344,12 @@ void test_relocation_meets_a_whole_owner_cycle() {
     }
     uint32_t id = 20;
     double up = 100.0;
-    g_cycle_site = "move: id in neither node";
-    g_cycle_id = id;
-    g_cycle_delta = -100.0;
-    g_cycle_index = &idx;
-    g_cycle_armed.store(true);
-    socbi_test::g_hook.store(&run_owner_cycle);
+    arm_owner_cycle(idx, "move: id in neither node", id, -100.0);
     idx.update(&id, &up, 1);
     socbi_test::g_hook.store(nullptr);
     EXPECT(!g_cycle_armed.load(), "setup: the adder ran while the id was being moved");
-    try {
-      idx.check();
-    } catch (const std::exception& e) {
-      EXPECT(false, std::string("after a move met an owner cycle: ") + e.what());
-    }
+    const std::string err = check_error(idx);
+    EXPECT(err.empty(), "after a move met an owner cycle: " + err);
     EXPECT(idx.score(id) == 200.0, "the score is the sum of both deltas");
   }
   {  // a split: the ninth insert splits the full head node at 40; 7 (at 70) goes up, the adder brings it to -5
@@ -1350,22 +1358,14 @@ void test_relocation_meets_a_whole_owner_cycle() {
       double s = 10.0 * id;
       idx.insert(&id, &s, 1);
     }
-    g_cycle_site = "split: key read";
-    g_cycle_id = 7;
-    g_cycle_delta = -75.0;
-    g_cycle_index = &idx;
-    g_cycle_armed.store(true);
-    socbi_test::g_hook.store(&run_owner_cycle);
+    arm_owner_cycle(idx, "split: key read", 7, -75.0);
     uint32_t ninth = 8;
     double s = 80.0;
     idx.insert(&ninth, &s, 1);
     socbi_test::g_hook.store(nullptr);
     EXPECT(!g_cycle_armed.load() && idx.stats().splits == 1, "setup: the adder ran during the split");
-    try {
-      idx.check();
-    } catch (const std::exception& e) {
-      EXPECT(false, std::string("after a split met an owner cycle: ") + e.what());
-    }
+    const std::string err = check_error(idx);
+    EXPECT(err.empty(), "after a split met an owner cycle: " + err);
     EXPECT(idx.score(7) == -5.0, "the score is the sum");
   }
 }
@@ -1495,17 +1495,20 @@ void test_bulk_rebuild_placement() {
   }
 }
 
+// Both concurrency stresses at 2, 4, 8 and 16 threads, with these operation totals.
+void run_stresses(int concurrent_ops, int monotone_ops) {
+  for (int threads : {2, 4, 8, 16}) test_concurrent_stress(threads, concurrent_ops / threads);
+  for (int threads : {2, 4, 8, 16}) test_monotone_stress(threads, monotone_ops / threads);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   const bool quick = argc > 1 && std::string(argv[1]) == "--quick";
   if (argc > 1 && std::string(argv[1]) == "--stress") {  // --stress [N] [--trace]: only the concurrency stresses
     const int rounds = argc > 2 ? std::atoi(argv[2]) : 1;
-    if (argc > 3 && std::string(argv[3]) == "--trace") socbi_test::enable_trace(6000);  // test_concurrent_stress's capacity
-    for (int r = 0; r < rounds && !g_failures; ++r) {
-      for (int threads : {2, 4, 8, 16}) test_concurrent_stress(threads, 24000 / threads);
-      for (int threads : {2, 4, 8, 16}) test_monotone_stress(threads, 4000 / threads);
-    }
+    if (argc > 3 && std::string(argv[3]) == "--trace") socbi_test::enable_trace(kStressCapacity);
+    for (int r = 0; r < rounds && !g_failures; ++r) run_stresses(24000, 4000);
     std::fprintf(stderr, "%d failure(s)\n", g_failures);
     return g_failures ? 1 : 0;
   }
@@ -1529,8 +1532,7 @@ int main(int argc, char** argv) {
   test_split_growth_is_counted_in_stats();
   test_team();
   test_bulk_rebuild_placement();
-  for (int threads : {2, 4, 8, 16}) test_concurrent_stress(threads, (quick ? 24000 : 120000) / threads);
-  for (int threads : {2, 4, 8, 16}) test_monotone_stress(threads, (quick ? 4000 : 16000) / threads);
+  run_stresses(quick ? 24000 : 120000, quick ? 4000 : 16000);
   if (g_failures) {
     std::fprintf(stderr, "%d failure(s)\n", g_failures);
     return 1;

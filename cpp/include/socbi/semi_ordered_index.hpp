@@ -751,6 +751,8 @@ class SemiOrderedIndex {
       hi_id.store(k.id, std::memory_order_release);
       range_ver.store(v + 2, std::memory_order_release);
     }
+    // Node locked (its range cannot change): whether the range holds k.
+    bool holds_locked(const detail::Key& k) const noexcept { return lo <= k && k < hi(); }
     // Lock-free: true only if a consistent read of the range contains k.
     bool range_contains(const detail::Key& k) const noexcept {
       uint32_t v1 = range_ver.load(std::memory_order_acquire);
@@ -1120,7 +1122,8 @@ class SemiOrderedIndex {
     // that read the old range is forced (by the tag bump) to re-check, and any later owner
     // reads the narrowed range (the fence below).
     x.set_hi(pivot);
-    SOCBI_TEST_TRACE(0xFFFFFFFFu, dirty ? "split (stale chain)" : "split", xi, yi, xlo.score, pivot.score, hi.score);
+    SOCBI_TEST_TRACE(detail::kTraceWholeIndex, dirty ? "split (stale chain)" : "split", xi, yi, xlo.score,
+                     pivot.score, hi.score);
     SOCBI_TEST_HOOK("split narrowed x", xi);
 
     // Owners that take an id of x after this fence read the narrowed range
@@ -1134,6 +1137,7 @@ class SemiOrderedIndex {
     // meanwhile). An idle id that stays keeps its slot and meta word: its next owner reads
     // the narrowed range (issue 17: the CAS of every staying id was a quarter of the cost
     // of a +1 batch on tied counts). y's ids leave tombstones in x.
+    auto goes_up = [&](const detail::Key& k) { return !(k < pivot) || (dirty && k < xlo); };
     uint32_t kept = 0, first_hole_word = ~0u;
     for (uint32_t i = 0; i < xhwm; ++i) {
 #if defined(__GNUC__)
@@ -1148,7 +1152,7 @@ class SemiOrderedIndex {
       uint64_t m = mm.load(std::memory_order_acquire);
       for (;;) {
         detail::Key k{entries_[id].score.load(std::memory_order_acquire), id};
-        const bool to_y = !(k < pivot) || (dirty && k < xlo);
+        const bool to_y = goes_up(k);
         SOCBI_TEST_HOOK("split: key read", id);
         if (!to_y && status_of(m) == IDLE) {
           SOCBI_TEST_TRACE(id, "split: kept in x", xi, yi, k.score, xlo.score, pivot.score);
@@ -1164,12 +1168,10 @@ class SemiOrderedIndex {
           SOCBI_TEST_TRACE(id, to_y ? "split: to y" : "split: relocated in x", xi, yi, k.score,
                            double(status_of(m)), pivot.score);
           if (to_y) {
-            // As in move_unowned: an adder may have owned the id, judged its newer key
-            // inside x's narrowed range and released it, all between the reads above and
-            // this CAS of an equal word. The key read after the CAS says whether the id
-            // belongs in y; if not, it is placed once the split's locks are released.
-            const detail::Key k2{entries_[id].score.load(std::memory_order_seq_cst), id};
-            if (!(!(k2 < pivot) || (dirty && k2 < xlo))) pending_settles().push_back(id);
+            // As in move_unowned (see Entry): the key read after the CAS must belong in y,
+            // or the id is placed once the split's locks are released (settle_pending).
+            if (!goes_up(detail::Key{entries_[id].score.load(std::memory_order_seq_cst), id}))
+              pending_settles().push_back(id);
             append_locked(y, id);
             x.items[i].store(kTomb, std::memory_order_release);
             x.holes[i / 64] |= uint64_t(1) << (i % 64);
@@ -1303,7 +1305,8 @@ class SemiOrderedIndex {
         for (int l = h - 1; l >= 1; --l)
           node(preds[l]).next[l].store(z.next[l].load(std::memory_order_relaxed), std::memory_order_release);
         p0.set_hi(z.hi());
-        SOCBI_TEST_TRACE(0xFFFFFFFFu, "node removed", zi, preds[0], z.lo.score, z.hi().score, p0.lo.score);
+        SOCBI_TEST_TRACE(detail::kTraceWholeIndex, "node removed", zi, preds[0], z.lo.score, z.hi().score,
+                         p0.lo.score);
         if (succ != kNil) {
           node(succ).prev.store(preds[0], std::memory_order_release);
         } else {
@@ -1733,7 +1736,7 @@ class SemiOrderedIndex {
       return true;  // UPDATING: the owner sees this delta. ABSENT: erased.
     }
     const detail::Key k2{e.score.load(std::memory_order_seq_cst), id};
-    if (node_of(m) != xi || t.dead.load(std::memory_order_acquire) || !(t.lo <= k2 && k2 < t.hi()) ||
+    if (node_of(m) != xi || t.dead.load(std::memory_order_acquire) || !t.holds_locked(k2) ||
         t.count.load(std::memory_order_relaxed) >= t.cap) {
       SOCBI_TEST_TRACE(id, "move: refused", xi, ti, k2.score, t.lo.score, t.hi().score);
       unlock(false);
@@ -1742,16 +1745,11 @@ class SemiOrderedIndex {
     bool x_empty = false;
     SOCBI_TEST_TRACE(id, "move: unowned", xi, ti, k2.score, t.lo.score, t.hi().score);
     move_locked(id, xi, ti, m, /*owned=*/false, x_empty);
-    // The CAS in move_locked succeeds on an equal word, and an adder that read the word
-    // before it may have taken ownership, judged the id in x's range by a newer score
-    // and released it, all between this thread's read and its CAS (the word is then the
-    // same again): that owner placed nothing. The score read after the CAS is the newest
-    // any such adder saw (its add precedes its read of the old word, which precedes the
-    // CAS); adders that read the new word place their own deltas from t. So: if that
-    // score is outside t's range (stable: t is locked), place the id by the owner
-    // protocol once the locks are released.
+    // The CAS may have landed on an equal word after a whole owner cycle that judged a
+    // newer score in x's range (see Entry): the score read after it is the newest any
+    // adder of the old word saw, so t must hold it, or the owner protocol places the id.
     const detail::Key k3{e.score.load(std::memory_order_seq_cst), id};
-    const bool misplaced = !(t.lo <= k3 && k3 < t.hi());
+    const bool misplaced = !t.holds_locked(k3);
     unlock(!x_empty && !misplaced);
     bump(my_shard().moves);
     if (x_empty) try_remove(xi);
@@ -1786,7 +1784,7 @@ class SemiOrderedIndex {
         unlock_two(ti, xi);
         continue;
       }
-      const bool t_ok = !t.dead.load(std::memory_order_acquire) && t.lo <= k && k < t.hi();
+      const bool t_ok = !t.dead.load(std::memory_order_acquire) && t.holds_locked(k);
       if (!t_ok) {
         unlock_two(ti, xi);
         finger().node = kNil;

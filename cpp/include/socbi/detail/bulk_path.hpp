@@ -81,7 +81,7 @@ inline auto SemiOrderedIndex::bulk_apply(const IdT* ids, const double* vals, dou
       dirty_.store(lazy_sign, std::memory_order_relaxed);
       dirty_threads_ = threads;
       lazy_updates_.fetch_add(1, std::memory_order_relaxed);
-      SOCBI_TEST_TRACE(0xFFFFFFFFu, "lazy batch", 0, 0, double(lazy_sign), double(n), 0);
+      SOCBI_TEST_TRACE(detail::kTraceWholeIndex, "lazy batch", 0, 0, double(lazy_sign), double(n), 0);
     } else {
       rebuild_any_locked(threads);
     }
@@ -807,7 +807,7 @@ inline auto SemiOrderedIndex::rebuild_locked(const std::vector<uint32_t>& all, u
 // Exclusive: rebuilds by status-table scan when most of the capacity is in use,
 // otherwise (or when ties overflow a bucket) by gathering the live ids from the chain.
 inline auto SemiOrderedIndex::rebuild_any_locked(unsigned threads, std::vector<uint32_t>* extra_ids) -> void {
-  SOCBI_TEST_TRACE(0xFFFFFFFFu, "rebuild", 0, 0, double(dirty_.load()), 0, 0);
+  SOCBI_TEST_TRACE(detail::kTraceWholeIndex, "rebuild", 0, 0, double(dirty_.load()), 0, 0);
   if (size() * 4 >= capacity_ && rebuild_scan_locked(threads)) return;
   std::vector<uint32_t> all;
   collect_ids_locked(all);

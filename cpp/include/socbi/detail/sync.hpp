@@ -38,8 +38,8 @@
 #endif
 
 // Test builds may define SOCBI_TEST_TRACE(id, event, n1, n2, d1, d2, d3) to record each
-// protocol step that concerns one id (id 0xFFFFFFFF: the whole index, e.g. a split or a
-// rebuild): two node numbers and three doubles (scores, range bounds, a status or tag)
+// protocol step that concerns one id (detail::kTraceWholeIndex: the whole index, e.g. a
+// split or a rebuild): two node numbers and three doubles (scores, range bounds, a status or tag)
 // whose meaning the event's name gives. A stress failure then prints the failing id's
 // history (test_index --stress N --trace). By default the arguments are not evaluated.
 #ifndef SOCBI_TEST_TRACE
@@ -55,6 +55,8 @@
 
 namespace socbi {
 namespace detail {
+
+constexpr uint32_t kTraceWholeIndex = 0xFFFFFFFFu;  // SOCBI_TEST_TRACE's id for index-wide events
 
 
 inline void cpu_relax(unsigned& spins) {
