@@ -207,7 +207,7 @@ def run_round_config(n: int, b: int, start: str, structures: Sequence[str], roun
                                         if s.startswith("numpy") or s == "btrees"}
         st = built["socbi"].idx.stats()
         row["socbi_stats"] = {k: st.get(k) for k in ("moves", "in_place_updates", "rebuilds", "nodes", "lazy_updates",
-                                                     "stale_scans")}  # get: older builds lack some counters
+                                                     "stale_scans", "counted_updates")}  # get: older builds lack some counters
     skipped = [s for s in structures if s not in names]
     if skipped:
         row["skipped"] = {s: f"n > {BTREES_MAX_N}: one Python object per id" for s in skipped}

@@ -910,6 +910,7 @@ Exact when no update is in flight; lock-free otherwise (each score was held duri
             d["memory_bytes"] = st.memory_bytes;
             d["scratch_bytes"] = st.scratch_bytes;
             d["lazy_updates"] = st.lazy_updates;
+            d["counted_updates"] = st.counted_updates;
             d["stale"] = st.stale;
             d["stale_scans"] = st.stale_scans;
             return d;

@@ -861,3 +861,35 @@ def test_refused_item_move_batch_names_first_bad_position():
     np.testing.assert_array_equal(before[0], after[0])
     np.testing.assert_array_equal(before[1], after[1])
     idx.check()
+
+
+def test_counted_update_matches_item_adds_and_refuses_whole_batch():
+    """A large batch of one integer delta is applied by counting repeats (stats:
+    counted_updates); its sums are exactly the item-by-item ones, and a batch with an
+    absent id raises KeyError naming the first bad position with every score unchanged."""
+    n = 50_000
+    rng = np.random.default_rng(11)
+    start = rng.integers(-5, 6, n).astype(float)
+    start[::7] += 0.25  # fractions take the one-by-one adds
+    idx = socbi.SemiOrderedIndex(n)
+    idx.insert(np.arange(n), start)
+    idx.erase(np.arange(0, n, 13))
+    present = np.setdiff1d(np.arange(n), np.arange(0, n, 13))
+    idx.bottom(128)
+    ids = rng.choice(present, size=n)
+    before = idx.stats()["counted_updates"]
+    idx.update(ids, 3.0)
+    assert idx.stats()["counted_updates"] == before + 1
+    want = start.copy()
+    for i in ids:  # item by item, in batch order
+        want[i] += 3.0
+    got = np.array([idx.score(int(i)) for i in present])
+    assert got.tobytes() == want[present].tobytes()
+    bad = ids.copy()
+    bad[777] = 13  # erased
+    with pytest.raises(KeyError, match=r"ids\[777\] = 13 is not in the index"):
+        idx.update(bad, 3.0)
+    assert np.array([idx.score(int(i)) for i in present]).tobytes() == got.tobytes()
+    assert idx.stats()["counted_updates"] == before + 1
+    idx.check()
+    assert idx.bottom(5)[0].tolist() == present[np.lexsort((present, want[present]))][:5].tolist()

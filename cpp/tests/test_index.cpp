@@ -999,6 +999,118 @@ void test_checked_bulk_update() {
   }
 }
 
+// One integer delta over much of the table goes through apply_counted (issue 17). The
+// sums are bit for bit those of item-by-item adds in batch order: integer counts, and
+// the scores it adds one by one (fractions, 1e-20, integers past 2^52, +/-DBL_MAX). An id
+// repeated 256 times, an id out of range and (checked) an absent id change nothing and
+// fall back to the usual pass, which reports the first bad position in batch order; a
+// refused checked batch is rolled back bit for bit after most entries were applied.
+void test_counted_update() {
+  using Bad = Index::BadInput;
+  const uint32_t cap = 20000;
+  auto absent = [](uint32_t i) { return i % 97 == 5; };
+  std::mt19937_64 rng(17);
+  std::vector<uint32_t> present_ids;
+  std::vector<double> start;
+  for (uint32_t i = 0; i < cap; ++i) {
+    if (absent(i)) continue;
+    present_ids.push_back(i);
+    const uint64_t r = rng() % 16;
+    start.push_back(r == 0   ? 0.5 + double(rng() % 100)
+                    : r == 1 ? 1e-20
+                    : r == 2 ? DBL_MAX
+                    : r == 3 ? -DBL_MAX
+                    : r == 4 ? 0x1p52 + 2 * double(rng() % 5)
+                    : r == 5 ? 0x1p52 - 0.5  // +1 +1 rounds twice: 2^52 + 1; + 2 once: 2^52 + 2
+                             : double(int64_t(rng() % 41) - 20));
+  }
+  auto fresh = [&] {
+    auto idx = std::make_unique<Index>(cap, 64);
+    idx->insert(present_ids.data(), start.data(), present_ids.size());
+    return idx;
+  };
+  auto scores = [&](const Index& idx) {
+    std::vector<double> s(cap, 0.0);
+    for (uint32_t i : present_ids) s[i] = idx.score(i);
+    return s;
+  };
+  auto same_bits = [](const std::vector<double>& a, const std::vector<double>& b) {
+    return std::memcmp(a.data(), b.data(), a.size() * sizeof(double)) == 0;
+  };
+  auto expected = [&](std::vector<double> s, const std::vector<int64_t>& batch, double d) {
+    for (int64_t id : batch)
+      if (!absent(uint32_t(id))) s[size_t(id)] = socbi::detail::saturating_add(s[size_t(id)], d);
+    return s;
+  };
+  // cap ids: uniform (absent ones among them), and id 7 exactly 255 times.
+  std::vector<int64_t> batch(cap);
+  for (auto& id : batch) id = int64_t(1 + rng() % (cap - 1));  // id 0 only in the repeats below
+  for (size_t k = 0; k < 255; ++k) batch[100 + 70 * k] = 0;
+  std::vector<int64_t> valid;  // the same without absent ids, for the checked batches
+  for (int64_t id : batch)
+    if (!absent(uint32_t(id))) valid.push_back(id);
+  for (double d : {1.0, -3.0, 1048576.0}) {
+    // Unchecked (lenient): absent ids skipped. bulk=1 (the rebuild) and auto (lazy).
+    for (int bulk : {1, -1}) {
+      auto idx = fresh();
+      std::vector<uint32_t> b32(batch.begin(), batch.end());
+      uint32_t lowest;
+      double lowest_score;
+      idx->bottom(1, &lowest, &lowest_score);  // a bottom query first: auto takes the lazy apply
+      const auto want = expected(scores(*idx), batch, d);
+      const uint64_t before = idx->stats().counted_updates;
+      idx->update_scalar(b32.data(), d, b32.size(), 1, bulk);
+      EXPECT(idx->stats().counted_updates == before + 1, "a batch of one integer delta over the table is counted");
+      EXPECT(same_bits(scores(*idx), want), "counted sums are the item-by-item sums, bit for bit");
+      idx->check();
+      std::vector<std::pair<double, uint32_t>> order;
+      for (uint32_t i : present_ids) order.push_back({want[i], i});
+      std::sort(order.begin(), order.end());
+      std::vector<uint32_t> got(100);
+      std::vector<double> got_s(100);
+      const size_t k = d > 0 ? idx->bottom(100, got.data(), got_s.data()) : idx->top(100, got.data(), got_s.data());
+      bool order_ok = k == 100;
+      for (size_t j = 0; j < k && order_ok; ++j) order_ok = got[j] == (d > 0 ? order[j] : order[order.size() - 1 - j]).second;
+      EXPECT(order_ok, "queries after a counted batch follow (score, id) order");
+    }
+    // Checked: valid batch applied; refused ones leave every bit as it was.
+    auto idx = fresh();
+    const auto start_bits = scores(*idx);
+    struct Case {
+      std::vector<std::pair<size_t, int64_t>> put;  // positions rewritten in `valid`
+      size_t index;
+      Bad what;
+    };
+    const uint32_t late_absent = 97 * 206 + 5;  // most entries lie before it: a long rollback
+    for (const Case& c : {Case{{{100, late_absent}}, 100, Bad::kAbsent},
+                          Case{{{100, late_absent}, {9000, 5}}, 100, Bad::kAbsent},
+                          Case{{{300, -1}, {400, late_absent}}, 300, Bad::kOutOfRange},
+                          Case{{{50, int64_t(cap)}}, 50, Bad::kOutOfRange}}) {
+      std::vector<int64_t> bad(valid);
+      for (auto [pos, id] : c.put) bad[pos] = id;
+      const uint64_t before = idx->stats().counted_updates;
+      const auto err = idx->update_checked(bad.data(), nullptr, d, bad.size(), 1, 1);
+      EXPECT(err.index == c.index && err.what == c.what, "a refused counted batch reports its first bad position");
+      EXPECT(idx->stats().counted_updates == before, "a refused batch is not counted as applied");
+      EXPECT(same_bits(scores(*idx), start_bits), "a refused counted batch restores every score bit for bit");
+      idx->check();
+    }
+    const uint64_t before = idx->stats().counted_updates;
+    auto ok = idx->update_checked(valid.data(), nullptr, d, valid.size(), 1, 1);
+    EXPECT(ok.index == valid.size() && idx->stats().counted_updates == before + 1, "a valid checked batch is counted");
+    EXPECT(same_bits(scores(*idx), expected(start_bits, valid, d)), "checked counted sums, bit for bit");
+    idx->check();
+    // A 256th repeat: the usual pass applies it (not counted), same sums.
+    std::vector<int64_t> heavy(valid);
+    for (size_t k = 0; k < 256; ++k) heavy[5 + 60 * k] = 0;  // id 0 has 255 repeats in `valid`: now 256+
+    const auto before_heavy = scores(*idx);
+    ok = idx->update_checked(heavy.data(), nullptr, d, heavy.size(), 1, 1);
+    EXPECT(ok.index == heavy.size() && idx->stats().counted_updates == before + 1, "256 repeats fall back to the usual pass");
+    EXPECT(same_bits(scores(*idx), expected(before_heavy, heavy, d)), "the fallback's sums, bit for bit");
+    idx->check();
+  }
+}
+
 // Item moves of sorted batches (issue 17): the radix orderings (by id, then by target
 // key), the move without ownership and the target lock kept across a run. Tie-heavy
 // integer counts first (every +1 leaves its node), then scores of every sign and size
@@ -1522,6 +1634,7 @@ int main(int argc, char** argv) {
   test_path_choice();
   test_parallel_batch();
   test_checked_bulk_update();
+  test_counted_update();
   for (uint32_t b : {8u, 64u, 2048u}) test_sorted_moves(b, 4242 + b);
   test_checked_moves_refuse_whole_batch();
   test_non_finite_values_are_never_stored();

@@ -9,6 +9,9 @@
 namespace socbi {
 
 inline auto SemiOrderedIndex::check_locked() const -> void {
+  if (repeat_counts_)
+    for (uint64_t i = 0; i < capacity_; ++i)
+      if (repeat_counts_[i]) fail("apply_counted left a repeat count for id " + std::to_string(i));
   uint64_t items = 0;
   uint32_t prev = kNil;
   std::vector<char> seen(capacity_, 0);
