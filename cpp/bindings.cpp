@@ -911,6 +911,7 @@ Exact when no update is in flight; lock-free otherwise (each score was held duri
             d["scratch_bytes"] = st.scratch_bytes;
             d["lazy_updates"] = st.lazy_updates;
             d["counted_updates"] = st.counted_updates;
+            d["candidate_queries"] = st.candidate_queries;
             d["stale"] = st.stale;
             d["stale_scans"] = st.stale_scans;
             return d;

@@ -358,7 +358,13 @@ def test_bulk_scratch_keeps_only_what_the_last_call_used():
     assert st["scratch_bytes"] == two
     assert st["scratch_bytes"] < st["memory_bytes"]
     idx.update(ids, 1.0, threads=1)
-    assert idx.stats()["scratch_bytes"] == 12 * n  # the serial path's undo log: a word and an id per item
+    # one thread, one integer delta over the table: the counted apply, whose undo log has
+    # room for a word and an id per item, plus its repeat counts (a byte per id)
+    assert idx.stats()["counted_updates"] == 1
+    assert idx.stats()["scratch_bytes"] == 12 * n + n
+    idx.update(ids, np.ones(n), threads=1)  # per-item deltas: the serial apply
+    assert idx.stats()["counted_updates"] == 1
+    assert idx.stats()["scratch_bytes"] == 12 * n + n  # the counts stay allocated
 
 
 @pytest.mark.parametrize("bulk", [True, False])
@@ -787,11 +793,14 @@ def test_small_batch_erase_is_whole_or_nothing(batch):
 
 
 @pytest.mark.parametrize("top", [False, True])
-def test_stale_scan_answers_exactly(top):
+@pytest.mark.parametrize("form", ["array", "scalar"])
+def test_stale_scan_answers_exactly(top, form):
     # Issue 17: rounds of So-CBI (erase the labelled, +1 to ten neighbours each, bottom())
     # on counts from zeros; as the ties at the bottom thin out, the walk on the stale chain
     # would read most of it, so queries scan the status table instead. Mirrored with -1s
     # and top(). Every answer against numpy; check() after every round.
+    # form="scalar": one delta for all, so the counted apply collects the stale end's best
+    # keys in its pass and the queries (k <= 1024) copy them instead.
     n, b = 40_000, 2_000
     rng = np.random.default_rng(5)
     idx = socbi.SemiOrderedIndex(n)
@@ -808,7 +817,7 @@ def test_stale_scan_answers_exactly(top):
         present[lab] = False
         pool = np.flatnonzero(present)
         nbr = pool[rng.integers(0, pool.size, 10 * b)]
-        idx.update(nbr, sign)
+        idx.update(nbr, sign if form == "scalar" else np.full(nbr.size, sign))
         np.add.at(counts, nbr, sign)
         for k in (1, 128, 1000):
             ids, sc = query(k)
@@ -818,7 +827,11 @@ def test_stale_scan_answers_exactly(top):
             assert ids.tolist() == want.tolist() and sc.tolist() == counts[want].tolist()
         idx.check()
     st = idx.stats()
-    assert st["lazy_updates"] == 12 and st["stale_scans"] >= 3 and st["rebuilds"] == 1
+    assert st["lazy_updates"] == 12 and st["rebuilds"] == 1
+    if form == "scalar":
+        assert st["counted_updates"] == 12 and st["candidate_queries"] == 36 and st["stale_scans"] == 0
+    else:
+        assert st["counted_updates"] == 0 and st["candidate_queries"] == 0 and st["stale_scans"] >= 3
 
 
 @pytest.mark.parametrize("deltas", ["scalar", "array"])

@@ -1007,6 +1007,7 @@ void test_checked_bulk_update() {
 // refused checked batch is rolled back bit for bit after most entries were applied.
 void test_counted_update() {
   using Bad = Index::BadInput;
+  constexpr uint32_t kNone = 0xFFFFFFFFu;
   const uint32_t cap = 20000;
   auto absent = [](uint32_t i) { return i % 97 == 5; };
   std::mt19937_64 rng(17);
@@ -1024,11 +1025,13 @@ void test_counted_update() {
                     : r == 5 ? 0x1p52 - 0.5  // +1 +1 rounds twice: 2^52 + 1; + 2 once: 2^52 + 2
                              : double(int64_t(rng() % 41) - 20));
   }
-  auto fresh = [&] {
+  auto fresh = [&](const std::vector<double>& scores) {
     auto idx = std::make_unique<Index>(cap, 64);
-    idx->insert(present_ids.data(), start.data(), present_ids.size());
+    idx->insert(present_ids.data(), scores.data(), present_ids.size());
     return idx;
   };
+  std::vector<double> small(start.size());  // small integers: +/-1e300 then beats every key
+  for (double& x : small) x = double(int64_t(rng() % 41) - 20);
   auto scores = [&](const Index& idx) {
     std::vector<double> s(cap, 0.0);
     for (uint32_t i : present_ids) s[i] = idx.score(i);
@@ -1052,15 +1055,18 @@ void test_counted_update() {
   for (double d : {1.0, -3.0, 1048576.0}) {
     // Unchecked (lenient): absent ids skipped. bulk=1 (the rebuild) and auto (lazy).
     for (int bulk : {1, -1}) {
-      auto idx = fresh();
+      auto idx = fresh(start);
       std::vector<uint32_t> b32(batch.begin(), batch.end());
       uint32_t lowest;
       double lowest_score;
-      idx->bottom(1, &lowest, &lowest_score);  // a bottom query first: auto takes the lazy apply
+      // A query at the end the batch leaves in order first: auto takes the lazy apply.
+      if (d > 0) idx->bottom(1, &lowest, &lowest_score);
+      else idx->top(1, &lowest, &lowest_score);
       const auto want = expected(scores(*idx), batch, d);
       const uint64_t before = idx->stats().counted_updates;
       idx->update_scalar(b32.data(), d, b32.size(), 1, bulk);
       EXPECT(idx->stats().counted_updates == before + 1, "a batch of one integer delta over the table is counted");
+      EXPECT(idx->stats().lazy_updates == (bulk == -1 ? 1u : 0u), "auto takes the lazy apply, bulk=1 the rebuild");
       EXPECT(same_bits(scores(*idx), want), "counted sums are the item-by-item sums, bit for bit");
       idx->check();
       std::vector<std::pair<double, uint32_t>> order;
@@ -1068,13 +1074,50 @@ void test_counted_update() {
       std::sort(order.begin(), order.end());
       std::vector<uint32_t> got(100);
       std::vector<double> got_s(100);
+      const uint64_t answered = idx->stats().candidate_queries;
       const size_t k = d > 0 ? idx->bottom(100, got.data(), got_s.data()) : idx->top(100, got.data(), got_s.data());
+      // After a lazy counted batch (auto) the stale end's query is a copy of the candidates
+      // that check() just verified; after the rebuild (bulk=1) the chain answers.
+      EXPECT(idx->stats().candidate_queries == answered + (bulk == -1 ? 1 : 0), "stale-end query answered from the candidates");
       bool order_ok = k == 100;
       for (size_t j = 0; j < k && order_ok; ++j) order_ok = got[j] == (d > 0 ? order[j] : order[order.size() - 1 - j]).second;
       EXPECT(order_ok, "queries after a counted batch follow (score, id) order");
     }
+    // Every item path that changes a score or membership drops the candidates: after a
+    // lazy counted batch, one item change that makes a new best (or removes the best),
+    // then the stale end's query must see it.
+    for (int change = 0; change < 4; ++change) {
+      auto idx = fresh(small);
+      const uint32_t absent_id = 5;  // absent(5)
+      std::vector<uint32_t> b32(batch.begin(), batch.end());
+      uint32_t best;
+      double best_score;
+      auto query1 = [&] { return d > 0 ? idx->bottom(1, &best, &best_score) : idx->top(1, &best, &best_score); };
+      query1();
+      idx->update_scalar(b32.data(), d, b32.size(), 1, -1);
+      query1();  // from the candidates
+      const uint32_t old_best = best;
+      const double far = d > 0 ? -1e300 : 1e300;  // beats every key at the stale end
+      const uint32_t other = old_best == 1 ? 2 : 1;
+      uint32_t want = other;
+      if (change == 0) idx->update(&other, &far, 1, 1, 0);
+      if (change == 1) idx->assign(&other, &far, 1, 1, 0);
+      if (change == 2) {
+        idx->insert(&absent_id, &far, 1, 1, 0);
+        want = absent_id;
+      }
+      if (change == 3) {
+        idx->erase(&old_best, 1);
+        want = kNone;
+      }
+      idx->check();
+      const uint64_t answered = idx->stats().candidate_queries;
+      query1();
+      EXPECT(want == kNone ? best != old_best : best == want, "a change after a counted batch reaches the next query");
+      EXPECT(idx->stats().candidate_queries == answered, "a change drops the candidates");
+    }
     // Checked: valid batch applied; refused ones leave every bit as it was.
-    auto idx = fresh();
+    auto idx = fresh(start);
     const auto start_bits = scores(*idx);
     struct Case {
       std::vector<std::pair<size_t, int64_t>> put;  // positions rewritten in `valid`

@@ -216,6 +216,7 @@ struct IndexStats {
   uint64_t scratch_bytes = 0;   // bulk-path scratch kept for the next bulk call (in memory_bytes)
   uint64_t lazy_updates = 0;    // batches applied lazily (status table only; the chain left stale)
   uint64_t counted_updates = 0; // bulk batches applied by counting repeats (one integer delta)
+  uint64_t candidate_queries = 0; // stale-end queries answered from the counted batch's candidates
   uint64_t stale = 0;           // 1 while the chain is stale from a lazy batch
   uint64_t stale_scans = 0;     // queries on a stale chain answered by scanning the status table
 };
@@ -533,6 +534,7 @@ class SemiOrderedIndex {
       return {n, BadInput::kNone};
     }
     ExclusiveGuard ex(*this);
+    drop_candidates();
     // The meta words go to the bulk path's scratch (exclusive here too): a fresh vector
     // per call zero-filled and faulted in its pages every time.
     if (scratch_.buffers.empty()) scratch_.use(1);
@@ -618,6 +620,7 @@ class SemiOrderedIndex {
     st.rebuilds = rebuilds_.load(std::memory_order_relaxed);
     st.lazy_updates = lazy_updates_.load(std::memory_order_relaxed);
     st.counted_updates = counted_updates_.load(std::memory_order_relaxed);
+    st.candidate_queries = candidate_queries_.load(std::memory_order_relaxed);
     st.stale_scans = stale_scans_.load(std::memory_order_relaxed);
     st.stale = dirty_.load(std::memory_order_relaxed) != 0;
     uint64_t items_bytes = 0;
@@ -846,6 +849,7 @@ class SemiOrderedIndex {
   void run_pinned(size_t b, size_t e, Fn&& fn) {
     for (size_t start = b; start < e; start += kRepin) {
       Pin p(*this);
+      drop_candidates();  // run_pinned serves the item paths that change scores or membership
       size_t stop = std::min(e, start + kRepin);
       for (size_t i = start; i < stop; ++i) fn(i);
     }
@@ -1460,6 +1464,7 @@ class SemiOrderedIndex {
     detail::parallel_for(n, t, [&](unsigned, size_t b, size_t e) {
       for (size_t start = b; start < e; start += kRepin) {
         Pin pin(*this);
+        drop_candidates();
         HeldLock held;
         const size_t stop = std::min(e, start + kRepin);
         for (size_t i = start; i < stop; ++i) {
@@ -1893,6 +1898,7 @@ class SemiOrderedIndex {
   // (a repeat) is skipped.
   void erase_exclusive(const uint32_t* ids, size_t n) {
     ExclusiveGuard ex(*this);
+    drop_candidates();
     erase_exclusive_locked(ids, n, nullptr);
   }
   // metas: the ids' meta words read in this exclusive section (erase_present), used only
@@ -2020,6 +2026,7 @@ class SemiOrderedIndex {
         const int d = dirty_.load(std::memory_order_relaxed);
         if (d == 0) return query_pinned(n, from_top, out_ids, out_scores);
         if (d == -end) {
+          if (const size_t k = query_candidates(n, end, out_ids, out_scores)) return k;
           size_t k = dirty_scan_.load(std::memory_order_relaxed) ? kTooLong : query_dirty(n, from_top, out_ids, out_scores);
           if (k == kTooLong) {
             if (!dirty_scan_.load(std::memory_order_relaxed)) dirty_scan_.store(true, std::memory_order_relaxed);
@@ -2316,6 +2323,22 @@ class SemiOrderedIndex {
     return write_best(best, from_top, out_ids, out_scores);
   }
 
+  // A query at the stale end answered from cand_ (kept by the last counted lazy batch):
+  // n <= kCandidates, and no mutation since (checked before and after the copy; a writer
+  // clears cand_valid_ before it changes anything, and cand_ changes only under the
+  // exclusive guard, which the caller's pin keeps out). 0 when it cannot answer.
+  template <class IdT>
+  size_t query_candidates(size_t n, int end, IdT* out_ids, double* out_scores) {
+    if (!cand_valid_.load(std::memory_order_seq_cst) || cand_end_ != end || n > cand_.size()) return 0;
+    for (size_t i = 0; i < n; ++i) {
+      out_ids[i] = IdT(cand_[i].id);
+      out_scores[i] = cand_[i].score;
+    }
+    if (!cand_valid_.load(std::memory_order_seq_cst)) return 0;
+    candidate_queries_.fetch_add(1, std::memory_order_relaxed);
+    return n;
+  }
+
   // Rebuilds a stale chain (exclusive; nothing to do if another thread already did).
   void settle_dirty() {
     ExclusiveGuard ex(*this);
@@ -2539,6 +2562,20 @@ class SemiOrderedIndex {
   std::atomic<bool> dirty_scan_{false};      // a walk on this stale chain passed the scan's cost (query_scan)
   std::atomic<uint64_t> lazy_updates_{0};
   std::atomic<uint64_t> counted_updates_{0};
+  // The stale end's kCandidates best keys (in query order) right after a lazy counted
+  // batch, which reads every status entry anyway: the next bottom(n <= kCandidates)
+  // after a So-CBI round at large b costs a copy instead of a walk or a scan of the
+  // table. Written only under the exclusive guard; valid until the next change: every
+  // path that changes a score or membership calls drop_candidates() first (under its
+  // pin or the exclusive guard).
+  static constexpr size_t kCandidates = 1024;
+  std::vector<detail::Key> cand_;
+  int cand_end_ = 0;
+  std::atomic<bool> cand_valid_{false};
+  std::atomic<uint64_t> candidate_queries_{0};
+  void drop_candidates() noexcept {
+    if (cand_valid_.load(std::memory_order_seq_cst)) cand_valid_.store(false, std::memory_order_seq_cst);
+  }
   // apply_counted's repeat count per id, allocated on first use (1 byte per id, in
   // stats().scratch_bytes); all zero between calls.
   std::unique_ptr<uint8_t[]> repeat_counts_;

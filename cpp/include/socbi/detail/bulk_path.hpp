@@ -61,6 +61,7 @@ inline auto SemiOrderedIndex::bulk_update(const uint32_t* ids, const double* val
 template <class IdT>
 inline auto SemiOrderedIndex::bulk_apply(const IdT* ids, const double* vals, double scalar, size_t n, unsigned threads, bool assign, bool lenient, int lazy_sign) -> BatchError {
   ExclusiveGuard ex(*this);
+  drop_candidates();
   const unsigned T = unsigned(std::max<size_t>(1, std::min<size_t>(threads, n / kMinPerThread)));
   const int dirty = dirty_.load(std::memory_order_relaxed);
   const bool lazy = lazy_sign != 0 && (dirty == 0 || dirty == lazy_sign);
@@ -214,6 +215,23 @@ inline bool SemiOrderedIndex::apply_counted(const IdT* ids, double d, size_t n, 
     log.reserve(std::min<uint64_t>(n, capacity_));
     log_ids.reserve(std::min<uint64_t>(n, capacity_));
   }
+  // A lazy batch also collects the stale end's kCandidates best keys (see cand_): ids come
+  // in increasing order, so a later id never wins a tie at the bottom and always wins
+  // one at the top. Reserved first: nothing below allocates.
+  const int end = -lazy_apply_sign_;  // the end the next queries read: -1 bottom, +1 top, 0 none
+  cand_.clear();
+  if (end != 0) cand_.reserve(2 * kCandidates);
+  double worst = end < 0 ? std::numeric_limits<double>::infinity() : -std::numeric_limits<double>::infinity();
+  auto offer = [&](double v, uint32_t id) {
+    if (end < 0 ? !(v < worst) : !(v >= worst)) return;
+    cand_.push_back({v, id});
+    if (cand_.size() < 2 * kCandidates) return;
+    std::nth_element(cand_.begin(), cand_.begin() + (kCandidates - 1), cand_.end(), [&](const detail::Key& a, const detail::Key& b) {
+      return end < 0 ? a < b : b < a;
+    });
+    cand_.resize(kCandidates);
+    worst = cand_.back().score;
+  };
   uint64_t fail = capacity_;  // the entry that refused a checked batch
   for (uint64_t i = 0; i < capacity_; ++i) {
     const uint8_t c = cnt[i];
@@ -248,12 +266,15 @@ inline bool SemiOrderedIndex::apply_counted(const IdT* ids, double d, size_t n, 
         log_ids.set_size(log_ids.size() + 1);
       }
       en.score.store(r, std::memory_order_relaxed);
+      if (end != 0) offer(r, uint32_t(i));
       continue;
     }
     // Branch-free for the common case: an entry without a count is stored back unchanged
     // (s + 0.0 == s for a stored score, +0.0 included); skipping it would cost a
     // mispredicted branch per entry (measured 2x slower at 10^6 +1s on 10^6 ids).
-    en.score.store(s + double(c) * d, std::memory_order_relaxed);
+    const double v = s + double(c) * d;
+    en.score.store(v, std::memory_order_relaxed);
+    if (end != 0 && present) offer(v, uint32_t(i));
   }
   if (fail < capacity_) {
     for (uint64_t j = 0; j < fail; ++j)
@@ -266,6 +287,12 @@ inline bool SemiOrderedIndex::apply_counted(const IdT* ids, double d, size_t n, 
   }
   zero_counts();
   if (fail < capacity_) return false;
+  if (end != 0) {
+    std::sort(cand_.begin(), cand_.end(), [&](const detail::Key& a, const detail::Key& b) { return end < 0 ? a < b : b < a; });
+    if (cand_.size() > kCandidates) cand_.resize(kCandidates);
+    cand_end_ = end;
+    cand_valid_.store(true, std::memory_order_seq_cst);
+  }
   counted_updates_.fetch_add(1, std::memory_order_relaxed);
   return true;
 }
@@ -429,6 +456,7 @@ inline auto SemiOrderedIndex::undo_partitioned(unsigned T, unsigned C, const std
 
 inline auto SemiOrderedIndex::bulk_insert(const uint32_t* ids, const double* scores, size_t n, unsigned threads) -> void {
   ExclusiveGuard ex(*this);
+  drop_candidates();
   detail::TeamScope team(rebuild_threads(threads));
   std::vector<uint32_t> all;  // the new ids (the chain still holds the old ones)
   all.reserve(n);
