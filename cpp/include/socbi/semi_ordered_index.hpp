@@ -66,7 +66,10 @@
 //     byte per id, then adds count * delta to every status entry in one sequential pass
 //     (apply_counted): a byte increment per item instead of a random 16-byte entry
 //     access. The same sums bit for bit; the byte counts (1 byte per id) stay allocated
-//     and count in stats().scratch_bytes.
+//     and count in stats().scratch_bytes. A lazy counted batch also keeps the stale
+//     end's kCandidates best keys, which it sees in that pass; the next query of n <=
+//     kCandidates at that end copies them (query_candidates) until any change to a score
+//     or to membership drops them.
 //   * The status table is 2 MiB-aligned and asks Linux for transparent huge pages: each
 //     update is a random access into it, and 4 KiB pages would add a TLB miss to most.
 //
@@ -2398,6 +2401,7 @@ class SemiOrderedIndex {
   }
   template <class IdT>
   bool apply_counted(const IdT* ids, double d, size_t n, bool lenient);
+  double take_candidate(double v, uint32_t id, int end, double worst);
 
   template <class IdT>
   BatchError apply_partitioned(const IdT* ids, const double* vals, double scalar, size_t n, unsigned T, bool assign,
