@@ -195,7 +195,24 @@ inline auto SemiOrderedIndex::apply_serial(const IdT* ids, const double* vals, d
 // by subtraction, the others from an undo log).
 template <class IdT>
 inline bool SemiOrderedIndex::apply_counted(const IdT* ids, double d, size_t n, bool lenient) {
+  // Every allocation first (a bad_alloc here changes nothing, counts included).
   if (!repeat_counts_) repeat_counts_.reset(new uint8_t[capacity_]());  // all zero between calls
+  scratch_.use(1);
+  detail::ScratchLog<uint64_t>& log = scratch_.words(0);  // old scores of the one-by-one sums
+  detail::ScratchLog<uint32_t>& log_ids = scratch_.ids(0);
+  log.clear();
+  log_ids.clear();
+  if (!lenient) {  // room for every distinct id
+    log.reserve(std::min<uint64_t>(n, capacity_));
+    log_ids.reserve(std::min<uint64_t>(n, capacity_));
+  }
+  // A lazy batch also collects the stale end's kCandidates best keys (see cand_): ids come
+  // in increasing order, so a later id never wins a tie at the bottom and always wins
+  // one at the top.
+  const int end = -lazy_apply_sign_;  // the end the next queries read: -1 bottom, +1 top, 0 none
+  cand_.clear();
+  if (end != 0) cand_.reserve(2 * kCandidates);
+
   uint8_t* const cnt = repeat_counts_.get();
   auto zero_counts = [&] { std::memset(cnt, 0, capacity_); };
   for (size_t i = 0; i < n; ++i) {
@@ -207,21 +224,6 @@ inline bool SemiOrderedIndex::apply_counted(const IdT* ids, double d, size_t n, 
   }
   constexpr double kExact = 0x1p52;  // integers below this stay exact after + c*d
   constexpr uint64_t kQuietNaNBits = 0x7FF8000000000000ull;
-  scratch_.use(1);
-  detail::ScratchLog<uint64_t>& log = scratch_.words(0);  // old scores of the one-by-one sums
-  detail::ScratchLog<uint32_t>& log_ids = scratch_.ids(0);
-  log.clear();
-  log_ids.clear();
-  if (!lenient) {  // room for every distinct id: no allocation can fail halfway through the pass
-    log.reserve(std::min<uint64_t>(n, capacity_));
-    log_ids.reserve(std::min<uint64_t>(n, capacity_));
-  }
-  // A lazy batch also collects the stale end's kCandidates best keys (see cand_): ids come
-  // in increasing order, so a later id never wins a tie at the bottom and always wins
-  // one at the top. Reserved first: nothing below allocates.
-  const int end = -lazy_apply_sign_;  // the end the next queries read: -1 bottom, +1 top, 0 none
-  cand_.clear();
-  if (end != 0) cand_.reserve(2 * kCandidates);
   // One instantiation per end, so the collecting test is a compare against a register.
   auto pass = [&](auto end_tag) -> uint64_t {  // the entry that refused a checked batch, or capacity_
     constexpr int kEnd = decltype(end_tag)::value;
