@@ -697,7 +697,7 @@ lazy apply, which adds the deltas to the status table only and leaves the node c
 stale; a query at the end the deltas moved ids away from (bottom() after increments, the
 So-CBI round) then walks past the stale ids, and a query at the other end, or walks that
 have read more than len(index) extra ids in all, rebuild the chain first. With threads=1,
-a batch of one integer delta over 15% or more of the capacity is applied by counting each
+a batch of one integer delta over 25% or more of the capacity is applied by counting each
 id's repeats, then one sequential pass over the status table (the same sums bit for bit;
 stats()["counted_updates"]); when that batch is lazy, the pass also keeps the 1,024 best
 keys of the stale end, and the next bottom(n <= 1024) (or top) copies them until the next

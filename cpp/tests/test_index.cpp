@@ -757,7 +757,10 @@ void test_concurrent_stress(int threads, int ops_per_thread) {
           idx.update(ids, ds, 64, 2, 1);
           // And a lazy batch (after bottom(): increments leave the chain stale) that the
           // other threads' queries and moves meet (issue 17).
-          std::vector<uint32_t> lz(Index::kLazyMin + 100);
+          // A quarter of the capacity and more (kCountedShare): with threads=1 (every other
+          // op) the counted apply takes it and leaves candidates that the other threads'
+          // bottom() queries copy, while their moves drop them.
+          std::vector<uint32_t> lz(std::max<size_t>(Index::kLazyMin, kStressCapacity / 4) + 100);
           for (auto& x : lz) {
             x = uint32_t(rng() % shared);
             applied[t][x] += 1;
@@ -784,6 +787,7 @@ void test_concurrent_stress(int threads, int ops_per_thread) {
   }
   for (auto& th : pool) th.join();
   EXPECT(bad_query.load() == 0, "concurrent query returned duplicates or unsorted scores");
+  EXPECT(idx.stats().counted_updates > 0, "the stress ran counted batches among the other threads");
   const std::string err = check_error(idx);
   if (!err.empty()) socbi_test::dump_trace_for(err.c_str());
   EXPECT(err.empty(), err);

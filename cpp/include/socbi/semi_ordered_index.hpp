@@ -61,7 +61,7 @@
 //     query at the other end, or queries between two batches that would cost more than
 //     a rebuild, rebuild first. Erase batches of 64+ ids run exclusively, without
 //     per-id locks.
-//   * The apply pass of a one-thread batch of one integer delta over kCountedShare of
+//   * The apply pass of a one-thread batch of one integer delta over kCountedShare (25 %) of
 //     the capacity or more (the So-CBI round at large b) counts each id's repeats in a
 //     byte per id, then adds count * delta to every status entry in one sequential pass
 //     (apply_counted): a byte increment per item instead of a random 16-byte entry
@@ -2390,12 +2390,14 @@ class SemiOrderedIndex {
   template <class IdT>
   BatchError apply_serial(const IdT* ids, const double* vals, double scalar, size_t n, bool assign, bool lenient);
 
-  // apply_counted pays when the batch is large next to the table. Measured on the 2-core
-  // VM, n = 10^6, one thread, checked batches of +1s (C++ A/B against the random apply,
-  // medians of 10): 5e4 ids 3.5 ms against 1.2-1.7; 1e5 ids 2.9-3.2 against 3.1-3.2;
-  // 2e5 ids 3.9-5.1 against 6.4-7.6; 10^6 ids ~10 against 27-40 (a slow day for random
-  // access). The sequential pass is the fixed cost, so the rule is a share of capacity.
-  static constexpr double kCountedShare = 0.15;
+  // apply_counted pays when the batch is large next to the table: its sequential pass is
+  // a fixed cost (~3.3 ms at n = 10^6 here), the random apply ~15-40 ns an item depending
+  // on the machine's memory latency. Measured with bench/cpp/bench_apply (n = 10^6,
+  // checked +1s after erases, thread CPU time, medians of 12 interleaved rounds):
+  // random / counted = 0.73-0.77 at 15 % of n, 0.84-0.86 at 20 %, 1.01-1.06 at 25 %,
+  // 1.36-1.37 at 30 %, 1.67-1.69 at 40 %, 1.95 at 100 %. On a slower moment of the same
+  // VM (random access ~2x dearer) it won from ~10 %. The rule is a share of capacity.
+  static constexpr double kCountedShare = 0.25;
   bool counted_pays(size_t n, double d) const noexcept {
     return double(n) >= kCountedShare * double(capacity_) && std::fabs(d) <= 0x1p20 && d == std::trunc(d);
   }
