@@ -2386,6 +2386,13 @@ class SemiOrderedIndex {
                         bool lenient, int lazy_sign = 0);
 
   BadInput apply_one(Entry& en, double v, bool assign, bool lenient, double& old);
+  // A lazy batch must keep its sign even if the caller rewrote the buffer after
+  // delta_sign read it (see CAVEATS): a delta of the wrong sign adds nothing.
+  double lazy_signed(double v) const noexcept {
+    if (lazy_apply_sign_ > 0) return std::max(v, 0.0);
+    if (lazy_apply_sign_ < 0) return std::min(v, 0.0);
+    return v;
+  }
 
   template <class IdT>
   BatchError apply_serial(const IdT* ids, const double* vals, double scalar, size_t n, bool assign, bool lenient);

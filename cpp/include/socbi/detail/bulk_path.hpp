@@ -67,9 +67,7 @@ inline auto SemiOrderedIndex::bulk_apply(const IdT* ids, const double* vals, dou
   const bool lazy = lazy_sign != 0 && (dirty == 0 || dirty == lazy_sign);
   detail::TeamScope team(lazy ? T : std::max(T, rebuild_threads(threads)));
   lazy_apply_sign_ = lazy ? lazy_sign : 0;  // read by apply_one; the team starts after this store
-  double d = scalar;  // the sign a lazy batch enforces (see apply_one)
-  if (lazy_apply_sign_ > 0) d = std::max(d, 0.0);
-  if (lazy_apply_sign_ < 0) d = std::min(d, 0.0);
+  const double d = lazy_signed(scalar);
   const bool counted = T == 1 && !vals && !assign && counted_pays(n, d) && apply_counted(ids, d, n, lenient);
   const BatchError bad = counted                         ? BatchError{n, BadInput::kNone}
                          : (T == 1 || n > UINT32_MAX) ? apply_serial(ids, vals, scalar, n, assign, lenient)
@@ -100,10 +98,7 @@ inline auto SemiOrderedIndex::bulk_apply(const IdT* ids, const double* vals, dou
 // skipped (old is its score, so restoring it is a no-op) and a non-finite result is
 // stored in finite form, as the item-by-item path does.
 inline auto SemiOrderedIndex::apply_one(Entry& en, double v, bool assign, bool lenient, double& old) -> BadInput {
-  // A lazy batch must keep its sign even if the caller rewrote the buffer after
-  // delta_sign read it (see CAVEATS): a delta of the wrong sign adds nothing.
-  if (lazy_apply_sign_ > 0) v = std::max(v, 0.0);
-  if (lazy_apply_sign_ < 0) v = std::min(v, 0.0);
+  v = lazy_signed(v);
   old = en.score.load(std::memory_order_relaxed);
   if (status_of(en.meta.load(std::memory_order_relaxed)) == ABSENT) return lenient ? BadInput::kNone : BadInput::kAbsent;
   double now = assign ? v : old + v;
@@ -253,11 +248,9 @@ inline bool SemiOrderedIndex::apply_counted(const IdT* ids, double d, size_t n, 
           }
           r = next + 0.0;
         }
-        if (!lenient) {
-          log.data()[log.size()] = detail::bits_of(s);
-          log.set_size(log.size() + 1);
-          log_ids.data()[log_ids.size()] = uint32_t(i);
-          log_ids.set_size(log_ids.size() + 1);
+        if (!lenient) {  // within the reserved room: never allocates
+          log.push_back(detail::bits_of(s));
+          log_ids.push_back(uint32_t(i));
         }
         en.score.store(r, std::memory_order_relaxed);
         if (kEnd != 0 && takes(r)) worst = take_candidate(r, uint32_t(i), kEnd, worst);
@@ -294,7 +287,7 @@ inline bool SemiOrderedIndex::apply_counted(const IdT* ids, double d, size_t n, 
   zero_counts();
   if (fail < capacity_) return false;
   if (end != 0) {
-    std::sort(cand_.begin(), cand_.end(), [&](const detail::Key& a, const detail::Key& b) { return end < 0 ? a < b : b < a; });
+    std::sort(cand_.begin(), cand_.end(), [end](const detail::Key& a, const detail::Key& b) { return detail::before_at(end, a, b); });
     if (cand_.size() > kCandidates) cand_.resize(kCandidates);
     cand_end_ = end;
     cand_valid_.store(true, std::memory_order_seq_cst);
@@ -310,7 +303,7 @@ inline auto SemiOrderedIndex::take_candidate(double v, uint32_t id, int end, dou
   cand_.push_back({v, id});  // reserved: never allocates
   if (cand_.size() < 2 * kCandidates) return worst;
   std::nth_element(cand_.begin(), cand_.begin() + (kCandidates - 1), cand_.end(),
-                   [end](const detail::Key& a, const detail::Key& b) { return end < 0 ? a < b : b < a; });
+                   [end](const detail::Key& a, const detail::Key& b) { return detail::before_at(end, a, b); });
   cand_.resize(kCandidates);
   return cand_.back().score;
 }

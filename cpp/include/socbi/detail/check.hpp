@@ -13,13 +13,12 @@ inline auto SemiOrderedIndex::check_locked() const -> void {
     for (uint64_t i = 0; i < capacity_; ++i)
       if (repeat_counts_[i]) fail("apply_counted left a repeat count for id " + std::to_string(i));
   if (cand_valid_.load(std::memory_order_relaxed)) {  // the candidates are the stale end's best keys now
-    auto better = [&](const detail::Key& a, const detail::Key& b) { return cand_end_ < 0 ? a < b : b < a; };
     for (size_t k = 0; k < cand_.size(); ++k) {
       const Entry& en = entries_[cand_[k].id];
       if (status_of(en.meta.load(std::memory_order_relaxed)) == ABSENT ||
           detail::bits_of(en.score.load(std::memory_order_relaxed)) != detail::bits_of(cand_[k].score))
         fail("candidate id " + std::to_string(cand_[k].id) + " is absent or its score changed");
-      if (k > 0 && !better(cand_[k - 1], cand_[k])) fail("candidates are not in query order at " + std::to_string(k));
+      if (k > 0 && !detail::before_at(cand_end_, cand_[k - 1], cand_[k])) fail("candidates are not in query order at " + std::to_string(k));
     }
     if (!cand_.empty()) {
       uint64_t beating = 0;  // present keys that beat or equal the last candidate: exactly cand_.size()
@@ -27,7 +26,7 @@ inline auto SemiOrderedIndex::check_locked() const -> void {
         const Entry& en = entries_[i];
         if (status_of(en.meta.load(std::memory_order_relaxed)) == ABSENT) continue;
         const detail::Key k{en.score.load(std::memory_order_relaxed), uint32_t(i)};
-        beating += !better(cand_.back(), k);
+        beating += !detail::before_at(cand_end_, cand_.back(), k);
       }
       if (beating != cand_.size()) fail("the candidates are not the stale end's best keys (id " + std::to_string(cand_.back().id) + ")");
     }

@@ -20,6 +20,9 @@ inline bool operator<(const Key& a, const Key& b) noexcept {
   return a.score < b.score || (a.score == b.score && a.id < b.id);
 }
 inline bool operator<=(const Key& a, const Key& b) noexcept { return !(b < a); }
+// a comes before b in the order a query at `end` returns: bottom() (end < 0) ascending,
+// top() descending.
+inline bool before_at(int end, const Key& a, const Key& b) noexcept { return end < 0 ? a < b : b < a; }
 
 // The score as a uint64 whose unsigned order is the double order (-0.0 folded into
 // +0.0): the sort key of pack() and the coordinate QuantileBucketing cuts into cells.
